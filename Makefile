@@ -1,0 +1,42 @@
+# Two commands set everything up on a fresh machine:
+#   make repro   - create .venv if missing, install, run the whole study (dvc repro)
+#   make test    - the same set-up, then the test suite
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install repro test test-fast ui plots bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --no-input -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+	@$(BIN)/python -c "import cxrprune, torch, dvc, mlflow" || { echo "install failed"; exit 1; }
+	@touch $@
+
+install: $(STAMP)
+
+repro: install
+	dvc repro
+
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+ui: install
+	mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+plots: install
+	dvc plots show --open 2>/dev/null || dvc plots show
+
+bench: install
+	$(BIN)/python benchmarks/bench_evaluate.py --blocks 60
+
+clean:
+	rm -rf $(VENV) .pytest_cache

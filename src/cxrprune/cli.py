@@ -1,0 +1,69 @@
+"""The ``cxrprune`` command: one sub-command per pipeline stage, plus tools.
+
+Each stage's logic lives in library modules; ``cxrprune.stages.<name>.run`` is the thin
+entry point that ``dvc.yaml`` calls through this command. A :class:`CxrpruneError` is
+printed as one line (``cxrprune: error: ...``) with exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable
+
+from .errors import CxrpruneError
+
+# name -> (module under cxrprune.stages, help, extra-argument adder)
+_Adder = Callable[[argparse.ArgumentParser], None]
+
+
+def _seed_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, required=True, help="which of params.yaml's seeds")
+
+
+def _no_args(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+COMMANDS: dict[str, tuple[str, str, _Adder]] = {
+    "generate": ("generate", "write the synthetic CXR-LT dataset in the NIH-CXR-LT layout", _no_args),
+    "prepare": ("prepare", "validate a dataset, write label tables and the uint8 image cache", _no_args),
+    "train": ("train", "train one seed (checkpoint, history, MLflow run)", _seed_arg),
+    "prune": ("prune", "prune one seed at every level and predict the test set", _seed_arg),
+    "evaluate": ("evaluate", "per-class AP/AUROC/F1, mAP vs sparsity, paired test", _no_args),
+    "analyze": ("analyze", "forgettability, FCD, PIEs, summary.json, plots", _no_args),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cxrprune", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text, add_args) in COMMANDS.items():
+        add_args(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    module_name, _, _ = COMMANDS[args.command]
+    try:
+        from .config import load_params
+
+        params = load_params(args.params)
+        module = importlib.import_module(f"cxrprune.stages.{module_name}")
+        kwargs = {k: v for k, v in vars(args).items() if k not in ("command", "params")}
+        module.run(params, **kwargs)
+    except CxrpruneError as exc:
+        print(f"cxrprune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cxrprune: interrupted; finished outputs are kept, rerun the stage to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

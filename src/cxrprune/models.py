@@ -1,0 +1,117 @@
+"""Model construction: a torchvision ResNet with a new final layer for C classes.
+
+``resnet10`` is torchvision's ``ResNet`` with one ``BasicBlock`` per stage, a CPU-friendly
+member of the same family for the embedded default; the others are torchvision's own.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models as tvm
+from torchvision.models.resnet import BasicBlock, ResNet
+
+from .errors import CxrpruneError
+
+ARCHS = ("resnet10", "resnet18", "resnet34", "resnet50")
+
+# ImageNet normalisation; grayscale inputs are replicated to three channels.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_IMAGENET_WEIGHTS = {
+    "resnet18": "ResNet18_Weights",
+    "resnet34": "ResNet34_Weights",
+    "resnet50": "ResNet50_Weights",
+}
+
+
+def build_model(arch: str, num_classes: int, pretrained: str = "none") -> nn.Module:
+    """A ResNet whose final layer is ``Linear(features, num_classes)``.
+
+    ``pretrained`` is ``none``, ``imagenet`` (torchvision's weights, downloaded and cached
+    by torchvision) or a path to a state-dict file for the backbone.
+    """
+    if arch not in ARCHS:
+        raise CxrpruneError(f"train.arch: unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    if arch == "resnet10":
+        model: nn.Module = ResNet(BasicBlock, [1, 1, 1, 1])
+    else:
+        model = getattr(tvm, arch)(weights=None)
+    _load_pretrained(model, arch, pretrained)
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+def _load_pretrained(model: nn.Module, arch: str, pretrained: str) -> None:
+    if pretrained == "none":
+        return
+    if pretrained == "imagenet":
+        if arch not in _IMAGENET_WEIGHTS:
+            raise CxrpruneError(f"train.pretrained: no ImageNet weights exist for {arch}; use none or a file")
+        weights = getattr(tvm, _IMAGENET_WEIGHTS[arch]).IMAGENET1K_V1
+        try:
+            state = weights.get_state_dict(progress=False)
+        except Exception as exc:  # urllib raises many types when offline
+            raise CxrpruneError(
+                f"train.pretrained: cannot download ImageNet weights for {arch} ({type(exc).__name__}: {exc}). "
+                f"Offline, download {weights.url} on a connected machine and set train.pretrained "
+                f"to the local file's path") from None
+    else:
+        path = Path(pretrained)
+        if not path.is_file():
+            raise CxrpruneError(f"train.pretrained: {pretrained!r} is neither none, imagenet nor an existing file")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CxrpruneError(f"train.pretrained: {path} is not a readable state-dict file ({exc})") from None
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+    # The final layer is replaced afterwards, so its shape may differ from the file's.
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise CxrpruneError(
+            f"train.pretrained: weights do not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+def prunable_parameters(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """The ``(module, "weight")`` pairs the study prunes: every Conv2d and Linear weight."""
+    return [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CxrpruneError(f"train.device is {name!r} but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+def set_threads(threads: int) -> None:
+    """Pin torch's intra-op threads (0 keeps torch's default, or $OMP_NUM_THREADS)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    elif os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model stored in a ``model.pt`` checkpoint; returns ``(model, checkpoint)``."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise CxrpruneError(f"{path}: checkpoint not found; run `dvc repro train` first") from None
+    except Exception as exc:
+        raise CxrpruneError(f"{path}: damaged checkpoint ({type(exc).__name__}); rerun the train stage") from None
+    for key in ("arch", "classes", "state_dict"):
+        if key not in ckpt:
+            raise CxrpruneError(f"{path}: checkpoint lacks {key!r}; rerun the train stage")
+    model = build_model(ckpt["arch"], len(ckpt["classes"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device), ckpt

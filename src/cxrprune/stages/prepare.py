@@ -1,0 +1,13 @@
+"""DVC stage ``prepare``: validate the dataset and write ``data/prepared/<name>/``."""
+
+from __future__ import annotations
+
+from ..config import Params
+from ..prepare import prepare_dataset
+
+
+def run(params: Params) -> None:
+    meta = prepare_dataset(params.data)
+    counts = ", ".join(f"{k} {v}" for k, v in meta["counts"].items())
+    print(f"prepared {params.data.name}: {counts} images at {meta['image_size']} px, "
+          f"{len(meta['classes'])} classes -> {params.data.prepared_dir}")
