@@ -1,0 +1,263 @@
+"""The analyze stage end to end on a tiny fake workspace with known answers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from cxrprune import config
+from cxrprune.errors import DataError
+from cxrprune.models import build_model, prunable_parameters
+from cxrprune.stages import analyze
+
+CLASSES = ["No Finding", "Effusion", "Nodule", "Hernia"]
+TRAIN_COUNTS = {"No Finding": 50, "Effusion": 30, "Nodule": 12, "Hernia": 4}
+# Curves are rel(k) = -slope * k (same for both seeds), so the first k with rel < -0.2 is
+# the first level above 0.2 / slope: 0.7, 0.45, 0.25, and never for Hernia (max -0.1425).
+SLOPE = {"No Finding": 0.3, "Effusion": 0.5, "Nodule": 1.0, "Hernia": 0.15}
+FIRST_DROP = {"No Finding": 0.7, "Effusion": 0.45, "Nodule": 0.25, "Hernia": None}
+SEEDS = [0, 1]
+N_TEST = 40
+LEVELS = config.default_levels()
+
+
+def _frame(y: np.ndarray, prefix: str) -> pd.DataFrame:
+    df = pd.DataFrame(y.astype(np.int8), columns=CLASSES)
+    df.insert(0, "patient_id", [f"{i // 2:08d}" for i in range(len(y))])
+    df.insert(0, "image_id", [f"{prefix}{i:05d}.png" for i in range(len(y))])
+    return df
+
+
+def _train_labels() -> pd.DataFrame:
+    """One block of single-finding images per class, so column sums are TRAIN_COUNTS exactly."""
+    rows = [np.eye(len(CLASSES), dtype=np.int8)[j] for j, c in enumerate(CLASSES) for _ in range(TRAIN_COUNTS[c])]
+    return _frame(np.array(rows), "tr")
+
+
+def _test_labels(rng: np.random.Generator) -> pd.DataFrame:
+    y = np.zeros((N_TEST, len(CLASSES)), dtype=np.int8)
+    y[:, 1:] = rng.random((N_TEST, 3)) < np.array([0.4, 0.3, 0.2])
+    y[:4, 1:] = np.array([[1, 1, 1], [1, 1, 0], [0, 0, 1], [1, 0, 0]])  # 3+ findings occur
+    y[:, 0] = y[:, 1:].sum(axis=1) == 0  # No Finding never co-occurs
+    return _frame(y, "te")
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    rng = np.random.default_rng(7)
+    params = config.from_dict({"seeds": SEEDS, "data": {"name": "tiny", "image_size": 32},
+                               "train": {"arch": "resnet10"}, "mlflow": {"experiment": "analyze-test"}})
+
+    prepared = tmp_path / "data/prepared/tiny"
+    prepared.mkdir(parents=True)
+    train = _train_labels()
+    test = _test_labels(rng)
+    for split, df in (("train", train), ("test", test)):
+        df.to_parquet(prepared / f"labels_{split}.parquet", index=False)
+        np.save(prepared / f"images_{split}.npy", np.zeros((len(df), 32, 32), dtype=np.uint8))
+    (prepared / "meta.json").write_text(json.dumps({"classes": CLASSES, "image_size": 32, "source": "synthetic",
+                                                    "counts": {"train": len(train), "test": N_TEST}}))
+    truth = pd.DataFrame({"image_id": list(train["image_id"]) + list(test["image_id"]),
+                          "split": ["train"] * len(train) + ["test"] * N_TEST})
+    truth["flipped"] = (rng.random(len(truth)) < 0.3).astype(np.int8)
+    truth["flipped_class"] = np.where(truth["flipped"] == 1, "Effusion", "")
+    truth["quality"] = rng.random(len(truth))
+    truth["degradation"] = rng.choice(["none", "blur", "noise", "exposure"], len(truth))
+    truth.to_parquet(prepared / "truth.parquet", index=False)
+
+    pred_dir = tmp_path / "data/predictions/tiny"
+    pred_dir.mkdir(parents=True)
+    for seed in SEEDS:
+        blocks = []
+        for method in ("l1", "random"):
+            for k in LEVELS:
+                block = pd.DataFrame(rng.random((N_TEST, len(CLASSES))).astype(np.float32), columns=CLASSES)
+                block.insert(0, "sparsity", np.float64(k))
+                block.insert(0, "method", method)
+                block.insert(0, "image_id", test["image_id"])
+                blocks.append(block)
+        pd.concat(blocks, ignore_index=True).to_parquet(pred_dir / f"seed-{seed}.parquet", index=False)
+
+    rows = []
+    for seed, ap0 in zip(SEEDS, (0.8, 0.6)):
+        for method in ("l1", "random"):
+            for k in LEVELS:
+                for c in CLASSES:
+                    ap = ap0 * (1 - SLOPE[c] * k) if method == "l1" else ap0 * (1 - k)
+                    rows.append({"seed": seed, "method": method, "sparsity": k, "class_name": c, "ap": ap,
+                                 "auroc": 0.7, "f1": 0.3})
+    metrics = tmp_path / "metrics/tiny"
+    metrics.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(metrics / "per_class.csv", index=False)
+    (metrics / "evaluate.json").write_text(json.dumps({"map_dense": 0.7, "map_at_50": 0.6, "map_at_90": 0.4,
+                                                       "map_at_95": 0.3, "max_safe_sparsity": 0.5}))
+    curve = pd.DataFrame([{"sparsity": k, "method": m, "map": 0.7 - 0.3 * k * (m == "random") - 0.2 * k,
+                           "map_q25": 0.65 - 0.2 * k, "map_q75": 0.75 - 0.2 * k}
+                          for m in ("l1", "random") for k in LEVELS])
+    (tmp_path / "plots/tiny").mkdir(parents=True)
+    curve.to_csv(tmp_path / "plots/tiny/map_vs_sparsity.csv", index=False)
+
+    torch.manual_seed(0)
+    model = build_model("resnet10", len(CLASSES))
+    model_dir = tmp_path / "data/models/tiny/seed-0"
+    model_dir.mkdir(parents=True)
+    torch.save({"arch": "resnet10", "classes": CLASSES, "image_size": 32, "state_dict": model.state_dict(),
+                "epoch": 1, "val_loss": 0.5}, model_dir / "model.pt")
+    n_weights = sum(m.weight.numel() for m, _ in prunable_parameters(model))
+    return params, tmp_path, test, train, truth, n_weights
+
+
+def _no_nan(text: str) -> dict:
+    def refuse(name):
+        raise AssertionError(f"summary.json holds {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_analyze_end_to_end(workspace):
+    params, root, test, train, truth, n_weights = workspace
+    counts = train[CLASSES].sum()
+    assert counts.to_dict() == TRAIN_COUNTS  # the fixture's own premise
+
+    analyze.run(params)
+
+    # summary.json: copied evaluate keys, nested sections, strict JSON.
+    summary = _no_nan((root / "metrics/tiny/summary.json").read_text())
+    assert summary["map_dense"] == 0.7 and summary["max_safe_sparsity"] == 0.5
+    assert {"map_at_50", "map_at_90", "map_at_95"} <= summary.keys()
+    f = summary["forgettability"]
+    assert f["first_drop_n"] == 3 and f["first_drop_not_reached"] == 1
+    reached = [c for c in CLASSES if FIRST_DROP[c] is not None]
+    x = [FIRST_DROP[c] for c in reached]
+    y = np.log([TRAIN_COUNTS[c] for c in reached])
+    assert f["first_drop_r"] == pytest.approx(stats.pearsonr(x, y).statistic, abs=1e-9)
+    assert f["first_drop_rho"] == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-9)
+    dap = [-SLOPE[c] * 0.95 for c in CLASSES]
+    assert f["dap95_r"] == pytest.approx(stats.pearsonr(dap, np.log(list(TRAIN_COUNTS.values()))).statistic,
+                                         abs=1e-6)
+    for key in ("first_drop_p", "dap95_rho", "dap95_p"):
+        assert key in f
+    assert set(summary["fcd"]) >= {"freq_r", "freq_rho", "iou_r", "iou_rho", "n_pairs"}
+    assert summary["fcd"]["n_pairs"] == 6
+    pie = summary["pie"]
+    assert pie["count"] == int(0.05 * N_TEST) == 2
+    assert {"ratio_3plus_findings", "ratio_flipped_label", "mean_quality_pie", "mean_quality_nonpie"} <= pie.keys()
+    assert summary["weights"]["n_weights"] == n_weights
+    assert 0 <= summary["weights"]["frac_below_1e-2"] <= 1
+
+    # forgettability.csv: first drops by hand, not reached -> empty cell.
+    forget = pd.read_csv(root / "metrics/tiny/forgettability.csv")
+    assert list(forget.columns) == ["class_name", "train_count", "ln_train_count", "first_drop", "dap95"]
+    for _, row in forget.iterrows():
+        expected = FIRST_DROP[row["class_name"]]
+        assert (math.isnan(row["first_drop"]) if expected is None else row["first_drop"] == expected)
+        assert row["dap95"] == pytest.approx(-SLOPE[row["class_name"]] * 0.95, rel=1e-9)
+        assert row["train_count"] == TRAIN_COUNTS[row["class_name"]]
+
+    # pies.csv: Spearman recomputed with scipy from the raw prediction files.
+    def ensemble(k):
+        frames = [pd.read_parquet(root / f"data/predictions/tiny/seed-{s}.parquet") for s in SEEDS]
+        sel = [fr[(fr["method"] == "l1") & (fr["sparsity"] == k)][CLASSES].to_numpy(float) for fr in frames]
+        return np.mean(sel, axis=0)
+    dense, sparse = ensemble(0.0), ensemble(0.9)
+    rho = np.array([stats.spearmanr(a, b).statistic for a, b in zip(dense, sparse)])
+    pies_csv = pd.read_csv(root / "metrics/tiny/pies.csv")
+    assert list(pies_csv.columns) == ["image_id", "spearman", "is_pie", "flipped", "quality"]
+    assert len(pies_csv) == N_TEST and pies_csv["spearman"].is_monotonic_increasing
+    by_id = pies_csv.set_index("image_id")
+    np.testing.assert_allclose(by_id.loc[test["image_id"], "spearman"], rho, atol=1e-9)
+    expected_pies = set(test["image_id"].to_numpy()[np.argsort(rho, kind="stable")[:2]])
+    assert set(pies_csv.loc[pies_csv["is_pie"], "image_id"]) == expected_pies
+    t = truth.set_index("image_id")
+    assert (by_id["flipped"] == t.loc[by_id.index, "flipped"]).all()
+
+    # Plot data for dvc plots.
+    plots = root / "plots/tiny"
+    long = pd.read_csv(plots / "forgettability_curves.csv")
+    assert list(long.columns) == ["sparsity", "class_name", "rel_dap"] and len(long) == 19 * len(CLASSES)
+    assert list(pd.read_csv(plots / "forgetting_vs_frequency.csv").columns) == \
+        ["class_name", "ln_train_count", "first_drop", "dap95"]
+    pairs = pd.read_csv(plots / "fcd_pairs.csv")
+    assert list(pairs.columns) == ["class_a", "class_b", "pair", "fcd", "abs_dlnf", "iou_quarter"]
+    assert len(pairs) == 6
+    # Label-weighted IoU of (Effusion, Nodule) by explicit loops over the test images.
+    yt = test[CLASSES].to_numpy()
+    n_labels = yt.sum(axis=1)
+    fa = n_labels[yt[:, 1] == 1].sum()
+    fb = n_labels[yt[:, 2] == 1].sum()
+    both = int(((yt[:, 1] == 1) & (yt[:, 2] == 1)).sum())
+    row = pairs[(pairs["class_a"] == "Effusion") & (pairs["class_b"] == "Nodule")].iloc[0]
+    assert row["iou_quarter"] == pytest.approx((both / (fa + fb - both)) ** 0.25)
+    assert row["abs_dlnf"] == pytest.approx(abs(math.log(fa) - math.log(fb)))
+    assert row["fcd"] == pytest.approx(math.sqrt(sum((0.5 * k - 1.0 * k) ** 2 for k in LEVELS[1:])), rel=1e-9)
+    ratios = pd.read_csv(plots / "pie_class_ratios.csv")
+    assert list(ratios.columns) == ["class_name", "ratio"] and ratios["class_name"].tolist() == CLASSES
+    bins = pd.read_csv(plots / "pie_findings_ratios.csv", dtype={"findings": str})
+    assert bins["findings"].tolist() == ["0", "1", "2", "3", "4+"]
+    hist = pd.read_csv(plots / "weight_histogram.csv")
+    assert list(hist.columns) == ["abs_weight", "count"] and len(hist) == params.analyze.histogram_bins
+    assert hist["count"].sum() == n_weights
+
+    for name in analyze.FIGURES:
+        png = plots / "figures" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert not list(root.rglob(".*.png")) and not list(root.rglob("*.tmp"))  # no atomic-write leftovers
+
+    # MLflow: one "analysis" run with dotted metrics and the figures.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("analyze-test")
+    runs = client.search_runs([exp.experiment_id], "tags.cxrprune_stage = 'analyze'")
+    assert len(runs) == 1
+    r = runs[0]
+    assert r.info.run_name == "analysis"
+    assert r.data.metrics["forgettability.first_drop_n"] == 3
+    assert r.data.metrics["pie.count"] == 2
+    assert r.data.metrics["map_dense"] == pytest.approx(0.7)
+    arts = {a.path for a in client.list_artifacts(r.info.run_id, "figures")}
+    assert arts == {f"figures/{n}" for n in analyze.FIGURES}
+
+    # Without the synthetic truth table the synthetic-only keys and columns are absent.
+    (root / "data/prepared/tiny/truth.parquet").unlink()
+    analyze.run(params)
+    summary = _no_nan((root / "metrics/tiny/summary.json").read_text())
+    assert "ratio_flipped_label" not in summary["pie"] and "mean_quality_pie" not in summary["pie"]
+    assert list(pd.read_csv(root / "metrics/tiny/pies.csv").columns) == ["image_id", "spearman", "is_pie"]
+
+
+def test_missing_inputs_name_the_stage(workspace):
+    params, root, *_ = workspace
+    (root / "data/predictions/tiny/seed-1.parquet").unlink()
+    with pytest.raises(DataError, match=r"prune@1"):
+        analyze.run(params)
+    (root / "metrics/tiny/per_class.csv").unlink()
+    with pytest.raises(DataError, match="dvc repro evaluate"):
+        analyze.run(params)
+    assert not (root / "metrics/tiny/summary.json").exists()  # nothing half-written
+
+
+def test_figures_survive_degenerate_inputs(tmp_path):
+    """No class reaches the drop, no PIE ratio is defined, an all-zero model: still valid PNGs."""
+    from cxrprune import figures, forgetting
+
+    table = pd.DataFrame({"class_name": ["A", "B", "C"], "ln_train_count": [3.0, 2.0, 1.0],
+                          "first_drop": [np.nan] * 3, "dap95": [-0.1, -0.1, np.nan]})
+    none = forgetting.correlate(np.array([]), np.array([]))
+    figures.forgetting_vs_frequency(table, none, none, tmp_path / "f.png")
+    ratios = pd.DataFrame({"class_name": ["A", "B"], "ratio": [np.nan, 0.0]})
+    bins = pd.DataFrame({"findings": ["0", "1", "2", "3", "4+"], "ratio": [np.nan] * 5})
+    figures.pie_ratios(ratios, bins, tmp_path / "p.png")
+    from cxrprune import weights
+    figures.weight_histogram(weights.magnitude_histogram(np.zeros(10), 10), tmp_path / "w.png",
+                             weights.magnitude_summary(np.zeros(10)))
+    for name in ("f.png", "p.png", "w.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
