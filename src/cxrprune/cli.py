@@ -26,6 +26,15 @@ def _no_args(p: argparse.ArgumentParser) -> None:
     pass
 
 
+def _import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--folder", required=True, help="folder of {dataset}_resnet50_seed-{s}_prune-{k}.pkl files")
+    p.add_argument("--labels", required=True, help="the dataset's test label CSV, or the folder holding its label CSVs")
+    p.add_argument("--dataset", choices=["nih-cxr-lt", "mimic-cxr-lt"], default="nih-cxr-lt",
+                   help="which dataset the predictions are of (default: nih-cxr-lt)")
+    p.add_argument("--train-labels", default=None,
+                   help="the train label CSV (default: the test CSV's name with test -> train)")
+
+
 COMMANDS: dict[str, tuple[str, str, _Adder]] = {
     "generate": ("generate", "write the synthetic CXR-LT dataset in the NIH-CXR-LT layout", _no_args),
     "prepare": ("prepare", "validate a dataset, write label tables and the uint8 image cache", _no_args),
@@ -33,6 +42,13 @@ COMMANDS: dict[str, tuple[str, str, _Adder]] = {
     "prune": ("prune", "prune one seed at every level and predict the test set", _seed_arg),
     "evaluate": ("evaluate", "per-class AP/AUROC/F1, mAP vs sparsity, paired test", _no_args),
     "analyze": ("analyze", "forgettability, FCD, PIEs, summary.json, plots", _no_args),
+    "reader-sample": ("reader_sample", "draw the blinded reader-study sample, write one HTML form per reader",
+                      _no_args),
+    "reader-simulate": ("reader_simulate", "simulated readers' answers from the synthetic ground truth", _no_args),
+    "reader-analyze": ("reader_analyze", "validate readers' answers, PIE vs non-PIE tests, figure, MLflow",
+                       _no_args),
+    "import-predictions": ("import_predictions", "convert the authors' published prediction pickles into "
+                           "this project's prediction tables and test labels", _import_args),
 }
 
 

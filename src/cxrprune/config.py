@@ -32,6 +32,62 @@ def default_levels() -> list[float]:
 
 
 @dataclass(frozen=True)
+class SourceOptions:
+    """Layout options of the non-default sources (``data.options`` in params.yaml).
+
+    Empty values mean "the source's default"; which keys apply depends on ``data.source``
+    (a key that does not apply to the chosen source is refused when the source is read):
+
+    - ``labels``: where the label CSVs are, relative to ``data.root`` or absolute: a folder
+      holding the source's standard file names (nih-cxr-lt, mimic-cxr-lt), one CSV file with
+      a split column (csv), or a pattern with ``{split}`` naming one CSV per split
+      (all three). Default: ``data.root`` itself (csv: ``labels.csv``, else
+      ``labels_{split}.csv``).
+    - ``image_column``: the CSV column holding each image's path relative to ``data.root``
+      (mimic-cxr-lt, csv; default ``path``). It is also the image id.
+    - ``patient_column``: the patient id column (mimic-cxr-lt: default ``subject_id`` or
+      ``subj_id``, whichever exists; csv: default ``patient_id``/``subject_id``/``subj_id``
+      if present, else every image is its own patient).
+    - ``split_column``: the split column of a single csv file (default ``split``; values
+      ``train``, ``val`` (or ``valid``/``validate``/``validation``), ``test``).
+    - ``classes``: the class columns in the order to use. Empty: the canonical order
+      (nih-cxr-lt, mimic-cxr-lt, medmnist) or, for csv, every column other than the image,
+      patient and split columns, in file order. For the two CXR-LT sources a non-empty list
+      must be a reordering of the canonical classes; for medmnist it names the label columns.
+    - ``npz``: the MedMNIST ``.npz`` file, relative to ``data.root`` or absolute (default:
+      the only ``*.npz`` file in ``data.root``).
+    """
+
+    labels: str = ""
+    image_column: str = ""
+    patient_column: str = ""
+    split_column: str = ""
+    classes: list[str] = field(default_factory=list)
+    npz: str = ""
+
+    def __post_init__(self) -> None:
+        for key in ("labels", "image_column", "patient_column", "split_column", "npz"):
+            value = getattr(self, key)
+            _require(value == value.strip() and "\n" not in value, f"data.options.{key}",
+                     "a value without surrounding spaces or line breaks", value)
+        if "{" in self.labels or "}" in self.labels:
+            _require(self.labels.count("{") == 1 and self.labels.count("}") == 1 and "{split}" in self.labels,
+                     "data.options.labels", "a path, or a pattern with exactly one {split}", self.labels)
+        _require(self.npz == "" or self.npz.endswith(".npz"), "data.options.npz",
+                 "empty or a path to a .npz file", self.npz)
+        _require(all(c.strip() != "" and c == c.strip() for c in self.classes), "data.options.classes",
+                 "non-empty class names without surrounding spaces", self.classes)
+        _require(len(set(self.classes)) == len(self.classes), "data.options.classes", "a list without duplicates",
+                 self.classes)
+        columns = [c for c in (self.image_column, self.patient_column, self.split_column) if c]
+        _require(len(set(columns)) == len(columns), "data.options",
+                 "distinct image_column, patient_column and split_column", columns)
+        clash = [c for c in columns if c in self.classes]
+        _require(not clash, "data.options.classes", "names other than the image, patient and split columns",
+                 clash)
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Which dataset the pipeline reads and at what resolution it trains."""
 
@@ -40,6 +96,7 @@ class DataConfig:
     root: str = "data/raw/synthetic"
     image_size: int = 48
     workers: int = 0  # 0 = all cores
+    options: SourceOptions = field(default_factory=SourceOptions)  # layout of mimic-cxr-lt/csv/medmnist
 
     def __post_init__(self) -> None:
         _require(self.name.strip() != "" and "/" not in self.name, "data.name",
@@ -177,7 +234,7 @@ class ReaderConfig:
     image_size: int = 512  # longest side, in pixels, of the images embedded in a form
     simulate: bool = True  # simulated readers from the synthetic ground truth
     simulated_readers: int = 3
-    answers_dir: str = "data/reader/answers"  # real exports (CSV or JSON) go here
+    answers_dir: str = "reader_answers"  # real exports (CSV or JSON) go here, committed to git
     duplicates: Literal["error", "latest"] = "error"  # a reader's conflicting answers to one case
 
     def __post_init__(self) -> None:

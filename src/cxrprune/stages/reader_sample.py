@@ -1,0 +1,36 @@
+"""DVC stage ``reader-sample``: draw the blinded reader-study sample and write one page per form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Params
+from ..prepare import load_meta, load_split
+from ..reader import study_dir
+from ..reader.page import image_source, write_forms
+from ..reader.sample import draw_sample, load_pies, write_sample
+
+
+def run(params: Params) -> None:
+    cfg = params.reader
+    name = params.data.name
+    prepared = params.data.prepared_dir
+    classes = load_meta(prepared)["classes"]
+    labels, images = load_split(prepared, "test")
+    pies = load_pies(Path("metrics") / name / "pies.csv")
+    sample = draw_sample(pies, labels, classes, cfg)
+    out = study_dir(name)
+    pages = write_forms(sample.manifest, out / "forms",
+                        image_source(params.data.root, labels["image_id"].astype(str).tolist(), images),
+                        cfg.image_size)
+    sample.info.update(pages)
+    write_sample(sample, out)
+    info = sample.info
+    reuse = ""
+    if info["max_uses_per_image"] > 1:
+        reuse = (f"; the test set has {info['pies_available']} PIEs for {cfg.forms} x {cfg.per_group} slots, "
+                 f"so images recur across forms (at most {info['max_uses_per_image']} times, never twice in a form)")
+    print(f"reader study {name}: {cfg.forms} form(s) of {cfg.per_group} PIEs + {cfg.per_group} non-PIEs, "
+          f"{info['distinct_pies']} distinct PIEs, {info['distinct_non_pies']} distinct non-PIEs{reuse} -> "
+          f"{out / 'forms'}")
+
