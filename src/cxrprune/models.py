@@ -67,16 +67,43 @@ def _load_pretrained(model: nn.Module, arch: str, pretrained: str) -> None:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise CxrpruneError(f"train.pretrained: {path} is not a readable state-dict file ({exc})") from None
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
+            raise CxrpruneError(f"train.pretrained: {path} is not a readable state-dict file ({_load_failure(exc)}); "
+                                f"save one with torch.save(model.state_dict(), path)") from None
+        # A bare state dict, this project's model.pt ("state_dict") or a PruneCXR chkpt.pt ("weights").
+        for key in ("state_dict", "weights"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+                break
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CxrpruneError(f"train.pretrained: {path} holds a {type(state).__name__}, not a state dict "
+                                f"(a mapping of parameter names to tensors, as saved by torch.save(model.state_dict()))")
+        if state and all(k.startswith("module.") for k in state):  # saved from nn.DataParallel
+            state = {k[len("module."):]: v for k, v in state.items()}
     # The final layer is replaced afterwards, so its shape may differ from the file's.
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
-    if missing or unexpected:
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+             if k in own and v.shape != own[k].shape]
+    # Old files (torchvision's ImageNet weights among them) lack BatchNorm's step counter;
+    # load_state_dict fills it in.
+    missing = [k for k in own if k not in state and not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected or wrong:
         raise CxrpruneError(
-            f"train.pretrained: weights do not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+            f"train.pretrained: weights do not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}, "
+            f"wrong shape {wrong[:2]} ({len(missing)}/{len(unexpected)}/{len(wrong)} in all); "
+            f"use weights saved from the same architecture")
+    model.load_state_dict(state, strict=False)
+
+
+def _load_failure(exc: Exception) -> str:
+    """One line for a failed ``torch.load(weights_only=True)`` (torch's own text is a page long)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+        return f"not plain tensors: {detail.split('. Please')[0].strip() or 'unsupported content'}"
+    first = (text.strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}" if first else f"{type(exc).__name__}: empty or truncated file"
 
 
 def prunable_parameters(model: nn.Module) -> list[tuple[nn.Module, str]]:

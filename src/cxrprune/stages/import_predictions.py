@@ -1,0 +1,41 @@
+"""``cxrprune import-predictions``: the authors' published predictions as this project's tables.
+
+Not a dvc.yaml stage: its outputs are those of the prepare and prune stages
+(``data/prepared/<data.name>/`` labels + meta, ``data/predictions/<data.name>/seed-<s>.parquet``;
+DVC allows one producer per output), written from a folder of published pickles so that the
+evaluate and analyze stages run on them unchanged. Use a ``data.name`` of its own (e.g.
+``nih-cxr-lt-published``), ``prune.methods: [l1]`` (only L1 predictions were published), and
+``seeds`` / ``prune.levels`` naming the files to import (the paper: seeds 0..29, 20 levels).
+
+Then run only the stages after prune, never their upstream stages:
+``dvc repro --single-item evaluate analyze`` (short: ``dvc repro -s evaluate analyze``).
+A plain ``dvc repro`` would rerun prepare/train/prune for this data.name over the imported
+files, and ``dvc exp run`` deletes them (they are not in the DVC cache); version the
+downloaded pickles and label CSVs instead (``dvc add data/raw/...``), from which the import
+is deterministic. The logic lives in :mod:`cxrprune.importer`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Params
+from ..errors import ConfigError
+from ..importer import import_predictions, report
+
+
+def run(params: Params, folder: str, labels: str, dataset: str = "nih-cxr-lt",
+        train_labels: str | None = None) -> None:
+    if list(params.prune.methods) != ["l1"]:
+        raise ConfigError(f"prune.methods is {params.prune.methods}, but the published predictions are L1 only and "
+                          f"evaluate expects every configured method: set prune.methods: [l1] for "
+                          f"data.name {params.data.name!r}")
+    summary = import_predictions(
+        folder, labels, dataset,
+        seeds=params.seeds, levels=params.prune.levels,
+        prepared_dir=params.data.prepared_dir,
+        predictions_dir=Path("data/predictions") / params.data.name,
+        train_labels=train_labels,
+        models_dir=Path("data/models") / params.data.name,
+    )
+    report(summary)
