@@ -273,6 +273,11 @@ def weight_histogram(hist: pd.DataFrame, path: str | os.PathLike,
                      fractions: Mapping[str, float] | None = None) -> None:
     """Histogram of |w| (log count axis), with the fractions below thresholds as a note."""
     with _figure(path, width=5.5, height=3.6) as (fig, (ax,)):
+        if len(hist) == 0:  # imported predictions: no trained model to read weights from
+            ax.text(0.5, 0.5, "no trained model (imported predictions)", ha="center", va="center",
+                    transform=ax.transAxes)
+            ax.set_axis_off()
+            return
         width = (hist["bin_right"] - hist["bin_left"]).to_numpy(float) if "bin_right" in hist else None
         counts = hist["count"].to_numpy(dtype=np.float64)
         ax.bar(hist["abs_weight"], np.where(counts > 0, counts, np.nan), width=width, color="#1f5fa8",

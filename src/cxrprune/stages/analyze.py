@@ -49,7 +49,8 @@ def run(params: Params) -> None:
     fig_dir = pdir / "figures"
     prepared = params.data.prepared_dir
 
-    classes: list[str] = list(load_meta(prepared)["classes"])
+    meta = load_meta(prepared)
+    classes: list[str] = list(meta["classes"])
     per_class = _read_csv(mdir / "per_class.csv", "evaluate")
     evaluation = _read_json(mdir / "evaluate.json", "evaluate")
     map_curve = _read_csv(pdir / "map_vs_sparsity.csv", "evaluate")
@@ -93,11 +94,16 @@ def run(params: Params) -> None:
     truth_test = pies.align_truth(truth, ids) if truth is not None else None
     pie_rows = pies.pie_table(ids, corr, is_pie, truth_test)
 
-    # Analysis 6: weight magnitudes of the first seed's dense model.
-    model, _ = load_checkpoint(model_dir(params, params.seeds[0]) / "model.pt")
-    mags = weights.weight_magnitudes(model)
-    hist = weights.magnitude_histogram(mags, cfg.histogram_bins)
-    w_summary = weights.magnitude_summary(mags)
+    # Analysis 6: weight magnitudes of the first seed's dense model. Imported published
+    # predictions come without models: the histogram is then empty, not invented.
+    if "imported" in meta:
+        hist = pd.DataFrame({"abs_weight": [], "count": [], "bin_left": [], "bin_right": []})
+        w_summary: dict[str, Any] = {}
+    else:
+        model, _ = load_checkpoint(model_dir(params, params.seeds[0]) / "model.pt")
+        mags = weights.weight_magnitudes(model)
+        hist = weights.magnitude_histogram(mags, cfg.histogram_bins)
+        w_summary = weights.magnitude_summary(mags)
 
     pie_summary: dict[str, Any] = {
         "count": int(is_pie.sum()),

@@ -1,0 +1,184 @@
+"""End to end: a real `dvc repro` of dvc.yaml in a temporary git repository, tiny params.
+
+Checks every output contract, the MLflow run structure in the repository's own sqlite
+store, `dvc exp show --json`, that a second `dvc repro` reruns nothing, and that changing a
+prune parameter reruns only prune and what follows it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from cxrprune.classes import NIH_CXR_LT_CLASSES
+
+REPO = Path(__file__).resolve().parents[1]
+SEEDS = [0, 1]
+LEVELS = [0.0, 0.5, 0.9]
+
+TINY = {
+    "seeds": SEEDS,
+    "data": {"image_size": 32, "workers": 1},
+    "synthetic": {"n_patients": 100, "images_per_patient": 2.0, "image_size": 48, "min_positives": 2,
+                  "val_fraction": 0.25, "test_fraction": 0.3},
+    "train": {"arch": "resnet10", "epochs": 2, "patience": 1, "batch_size": 64, "threads": 1},
+    "prune": {"methods": ["l1", "random"], "levels": LEVELS, "batch_size": 256},
+    "evaluate": {"test": "ttest"},
+    "reader": {"per_group": 2, "forms": 2, "simulated_readers": 2, "image_size": 64},
+}
+
+
+def tiny_params() -> dict:
+    """The repository's params.yaml with the tiny values on top (keys must stay valid)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in TINY.items():
+        if section not in params:
+            continue
+        if isinstance(values, dict):
+            params[section].update({k: v for k, v in values.items()})
+        else:
+            params[section] = values
+    return params
+
+
+def make_workspace(dest: Path) -> Path:
+    """A git repository holding the pipeline definition and the sources its deps name."""
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(REPO / name, dest / name)
+    shutil.copytree(REPO / "reader_answers", dest / "reader_answers")
+    shutil.copytree(REPO / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local"))
+    shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(REPO / "plots" / "templates", dest / "plots" / "templates")
+    (dest / "data" / "raw").mkdir(parents=True)
+    shutil.copy(REPO / "data" / ".gitignore", dest / "data" / ".gitignore")
+    shutil.copy(REPO / "data" / "raw" / ".gitignore", dest / "data" / "raw" / ".gitignore")
+    (dest / ".gitignore").write_text("/mlflow.db\n/mlruns/\n")
+    (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    run(["git", "init", "-q"], dest)
+    run([*git, "add", "-A"], dest)
+    run([*git, "commit", "-qm", "tiny study"], dest)
+    return dest
+
+
+def env() -> dict:
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    e["DVC_NO_ANALYTICS"] = "1"
+    e["OMP_NUM_THREADS"] = "1"
+    return e
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc.stdout + proc.stderr
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    ws = make_workspace(tmp_path_factory.mktemp("study"))
+    first = run(["dvc", "repro"], ws)
+    return ws, first
+
+
+@pytest.mark.slow
+def test_repro_runs_every_stage_and_writes_the_contracts(study):
+    ws, first = study
+    ran = stages_run(first)
+    for stage in ["generate", "prepare", "evaluate", "analyze", *[f"train@{s}" for s in SEEDS],
+                  *[f"prune@{s}" for s in SEEDS]]:
+        assert stage in ran, f"{stage} did not run:\n{first[-3000:]}"
+    classes = list(NIH_CXR_LT_CLASSES)
+    prep = ws / "data/prepared/synthetic"
+    labels = pd.read_parquet(prep / "labels_test.parquet")
+    assert list(labels.columns) == ["image_id", "patient_id", *classes]
+    for s in SEEDS:
+        assert (ws / f"data/models/synthetic/seed-{s}/model.pt").is_file()
+        history = pd.read_csv(ws / f"data/models/synthetic/seed-{s}/history.csv")
+        assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_map", "val_auroc", "seconds"]
+        preds = pd.read_parquet(ws / f"data/predictions/synthetic/seed-{s}.parquet")
+        assert list(preds.columns) == ["image_id", "method", "sparsity", *classes]
+        assert len(preds) == len(labels) * 2 * len(LEVELS)
+        assert set(preds["method"]) == {"l1", "random"} and sorted(preds["sparsity"].unique()) == LEVELS
+        assert preds[classes].dtypes.eq("float32").all()
+        assert preds[classes].to_numpy().min() >= 0 and preds[classes].to_numpy().max() <= 1
+    per_class = pd.read_csv(ws / "metrics/synthetic/per_class.csv")
+    assert list(per_class.columns) == ["seed", "method", "sparsity", "class_name", "ap", "auroc", "f1"]
+    assert len(per_class) == len(SEEDS) * 2 * len(LEVELS) * len(classes)
+    summary = json.loads((ws / "metrics/synthetic/summary.json").read_text())
+    for key in ["map_dense", "map_at_50", "map_at_90", "max_safe_sparsity"]:
+        assert key in summary
+    for group, keys in {"forgettability": ["first_drop_r", "first_drop_rho", "dap95_r", "dap95_rho"],
+                        "fcd": ["freq_r", "freq_rho", "iou_r", "iou_rho"],
+                        "pie": ["count", "ratio_3plus_findings", "ratio_flipped_label"]}.items():
+        for key in keys:
+            assert key in summary[group], f"{group}.{key}"
+    assert summary["pie"]["count"] == int(0.05 * len(labels))
+    pies = pd.read_csv(ws / "metrics/synthetic/pies.csv")
+    assert int(pies["is_pie"].sum()) == summary["pie"]["count"]
+    for name in ["map_vs_sparsity", "forgettability_curves", "forgetting_vs_frequency", "fcd_pairs",
+                 "pie_class_ratios", "pie_findings_ratios", "weight_histogram"]:
+        assert (ws / f"plots/synthetic/{name}.csv").is_file(), name
+    curves = pd.read_csv(ws / "plots/synthetic/forgettability_curves.csv")
+    assert set(curves.columns) >= {"sparsity", "class_name", "rel_dap"}
+    assert len(list((ws / "plots/synthetic/figures").glob("*.png"))) >= 6
+
+
+@pytest.mark.slow
+def test_mlflow_has_one_run_per_seed_and_one_child_per_level(study):
+    import mlflow
+
+    ws, _ = study
+    mlflow.set_tracking_uri(f"sqlite:///{ws / 'mlflow.db'}")
+    exp = mlflow.get_experiment_by_name("cxrprune")
+    seeds = mlflow.search_runs([exp.experiment_id], filter_string="tags.cxrprune_stage = 'train'")
+    assert sorted(seeds["tags.seed"].astype(int)) == SEEDS
+    for _, parent in seeds.iterrows():
+        children = mlflow.search_runs([exp.experiment_id],
+                                      filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}'")
+        assert len(children) == 2 * len(LEVELS)
+        assert {"metrics.map", "metrics.mean_auroc", "metrics.measured_sparsity", "metrics.ap/Hernia"} <= set(children)
+        assert children["metrics.measured_sparsity"].sub(children["metrics.sparsity"]).abs().max() < 1e-6
+        assert {"tags.git_commit", "tags.checkpoint_md5", "tags.dvc_stage"} <= set(seeds.columns)
+        assert parent["tags.dvc_stage"] == f"train@{parent['tags.seed']}"
+
+
+@pytest.mark.slow
+def test_second_repro_reruns_nothing_and_exp_show_has_summary(study):
+    ws, _ = study
+    again = run(["dvc", "repro"], ws)
+    assert stages_run(again) == set(), again
+    proc = subprocess.run(["dvc", "exp", "show", "--json"], cwd=ws, env=env(), capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, check=True)
+    text = json.dumps(json.loads(proc.stdout))
+    assert "metrics/synthetic/summary.json" in text and "map_dense" in text and "first_drop_rho" in text
+
+
+@pytest.mark.slow
+def test_changing_a_prune_parameter_reruns_only_prune_and_after(study):
+    ws, _ = study
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["prune"]["methods"] = ["l1"]
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run(["dvc", "repro"], ws)
+    ran = stages_run(out)
+    assert {f"prune@{s}" for s in SEEDS} <= ran
+    assert {"evaluate", "analyze"} <= ran
+    assert not ran & {"generate", "prepare", *[f"train@{s}" for s in SEEDS]}, ran
+    preds = pd.read_parquet(ws / "data/predictions/synthetic/seed-0.parquet")
+    assert set(preds["method"]) == {"l1"}
