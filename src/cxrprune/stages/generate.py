@@ -1,0 +1,23 @@
+"""``cxrprune generate``: write the synthetic CXR-LT dataset to ``data/raw/synthetic``.
+
+A thin entry point for the DVC stage; the work is in :mod:`cxrprune.synth.generate`. The
+folder is fixed (not ``data.root``) so that pointing ``data.root`` at a real dataset can
+never overwrite it with synthetic images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Params
+from ..synth.generate import generate_dataset
+
+SYNTHETIC_ROOT = Path("data/raw/synthetic")
+
+
+def run(params: Params) -> None:
+    summary = generate_dataset(params.synthetic, SYNTHETIC_ROOT)
+    per_split = ", ".join(f"{split} {n}" for split, n in summary["counts"].items())
+    print(f"generated {summary['images']} images ({per_split}) in {SYNTHETIC_ROOT} "
+          f"in {summary['seconds']:.1f} s; {summary['flipped']} flipped labels, "
+          f"{summary['degraded']} degraded images")
