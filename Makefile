@@ -10,7 +10,9 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install repro test test-fast ui plots bench clean
+RAY_ADDRESS ?=
+
+.PHONY: install repro repro-ray test test-fast ui plots bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +24,10 @@ install: $(STAMP)
 
 repro: install
 	dvc repro
+
+# Per-seed stages as parallel Ray tasks (empty RAY_ADDRESS: a local runtime), then dvc repro.
+repro-ray: install
+	cxrprune repro --ray $(RAY_ADDRESS)
 
 test: install
 	$(BIN)/python -m pytest
