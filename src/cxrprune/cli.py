@@ -26,6 +26,10 @@ def _no_args(p: argparse.ArgumentParser) -> None:
     pass
 
 
+def _optional_seed_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=None, help="one of params.yaml's seeds (default: every seed)")
+
+
 def _import_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folder", required=True, help="folder of {dataset}_resnet50_seed-{s}_prune-{k}.pkl files")
     p.add_argument("--labels", required=True, help="the dataset's test label CSV, or the folder holding its label CSVs")
@@ -33,6 +37,35 @@ def _import_args(p: argparse.ArgumentParser) -> None:
                    help="which dataset the predictions are of (default: nih-cxr-lt)")
     p.add_argument("--train-labels", default=None,
                    help="the train label CSV (default: the test CSV's name with test -> train)")
+
+
+def _repro_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run the per-seed stages as Ray tasks in parallel: alone, on a local Ray runtime; "
+                        "with HOST:PORT (or auto), on that running cluster (default: plain dvc repro)")
+    p.add_argument("--targets", nargs="+", default=None, metavar="STAGE",
+                   help="stages to reproduce, with their upstream (default: the whole pipeline)")
+    p.add_argument("--max-parallel", type=int, default=None, metavar="N",
+                   help="seeds in flight at once (default: as many as the cluster's resources allow)")
+    p.add_argument("--cpus", type=int, default=None, metavar="N",
+                   help="CPUs of the local Ray runtime (default: all cores; ignored with ADDRESS)")
+    p.add_argument("--task-cpus", type=int, default=None, metavar="N",
+                   help="CPUs (and torch threads) per seed task (default: 1 GPU's share of its node, "
+                        "or without GPUs all CPUs / seeds in flight)")
+    p.add_argument("--task-gpus", type=int, default=None, metavar="N",
+                   help="GPUs per seed task (default: 1 if the cluster has GPUs, else 0)")
+    p.add_argument("--resources", default=None, metavar="JSON",
+                   help="extra Ray custom resources per seed task, e.g. '{\"gpu_box\": 1}'")
+    p.add_argument("--remote", default=None, metavar="NAME",
+                   help="workers without the shared workspace: pull inputs from and push outputs to this "
+                        "DVC remote (default: tasks run in place on a shared filesystem)")
+    p.add_argument("--retries", type=int, default=3, metavar="N",
+                   help="Ray retries of a task lost with its node or worker (default: 3; a failing stage "
+                        "is never retried)")
+    p.add_argument("--log-dir", default=".dvc/tmp/ray-logs", metavar="DIR",
+                   help="per-stage logs and summary.json (default: .dvc/tmp/ray-logs)")
+    p.add_argument("--progress", choices=["auto", "table", "lines", "none"], default="auto",
+                   help="live view on stderr: a redrawn table (terminal), one line per change, or none")
 
 
 COMMANDS: dict[str, tuple[str, str, _Adder]] = {
@@ -47,8 +80,11 @@ COMMANDS: dict[str, tuple[str, str, _Adder]] = {
     "reader-simulate": ("reader_simulate", "simulated readers' answers from the synthetic ground truth", _no_args),
     "reader-analyze": ("reader_analyze", "validate readers' answers, PIE vs non-PIE tests, figure, MLflow",
                        _no_args),
+    "log-mlflow": ("log_mlflow", "write the MLflow records a seed's train/prune outputs lack (after the "
+                   "tracking store was unreachable or lost)", _optional_seed_arg),
     "import-predictions": ("import_predictions", "convert the authors' published prediction pickles into "
                            "this project's prediction tables and test labels", _import_args),
+    "repro": ("repro", "dvc repro, with the per-seed stages run in parallel as Ray tasks (--ray)", _repro_args),
 }
 
 

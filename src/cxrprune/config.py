@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,10 @@ PARAMS_FILE = "params.yaml"
 
 # Smallest input each architecture accepts: five stride-2 steps must leave a >= 1 px map.
 MIN_IMAGE_SIZE = 32
+MAX_IMAGE_SIZE = 4096  # NIH ChestX-ray14 originals are 1024 px; the paper trains at 256
+MAX_COUNT = 1024  # processes and threads
+MAX_BATCH = 1 << 20
+MAX_STEPS = 1_000_000  # epochs, patience
 
 
 def default_levels() -> list[float]:
@@ -99,11 +104,12 @@ class DataConfig:
     options: SourceOptions = field(default_factory=SourceOptions)  # layout of mimic-cxr-lt/csv/medmnist
 
     def __post_init__(self) -> None:
-        _require(self.name.strip() != "" and "/" not in self.name, "data.name",
-                 "a non-empty name without '/'", self.name)
-        _require(self.image_size >= MIN_IMAGE_SIZE, "data.image_size",
-                 f"an integer >= {MIN_IMAGE_SIZE} (ResNets downsample 32x)", self.image_size)
-        _require(self.workers >= 0, "data.workers", "0 (all cores) or a positive count", self.workers)
+        _require(self.name.strip() != "" and "/" not in self.name and "\\" not in self.name
+                 and self.name not in (".", ".."), "data.name", "a non-empty folder name without '/'", self.name)
+        _require(MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE, "data.image_size",
+                 f"an integer >= {MIN_IMAGE_SIZE} (ResNets downsample 32x) and <= {MAX_IMAGE_SIZE}", self.image_size)
+        _require(0 <= self.workers <= MAX_COUNT, "data.workers", f"0 (all cores) or a count up to {MAX_COUNT}",
+                 self.workers)
 
     @property
     def prepared_dir(self) -> Path:
@@ -126,19 +132,22 @@ class SyntheticConfig:
     signal: float = 1.0  # global contrast of the findings' visual signatures
 
     def __post_init__(self) -> None:
-        _require(self.n_patients >= 20, "synthetic.n_patients", "an integer >= 20", self.n_patients)
-        _require(self.images_per_patient >= 1, "synthetic.images_per_patient", "a number >= 1",
+        _require(0 <= self.seed < 2**32, "synthetic.seed", "an integer in [0, 2**32)", self.seed)
+        _require(20 <= self.n_patients <= 10_000_000, "synthetic.n_patients", "an integer in [20, 10000000]",
+                 self.n_patients)
+        _require(1 <= self.images_per_patient <= 100, "synthetic.images_per_patient", "a number in [1, 100]",
                  self.images_per_patient)
         for key in ("val_fraction", "test_fraction"):
             v = getattr(self, key)
             _require(0 < v < 0.5, f"synthetic.{key}", "a number in (0, 0.5)", v)
-        _require(self.image_size >= MIN_IMAGE_SIZE, "synthetic.image_size",
-                 f"an integer >= {MIN_IMAGE_SIZE}", self.image_size)
-        _require(self.min_positives >= 1, "synthetic.min_positives", "an integer >= 1", self.min_positives)
+        _require(MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE, "synthetic.image_size",
+                 f"an integer >= {MIN_IMAGE_SIZE} and <= {MAX_IMAGE_SIZE}", self.image_size)
+        _require(1 <= self.min_positives <= 10_000, "synthetic.min_positives", "an integer in [1, 10000]",
+                 self.min_positives)
         for key in ("label_noise", "degrade_rate"):
             v = getattr(self, key)
             _require(0 <= v < 1, f"synthetic.{key}", "a rate in [0, 1)", v)
-        _require(self.signal > 0, "synthetic.signal", "a positive number", self.signal)
+        _require(0 < self.signal <= 100, "synthetic.signal", "a positive number (at most 100)", self.signal)
 
 
 @dataclass(frozen=True)
@@ -158,13 +167,15 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = torch's default
 
     def __post_init__(self) -> None:
-        _require(self.epochs >= 1, "train.epochs", "an integer >= 1", self.epochs)
-        _require(self.patience >= 1, "train.patience", "an integer >= 1", self.patience)
-        _require(self.batch_size >= 1, "train.batch_size", "an integer >= 1", self.batch_size)
-        _require(self.lr > 0 and math.isfinite(self.lr), "train.lr", "a positive number", self.lr)
-        _require(self.weight_decay >= 0, "train.weight_decay", "a number >= 0", self.weight_decay)
+        _require(1 <= self.epochs <= MAX_STEPS, "train.epochs", f"an integer in [1, {MAX_STEPS}]", self.epochs)
+        _require(1 <= self.patience <= MAX_STEPS, "train.patience", f"an integer in [1, {MAX_STEPS}]", self.patience)
+        _require(1 <= self.batch_size <= MAX_BATCH, "train.batch_size", f"an integer in [1, {MAX_BATCH}]",
+                 self.batch_size)
+        _require(0 < self.lr <= 10, "train.lr", "a positive number (at most 10)", self.lr)
+        _require(0 <= self.weight_decay <= 10, "train.weight_decay", "a number in [0, 10]", self.weight_decay)
         _require(0 <= self.rotation <= 180, "train.rotation", "degrees in [0, 180]", self.rotation)
-        _require(self.threads >= 0, "train.threads", "0 (default) or a positive count", self.threads)
+        _require(0 <= self.threads <= MAX_COUNT, "train.threads", f"0 (default) or a count up to {MAX_COUNT}",
+                 self.threads)
         _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                  "train.device", "auto, cpu, cuda or cuda:N", self.device)
 
@@ -188,7 +199,8 @@ class PruneConfig:
         _require(0.0 in self.levels, "prune.levels", "a list that contains 0 (the dense model)", self.levels)
         _require(sorted(set(self.levels)) == list(self.levels), "prune.levels",
                  "strictly increasing values", self.levels)
-        _require(self.batch_size >= 1, "prune.batch_size", "an integer >= 1", self.batch_size)
+        _require(1 <= self.batch_size <= MAX_BATCH, "prune.batch_size", f"an integer in [1, {MAX_BATCH}]",
+                 self.batch_size)
 
 
 @dataclass(frozen=True)
@@ -220,7 +232,8 @@ class AnalyzeConfig:
         _require(0 < self.drop_threshold < 1, "analyze.drop_threshold", "a number in (0, 1)", self.drop_threshold)
         _require(0 < self.pie_sparsity < 1, "analyze.pie_sparsity", "a sparsity in (0, 1)", self.pie_sparsity)
         _require(0 < self.pie_fraction < 0.5, "analyze.pie_fraction", "a fraction in (0, 0.5)", self.pie_fraction)
-        _require(self.histogram_bins >= 10, "analyze.histogram_bins", "an integer >= 10", self.histogram_bins)
+        _require(10 <= self.histogram_bins <= 1_000_000, "analyze.histogram_bins", "an integer in [10, 1000000]",
+                 self.histogram_bins)
 
 
 @dataclass(frozen=True)
@@ -238,8 +251,8 @@ class ReaderConfig:
     duplicates: Literal["error", "latest"] = "error"  # a reader's conflicting answers to one case
 
     def __post_init__(self) -> None:
-        _require(self.per_group >= 1, "reader.per_group", "an integer >= 1", self.per_group)
-        _require(self.forms >= 1, "reader.forms", "an integer >= 1", self.forms)
+        _require(1 <= self.per_group <= 10_000, "reader.per_group", "an integer in [1, 10000]", self.per_group)
+        _require(1 <= self.forms <= 10_000, "reader.forms", "an integer in [1, 10000]", self.forms)
         _require(0 <= self.seed < 2**31, "reader.seed", "an integer in [0, 2**31)", self.seed)
         _require(64 <= self.image_size <= 4096, "reader.image_size", "pixels in [64, 4096]", self.image_size)
         _require(0 <= self.simulated_readers <= 100, "reader.simulated_readers", "an integer in [0, 100]",
@@ -299,6 +312,8 @@ def load_params(path: str | os.PathLike = PARAMS_FILE) -> Params:
         raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
     if raw is None:
         raw = {}
     try:
@@ -315,9 +330,14 @@ def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode,
     seen: set = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a {type(key).__name__} used as a key", key_node.start_mark) from None
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark)
+                None, None, f"duplicate key {_show(key)}", key_node.start_mark)
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -336,7 +356,17 @@ def to_dict(params: Params) -> dict[str, Any]:
 
 def _require(ok: bool, key: str, expected: str, got: Any) -> None:
     if not ok:
-        raise ConfigError(f"{key} must be {expected}, got {got!r}")
+        raise ConfigError(f"{key} must be {expected}, got {_show(got)}")
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, 6, 6, 80, 80, 40
+
+
+def _show(value: Any) -> str:
+    """A short repr for messages (a YAML alias bomb must not print gigabytes)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
@@ -347,7 +377,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in raw if k not in fields]
     if unknown:
-        raise ConfigError(f"unknown key {prefix}{unknown[0]!s} (known: {', '.join(fields)})")
+        raise ConfigError(f"unknown key {prefix}{_REPR.repr(unknown[0]) if not isinstance(unknown[0], str) else unknown[0][:80]} "
+                          f"(known: {', '.join(fields)})")
     kwargs = {}
     for name, value in raw.items():
         kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
@@ -366,22 +397,22 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices or isinstance(value, bool):
-            raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}, got {value!r}")
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}, got {_show(value)}")
         return value
     if origin in (list, typing.List):
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
+            raise ConfigError(f"{key} must be a list, got {_show(value)}")
         return [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin in (typing.Union, types.UnionType):
         raise ConfigError(f"{key}: union types are not supported")  # pragma: no cover
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}")
+            raise ConfigError(f"{key} must be true or false, got {_show(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
+            raise ConfigError(f"{key} must be an integer, got {_show(value)}")
         return value
     if tp is float:
         if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
@@ -389,11 +420,18 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 value = float(value)
             except ValueError:
                 pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        try:
+            ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+        except OverflowError:  # an integer beyond any float
+            ok = False
+        if not ok:
+            raise ConfigError(f"{key} must be a finite number, got {_show(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
+            raise ConfigError(f"{key} must be a string, got {_show(value)}")
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ConfigError(f"{key} must be text without control characters (tabs, line breaks, NUL), "
+                              f"got {_show(value)}")
         return value
     raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover

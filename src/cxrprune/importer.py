@@ -230,6 +230,10 @@ def read_published(path: Path, classes: list[str], test: pd.DataFrame, truth: np
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"{path}: holds a {type(df).__name__}, not a pandas DataFrame of predictions")
     columns = [str(c) for c in df.columns]
+    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicated:
+        raise DataError(f"{path}: duplicated column(s) {duplicated[:5]}; each class and {LABEL_COLUMN!r} must "
+                        f"appear once")
     missing = [c for c in classes if c not in columns]
     extra = [c for c in columns if c not in classes and c != LABEL_COLUMN]
     if missing or extra or LABEL_COLUMN not in columns:
@@ -241,9 +245,12 @@ def read_published(path: Path, classes: list[str], test: pd.DataFrame, truth: np
                         f"follow the test label file")
     _check_label_column(path, df[LABEL_COLUMN].to_numpy(), classes, test, truth, test_path,
                         [c for c in columns if c in classes], checked_labels)
+    not_numbers = [f"{c} ({df[c].dtype})" for c in classes if getattr(df[c].dtype, "kind", "O") not in "iuf"]
+    if not_numbers:
+        raise DataError(f"{path}: class columns must hold numbers (probabilities), found {not_numbers[:3]}")
     try:
         probs = df[classes].to_numpy(dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise DataError(f"{path}: class columns must hold numbers") from None
     with np.errstate(invalid="ignore"):
         bad = ~((probs >= 0) & (probs <= 1))

@@ -583,9 +583,28 @@ def _read_csv(path: Path, dtype) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: label file not found")
     try:
-        return pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+        df = pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OverflowError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
+    if not isinstance(df.index, pd.RangeIndex):  # pandas makes the surplus leading fields an index
+        raise DataError(f"{path}: not a readable CSV (the first data row has more fields than the header's "
+                        f"{len(df.columns)})")
+    _refuse_duplicate_header(path)
+    return df
+
+
+def _refuse_duplicate_header(path: Path) -> None:
+    """pandas renames a repeated column to ``name.1``, which would pass for another class."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return  # pandas read it; nothing more to check
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise DataError(f"{path}: duplicate column(s) {repeated[:5]} in the header; every column must appear once")
 
 
 def _require_columns(df: pd.DataFrame, path: Path, columns: list[str]) -> None:

@@ -80,7 +80,7 @@ def run(params: Params) -> None:
     c_fcd = fcd.fcd_correlations(pairs)
 
     # Analysis 4: PIEs of the seeds' ensemble at pie_sparsity.
-    dense, sparse = _read_predictions(params, classes)
+    dense, sparse = _read_predictions(params, classes, len(test_labels))
     ids, p_dense = pies.ensemble(dense, classes)
     ids_sparse, p_sparse = pies.ensemble(sparse, classes)
     if not np.array_equal(ids, ids_sparse):
@@ -186,7 +186,17 @@ def _read_truth(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: damaged ({type(exc).__name__}); rerun `dvc repro prepare --force`") from None
 
 
-def _read_predictions(params: Params, classes: list[str]) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+def _check_footer(path: Path, seed: int, n_rows: int, columns: list[str]) -> None:
+    """The parquet footer of a prediction table (only some of its rows are read here): its
+    row count and column names must fit the contract (evaluate checks every value)."""
+    meta = pq.read_metadata(path)
+    names = meta.schema.to_arrow_schema().names
+    if meta.num_rows != n_rows or names != columns:
+        raise DataError(f"{path}: {meta.num_rows} rows and columns {names[:4]}..., expected {n_rows} rows "
+                        f"(test images x methods x levels) and {columns[:4]}...; rerun `dvc repro prune@{seed} --force`")
+
+
+def _read_predictions(params: Params, classes: list[str], n_test: int) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
     """Per seed, the L1 rows at k = 0 and at the PIE sparsity (only those rows are read).
 
     Levels are matched within a tolerance because they are floats written by another stage.
@@ -206,6 +216,8 @@ def _read_predictions(params: Params, classes: list[str]) -> tuple[list[pd.DataF
         except Exception as exc:  # pyarrow raises ArrowInvalid/KeyError for a bad file or column
             raise DataError(f"{path}: unreadable or lacks columns ({type(exc).__name__}: {exc}); "
                             f"rerun `dvc repro prune@{seed}`") from None
+        _check_footer(path, seed, n_rows=len(params.prune.methods) * len(params.prune.levels) * n_test,
+                      columns=columns)
         for level, out in ((0.0, dense), (k, sparse)):
             rows = table.loc[np.isclose(table["sparsity"].to_numpy(), level, atol=tol, rtol=0)]
             if rows.empty:

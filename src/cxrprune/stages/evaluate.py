@@ -15,6 +15,7 @@ import pandas as pd
 from .. import evaluate
 from ..atomic import write_csv, write_json
 from ..config import Params
+from .prune import check_predictions
 
 
 def run(params: Params) -> None:
@@ -37,5 +38,8 @@ def _seed_metrics(params: Params, seed: int, labels: pd.DataFrame, classes: list
     path = Path("data/predictions") / params.data.name / f"seed-{seed}.parquet"
     predictions = evaluate.load_predictions(path)
     evaluate.check_blocks(predictions, params.prune.methods, params.prune.levels, source=str(path))
+    # The whole contract (row count, dtypes, every block in test order, probabilities in [0, 1]).
+    check_predictions(predictions, str(path), labels["image_id"].tolist(), classes, params.prune.methods,
+                      params.prune.levels, fix=f"rerun `dvc repro prune@{seed} --force`")
     return evaluate.per_class_metrics(predictions, labels, classes, seed, params.evaluate.f1_threshold,
                                       source=str(path))

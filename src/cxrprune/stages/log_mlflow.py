@@ -1,0 +1,58 @@
+"""``cxrprune log-mlflow [--seed S]``: write the MLflow records a seed's DVC outputs lack.
+
+Not a dvc.yaml stage. The DVC outputs are the record of a study; MLflow is a view of them
+that can be rebuilt: when the tracking store was unreachable while a seed trained or was
+pruned (the stages then warn and keep their outputs), or the store was lost or replaced,
+this command re-logs, from the outputs, only what the store is missing:
+
+- the seed's training run (found by ``run.json``'s run id, else by the checkpoint's md5
+  tag; else created, tagged ``relogged=true``): params, one set of metrics per row of
+  ``history.csv``, the best-epoch metrics, the checkpoint's path and md5, status FINISHED;
+- one child run per (method, level) of ``data/predictions/<name>/seed-<s>.parquet`` that
+  the store lacks for this table (children carry the table's md5): mAP, mean AUROC and
+  per-class AP from the table and the prepared test labels (the measured sparsity needs the
+  pruned model and is not re-logged).
+
+Running it again writes nothing new. Without ``--seed`` every seed of params.yaml is done.
+"""
+
+from __future__ import annotations
+
+from .. import tracking
+from ..config import Params
+from ..errors import ConfigError, DataError
+from ..prepare import load_meta, load_split
+from . import prune as prune_stage
+from . import train as train_stage
+
+
+def run(params: Params, seed: int | None = None) -> None:
+    if seed is not None and seed not in params.seeds:
+        raise ConfigError(f"--seed {seed} is not in params.yaml seeds {params.seeds}")
+    seeds = [seed] if seed is not None else list(params.seeds)
+    prepared = params.data.prepared_dir
+    meta = load_meta(prepared)
+    if "imported" in meta:
+        raise DataError(f"{prepared}: holds imported predictions, which have no training runs to re-log")
+    classes = list(meta["classes"])
+    labels, _ = load_split(prepared, "test")
+    y_true = labels[classes].to_numpy()
+    test_ids = labels["image_id"].astype(str).tolist()
+    experiment_id = tracking.start(params.mlflow)
+    for s in seeds:
+        if seed is None and not (train_stage.model_dir(params, s) / "model.pt").is_file():
+            print(f"seed {s}: not trained yet ({train_stage.model_dir(params, s)} has no model.pt), skipped")
+            continue
+        run_id, written = train_stage.relog_training(params, s, experiment_id)
+        path = prune_stage.predictions_path(params, s)
+        n_children = 0
+        if path.is_file():
+            table = prune_stage.read_predictions(params, s, test_ids, classes)
+            results = prune_stage.results_from_table(table, classes)
+            n_children = prune_stage.log_children(params, s, experiment_id, results, y_true, classes,
+                                                  predictions_md5=tracking.file_md5(path), parent=run_id,
+                                                  extra_tags={"relogged": "true"})
+        if n_children:
+            written.append(f"{n_children} child run(s)")
+        pruned = "" if path.is_file() else f" ({path} not there yet: no children)"
+        print(f"seed {s}: training run {run_id}: {', '.join(written) if written else 'nothing missing'}{pruned}")
