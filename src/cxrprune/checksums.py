@@ -32,12 +32,17 @@ SAMPLE_ALL = 4 * SAMPLE_EDGE  # files up to this size are hashed whole even in "
 MODES = ("sample", "full", "none")
 
 
-def full_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a whole file, read in 4 MiB blocks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def full_sha256(path: str | os.PathLike) -> str:
+    return file_digest(path, "sha256")
 
 
 def sampled_sha256(path: str | os.PathLike) -> str:

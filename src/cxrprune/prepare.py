@@ -35,7 +35,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from . import checksums
-from .atomic import write_json
+from .atomic import replace_dir, write_json
 from .config import DataConfig
 from .errors import DataError
 from .sources import SPLITS, ArraySource, SourceData, print_notes, read_source
@@ -95,7 +95,7 @@ def prepare_dataset(cfg: DataConfig, out_dir: str | os.PathLike | None = None) -
     write_json(work / "meta.json", meta)
     for f in (*work.glob("done_*.bin"), work / "fingerprint.json"):
         f.unlink()
-    _replace_dir(work, out_dir)
+    replace_dir(work, out_dir)
     return meta
 
 
@@ -323,17 +323,6 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
     while view:
         written = os.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
-
-
-def _replace_dir(src: Path, target: Path) -> None:
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(src, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, target)
 
 
 # --- decoding ---------------------------------------------------------------------------

@@ -200,11 +200,9 @@ def _git_commit() -> str:
 
 
 def file_md5(path: str | os.PathLike) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from .checksums import file_digest
+
+    return file_digest(path, "md5")
 
 
 def log_metrics(run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:

@@ -61,9 +61,9 @@ def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_i
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
 
-    x_train = torch.from_numpy(np.ascontiguousarray(train_images))
+    x_train = torch.from_numpy(np.array(train_images))  # one read of the memory-mapped cache into RAM
     y_train = torch.from_numpy(train_labels[classes].to_numpy(np.float32))
-    x_val = torch.from_numpy(np.ascontiguousarray(val_images))
+    x_val = torch.from_numpy(np.array(val_images))
     y_val = val_labels[classes].to_numpy(np.float32)
 
     best_loss, best_epoch, best_state, stale = float("inf"), -1, None, 0

@@ -42,7 +42,7 @@ def run(params: Params, seed: int) -> None:
     experiment_id = tracking.start(params.mlflow)  # fail before the work if the server is down
 
     model, _ = load_checkpoint(model_dir(params, seed) / "model.pt")
-    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = torch.from_numpy(np.array(images))  # one read of the memory-mapped cache into RAM
     results = prune_and_predict(model, x, params.prune.methods, params.prune.levels, seed,
                                 params.prune.batch_size, device)
     path = predictions_path(params, seed)
