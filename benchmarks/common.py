@@ -1,0 +1,138 @@
+"""Shared helpers of the benchmarks: source images, timing, tables, the machine.
+
+Every benchmark measures its baseline and its own path in the same process, on the same
+inputs, interleaved, and reports medians of the repeats; the machine line printed first
+(cores, CPU model, torch version, load average) says what the figures are worth.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "src") not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT / "src"))
+
+# The study's levels: 0.00, 0.05, ..., 0.95.
+STUDY_LEVELS = [round(0.05 * i, 2) for i in range(20)]
+
+
+def make_pngs(out_dir: str | os.PathLike, n: int, size: int = 1024, seed: int = 0) -> list[Path]:
+    """Write ``n`` 8-bit grayscale PNGs of ``size`` x ``size`` that look (to a PNG codec)
+    like chest X-rays: smooth anatomy-like shading plus fine noise, a few hundred kB each
+    (NIH ChestX-ray14 averages ~400 kB). Existing files of the right name are reused."""
+    from PIL import Image
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    paths = []
+    for i in range(n):
+        path = out_dir / f"{i:08d}_000.png"
+        paths.append(path)
+        if path.exists():
+            rng.random(8)  # keep the stream aligned whether or not the file exists
+            continue
+        c = rng.uniform(-0.04, 0.04, size=4).astype(np.float32)
+        body = 150 - 90 * ((xx - 0.5 - c[0]) ** 2 / 0.30 + (yy - 0.55 - c[1]) ** 2 / 0.55)
+        lungs = sum(np.exp(-(((xx - cx) / 0.13) ** 2 + ((yy - 0.48 - c[2]) / 0.24) ** 2))
+                    for cx in (0.32 + c[3], 0.68 - c[3]))
+        ribs = 6 * np.sin(yy * 60 + 8 * (xx - 0.5) ** 2)
+        img = body - 70 * lungs + ribs + rng.normal(0, 3.0, size=(size, size)).astype(np.float32)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "L").save(path)
+        rng.random(4)
+    return paths
+
+
+def timed(fn: Callable, *args, **kwargs) -> tuple[object, float]:
+    """``(fn(*args, **kwargs), seconds)``."""
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def spread(values: Sequence[float]) -> str:
+    """``median [min-max] (n=k)`` of a list of seconds or rates."""
+    return f"{median(values):.4g} [{min(values):.4g}-{max(values):.4g}] (n={len(values)})"
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]], title: str | None = None) -> None:
+    """A Markdown table (pasteable into benchmarks/README.md)."""
+    cells = [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    if title:
+        print(f"\n{title}")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in cells:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def machine() -> str:
+    """One line: cores, CPU model, torch version and threads, GPU if any, load average."""
+    import torch
+
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        model = platform.processor() or model
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    return (f"machine: nproc={os.cpu_count()}, CPU={model}, {gpu}, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), python {platform.python_version()}, load average {load}")
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process (Linux /proc; 0 elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def peak_rss_bytes() -> int:
+    """High-water mark of the resident set size of this process (Linux ``VmHWM``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset ``VmHWM`` to the current RSS (Linux >= 4.0: write 5 to /proc/self/clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
