@@ -187,6 +187,9 @@ class PruneConfig:
     methods: list[Literal["l1", "random"]] = field(default_factory=lambda: ["l1", "random"])
     levels: list[float] = field(default_factory=default_levels)
     batch_size: int = 512
+    # Lower precision is an option only: its AP deviation is measured in benchmarks/README.md.
+    autocast: Literal["none", "bf16", "fp16"] = "none"
+    allow_tf32: bool = False  # CUDA only
 
     def __post_init__(self) -> None:
         _require(len(self.methods) > 0, "prune.methods", "a non-empty list of l1/random", self.methods)

@@ -44,7 +44,9 @@ def run(params: Params, seed: int) -> None:
     model, _ = load_checkpoint(model_dir(params, seed) / "model.pt")
     x = torch.from_numpy(np.array(images))  # one read of the memory-mapped cache into RAM
     results = prune_and_predict(model, x, params.prune.methods, params.prune.levels, seed,
-                                params.prune.batch_size, device)
+                                params.prune.batch_size, device,
+                                autocast=None if params.prune.autocast == "none" else params.prune.autocast,
+                                allow_tf32=params.prune.allow_tf32)
     path = predictions_path(params, seed)
     write_parquet(path, predictions_table(results, labels["image_id"].tolist(), classes))
     log = tracking.SafeLogger(seed, "pruning")
