@@ -12,7 +12,6 @@ The stage ``cxrprune.stages.evaluate`` only loads files and writes the tables bu
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -26,6 +25,7 @@ from scipy import stats
 from .config import EvaluateConfig
 from .errors import DataError
 from .metrics import metrics_for_blocks
+from .prepare import load_meta
 
 PER_CLASS_COLUMNS = ["seed", "method", "sparsity", "class_name", "ap", "auroc", "f1"]
 MAP_COLUMNS = ["seed", "method", "sparsity", "map", "mean_auroc"]
@@ -44,19 +44,18 @@ LEVEL_TOLERANCE = 1e-9
 
 
 def load_test_labels(prepared_dir: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
-    """The prepared test labels and the canonical class list (``meta.json`` key ``classes``)."""
+    """The prepared test labels and the canonical class list (``meta.json`` key ``classes``).
+
+    Only the labels are read, not the image cache: imported predictions come without images.
+    """
     prepared_dir = Path(prepared_dir)
     meta_path = prepared_dir / "meta.json"
     labels_path = prepared_dir / "labels_test.parquet"
-    for path in (meta_path, labels_path):
-        if not path.is_file():
-            raise DataError(f"{path}: not found; run `dvc repro prepare` first")
-    try:
-        classes = json.loads(meta_path.read_text(encoding="utf-8"))["classes"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{meta_path}: cannot read its class list ({exc!r}); rerun `dvc repro prepare`") from None
+    classes = load_meta(prepared_dir).get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise DataError(f"{meta_path}: 'classes' must be a non-empty list of names, got {classes!r}")
+    if not labels_path.is_file():
+        raise DataError(f"{labels_path}: not found; run `dvc repro prepare` first")
     return _read_parquet(labels_path, "rerun `dvc repro prepare`"), classes
 
 
