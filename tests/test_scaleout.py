@@ -135,6 +135,25 @@ def test_mlflow_links():
     assert scaleout.mlflow_link(local) == "http://127.0.0.1:5000/#/experiments/7/runs/abc"
 
 
+@pytest.mark.parametrize("shell", ["/bin/sh", "/bin/bash"])
+def test_simple_stage_command_replaces_its_shell(shell, tmp_path, monkeypatch):
+    """The death signal a stage gets from its Ray worker must reach the stage process itself:
+    a shell that forks the command (dash does) would leave it orphaned and training on."""
+    if not Path(shell).exists():
+        pytest.skip(f"{shell} not installed")
+    monkeypatch.setenv("SHELL", shell)
+    out = tmp_path / "pid"
+    argv = scaleout._shell_cmd(f"{sys.executable} -c 'import os; open(\"{out}\", \"w\").write(str(os.getppid()))'")
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert int(out.read_text()) == os.getpid()  # its parent is us, not a shell in between
+    assert scaleout._exec_form("cxrprune train --seed 0") == "exec cxrprune train --seed 0"
+    for compound in ("a && b", "a;b", "a | b", "X=1 a", "a > log", "cd x", "a \"b", "a\nb", "(a)"):
+        assert scaleout._exec_form(compound) == compound
+    failing = subprocess.run(scaleout._shell_cmd(f"{sys.executable} -c 'raise SystemExit(3)'"))
+    assert failing.returncode == 3
+
+
 def test_parse_resources_and_cli():
     assert scaleout.parse_resources('{"worker_node": 0.5}') == {"worker_node": 0.5}
     for bad in ("worker_node", '{"a": 0}', '["a"]', '{"a": true}'):
@@ -368,7 +387,8 @@ def test_two_node_cluster_places_seeds_on_the_worker_and_survives_a_failing_seed
 
 def _stage_processes(ws: Path, seed: int | None = None) -> list[int]:
     """Stage commands (``cxrprune train --seed s``) running in the workspace."""
-    needle = b"--seed" if seed is None else b"--seed\0%d\0" % seed
+    # argv-exact: a shell wrapping the command ("sh -c 'cxrprune train --seed 0'") does not match
+    needle = b"--seed\0" if seed is None else b"--seed\0%d\0" % seed
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():

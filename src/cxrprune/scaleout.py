@@ -40,6 +40,7 @@ import os
 import shutil
 import signal
 import socket
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -277,8 +278,33 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
         _PRCTL(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
 
 
+# shell words that cannot follow ``exec``: keywords and builtins with no program of that name
+_SHELL_WORDS = frozenset("""! { [[ if for while until case select function time . : alias cd command declare
+eval exec exit export local read readonly return set shift source trap typeset ulimit umask unset wait""".split())
+
+
+def _exec_form(cmd: str) -> str:
+    """A simple command becomes ``exec cmd``, so the shell is replaced by the stage process.
+    bash does this by itself, dash (/bin/sh on Debian, the default where $SHELL is unset) does
+    not: the stage would run as the shell's child, and the death signal the shell gets from its
+    Ray worker would leave that child training on. Lists, pipes, redirections, assignments
+    and builtins stay as written."""
+    if "\n" in cmd:
+        return cmd
+    try:
+        lex = shlex.shlex(cmd, posix=True, punctuation_chars=True)
+        lex.whitespace_split = True
+        words = list(lex)
+    except ValueError:  # unbalanced quotes: leave it to the shell to report
+        return cmd
+    if not words or "=" in words[0] or words[0] in _SHELL_WORDS or any(set(w) <= set("();<>|&") for w in words):
+        return cmd
+    return f"exec {cmd.strip()}"
+
+
 def _shell_cmd(cmd: str) -> list[str]:
     """The stage command as DVC runs it: in $SHELL without rc files."""
+    cmd = _exec_form(cmd)
     try:
         from dvc.stage.run import _make_cmd, get_executable
 
