@@ -245,6 +245,8 @@ def test_a_prune_killed_while_writing_its_table_leaves_the_previous_one(workspac
     proc = subprocess.run([sys.executable, "-c", code], cwd=ws, env=env(), capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert _md5(table) == before, "the table was replaced by a partial one"
+    leftovers = list(table.parent.glob(".seed-0.parquet.*"))
+    assert len(leftovers) == 1, leftovers  # what SIGKILL mid-write leaves: a hidden temporary
     from cxrprune.stages.prune import read_predictions
 
     labels = pd.read_parquet(ws / "data/prepared/synthetic/labels_test.parquet")
@@ -256,3 +258,5 @@ def test_a_prune_killed_while_writing_its_table_leaves_the_previous_one(workspac
         read_predictions(params, 0, labels["image_id"].tolist(), classes)  # complete and valid
     finally:
         os.chdir(cwd)
+    cxrprune(["prune", "--seed", "0"], ws)  # the next complete write takes the dead writer's leftover away
+    assert _md5(table) == before and not list(table.parent.glob(".seed-0.parquet.*"))
