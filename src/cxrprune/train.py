@@ -62,9 +62,9 @@ def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_i
     loss_fn = nn.BCEWithLogitsLoss()
 
     x_train = torch.from_numpy(np.array(train_images))  # one read of the memory-mapped cache into RAM
-    y_train = torch.from_numpy(train_labels[classes].to_numpy(np.float32))
+    y_train = torch.from_numpy(train_labels[classes].to_numpy(np.float32, copy=True))  # writable: torch warns otherwise
     x_val = torch.from_numpy(np.array(val_images))
-    y_val = val_labels[classes].to_numpy(np.float32)
+    y_val = val_labels[classes].to_numpy(np.float32, copy=True)
 
     best_loss, best_epoch, best_state, stale = float("inf"), -1, None, 0
     rows: list[dict] = []
