@@ -35,3 +35,16 @@ def test_atomic_writes_remove_only_dead_writers_leftovers(tmp_path):
     assert not stale.exists() and not stale_dir.exists()
     assert live.exists() and other.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, live.name, other.name])
+
+
+def test_outputs_get_the_mode_a_plain_open_gives(tmp_path):
+    """Not the private 0600/0700 of mkstemp/mkdtemp: others on a shared file system read them."""
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    atomic.write_text(tmp_path / "a.txt", "x")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+    with atomic.atomic_dir(tmp_path / "d") as d:
+        (d / "f").write_text("y")
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~mask

@@ -23,6 +23,19 @@ import pandas as pd
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp/mkdtemp create private (0600/0700) entries; an output gets the mode a plain
+# open() would give it, so collaborators and workers on a shared file system can read it.
+_UMASK = _umask()
+_FILE_MODE = 0o666 & ~_UMASK
+_DIR_MODE = 0o777 & ~_UMASK
+
+
 def _temp_prefix(target: Path) -> str:
     """``.<name>.<host>-<pid>.``: whose temporary it is, so a later writer can tell a dead
     writer's leftover from a live one's work in progress."""
@@ -64,6 +77,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=suffix or ".tmp", dir=target.parent)
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -81,6 +95,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), dir=target.parent))
+    os.chmod(tmp, _DIR_MODE)
     try:
         yield tmp
         replace_dir(tmp, target)
