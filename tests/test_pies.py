@@ -122,8 +122,25 @@ def test_truth_comparison_by_hand():
     assert out["mean_quality_pie"] == pytest.approx(0.4)
     assert out["mean_quality_nonpie"] == pytest.approx((1.0 + 0.9 + 0.6) / 3)
     assert out["frac_degraded_pie"] == 1.0 and out["frac_degraded_nonpie"] == pytest.approx(1 / 3)
+    # Oracles: scipy's Fisher exact test on the 2x2 table, Mann-Whitney U on the qualities.
+    assert out["flipped_p"] == pytest.approx(stats.fisher_exact([[1, 0], [1, 2]], alternative="greater").pvalue)
+    assert out["flipped_p"] == pytest.approx(2 / 4)  # by hand: P(the one PIE is one of the 2 flipped of 4)
+    assert out["quality_p"] == pytest.approx(stats.mannwhitneyu([0.4], [1.0, 0.9, 0.6], alternative="less").pvalue)
+    assert out["degraded_p"] == pytest.approx(0.5)
     with pytest.raises(DataError, match="lacks test images"):
         pies.align_truth(truth, ["t1", "x"])  # x is a train image
+
+
+def test_enrichment_p_values():
+    rng = np.random.default_rng(0)
+    is_pie = np.zeros(900, bool)
+    is_pie[:45] = True
+    enriched = np.r_[rng.random(45) < 0.3, rng.random(855) < 0.05]
+    assert pies.enrichment_p(enriched, is_pie) < 1e-4
+    assert pies.enrichment_p(~enriched, is_pie) > 0.99  # depleted: one-sided, not significant
+    assert pies.lower_p(np.r_[np.full(45, 0.5), np.ones(855)], is_pie) < 1e-6
+    assert np.isnan(pies.enrichment_p(enriched, np.zeros(900, bool)))
+    assert np.isnan(pies.lower_p(enriched, np.ones(900, bool)))
 
 
 def test_ensemble_mean_and_alignment_check():

@@ -157,6 +157,28 @@ def ratio_at_least(counts: np.ndarray, is_pie: np.ndarray, minimum: int = 3) -> 
     return _ratio(fp, fn) if np.isfinite(fp) and np.isfinite(fn) else float("nan")
 
 
+def enrichment_p(flag: np.ndarray, is_pie: np.ndarray) -> float:
+    """One-sided Fisher exact p-value that ``flag`` is more frequent among PIEs than among
+    the other images (NaN when either group is empty). With the usual 5% of a test set as
+    PIEs, a ratio of 2 can be two images against one: the p-value says whether it means much."""
+    flag = np.asarray(flag, dtype=bool)
+    is_pie = np.asarray(is_pie, dtype=bool)
+    if not is_pie.any() or is_pie.all():
+        return float("nan")
+    table = [[int((flag & is_pie).sum()), int((~flag & is_pie).sum())],
+             [int((flag & ~is_pie).sum()), int((~flag & ~is_pie).sum())]]
+    return float(stats.fisher_exact(table, alternative="greater").pvalue)
+
+
+def lower_p(values: np.ndarray, is_pie: np.ndarray) -> float:
+    """One-sided Mann-Whitney U p-value that ``values`` are lower among PIEs (NaN when a group is empty)."""
+    values = np.asarray(values, dtype=np.float64)
+    is_pie = np.asarray(is_pie, dtype=bool)
+    if not is_pie.any() or is_pie.all():
+        return float("nan")
+    return float(stats.mannwhitneyu(values[is_pie], values[~is_pie], alternative="less").pvalue)
+
+
 def align_truth(truth: pd.DataFrame, image_ids: Sequence[str]) -> pd.DataFrame:
     """The synthetic truth rows of ``image_ids``, in that order (a missing id is a DataError)."""
     need = {"image_id", "flipped", "quality", "degradation"}
@@ -177,7 +199,8 @@ def truth_comparison(truth: pd.DataFrame, is_pie: np.ndarray) -> dict[str, float
     """PIE vs non-PIE label noise and image quality from an aligned synthetic truth table.
 
     Returns the flipped-label fractions and their ratio, mean quality, and the fraction of
-    degraded images (degradation other than ``none``) in each group.
+    degraded images (degradation other than ``none``) in each group, each with its one-sided
+    p-value in the paper's direction (more flips, lower quality, more degraded among PIEs).
     """
     is_pie = np.asarray(is_pie, dtype=bool)
     flipped = truth["flipped"].to_numpy(dtype=np.float64)
@@ -188,10 +211,13 @@ def truth_comparison(truth: pd.DataFrame, is_pie: np.ndarray) -> dict[str, float
         "frac_flipped_pie": fp,
         "frac_flipped_nonpie": fn,
         "ratio_flipped_label": _ratio(fp, fn) if np.isfinite(fp) and np.isfinite(fn) else float("nan"),
+        "flipped_p": enrichment_p(flipped > 0, is_pie),
         "mean_quality_pie": _mean(quality[is_pie]),
         "mean_quality_nonpie": _mean(quality[~is_pie]),
+        "quality_p": lower_p(quality, is_pie),
         "frac_degraded_pie": _mean(degraded[is_pie]),
         "frac_degraded_nonpie": _mean(degraded[~is_pie]),
+        "degraded_p": enrichment_p(degraded > 0, is_pie),
     }
 
 

@@ -111,6 +111,7 @@ def run(params: Params) -> None:
         "median_spearman": float(np.median(corr)) if len(corr) else math.nan,
         "max_spearman_pie": float(corr[is_pie].max()) if is_pie.any() else math.nan,
         "ratio_3plus_findings": pies.ratio_at_least(n_findings, is_pie, 3),
+        "ratio_3plus_p": pies.enrichment_p(n_findings >= 3, is_pie),
     }
     if truth_test is not None:
         pie_summary.update(pies.truth_comparison(truth_test, is_pie))
