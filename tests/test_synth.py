@@ -135,6 +135,29 @@ def test_degradation_rates_and_quality() -> None:
     assert all(0.0 < q < 1.0 for q, _ in results)
 
 
+@pytest.mark.parametrize("name", ["Effusion", "Nodule", "Hernia"])
+def test_a_flipped_class_is_drawn_faintly(name: str) -> None:
+    """Label noise sits on ambiguous images: the flipped class leaves a trace, weaker than the
+    finding at its lowest severity, whether the label adds it or drops it."""
+    c = CLASSES.index(name)
+    normal = np.zeros(20, np.int8)
+    normal[0] = 1
+    finding = np.zeros(20, np.int8)
+    finding[c] = 1
+    body = np.random.default_rng(5)
+    anatomy, geometry = render.draw_anatomy(body), render.draw_geometry(body)
+
+    def draw(labels, faint=-1, signal=1.0):
+        return render.render(labels, anatomy, geometry, np.random.default_rng(11), 128, signal, faint=faint)
+
+    base = draw(normal)
+    trace = np.abs(draw(normal, faint=c) - base).sum()
+    assert trace > 0
+    np.testing.assert_array_equal(draw(finding, faint=c), draw(normal, faint=c))  # present or not: the same trace
+    full = np.abs(draw(finding) - base).sum()
+    assert trace < 0.8 * full
+
+
 # --------------------------------------------------------------------------- planning
 
 
@@ -156,6 +179,22 @@ def test_top_up_reaches_min_positives() -> None:
     for split in gen.SPLITS:
         noisy = np.array([row for p in plans if p.split == split for row in p.noisy])
         assert (noisy.sum(axis=0) >= 5).all(), split
+
+
+def test_train_floor_applies_to_train_only() -> None:
+    base = gen.plan_dataset(dataclasses.replace(TINY, min_positives=3))
+    floored = gen.plan_dataset(dataclasses.replace(TINY, min_positives=3, min_train_positives=9))
+
+    def counts(plans, split):
+        return np.array([row for p in plans if p.split == split for row in p.noisy]).sum(axis=0)
+
+    assert (counts(floored, "train") >= 9).all()
+    assert (counts(base, "train") < 9).any()  # the floor did something
+    for split in ("val", "test"):  # untouched: same images, same labels
+        np.testing.assert_array_equal(counts(floored, split), counts(base, split))
+    # the added train images carry the class they were added for, with realistic company
+    added = [p.true[k] for p in floored if p.split == "train" for k in range(len(p.true))]
+    assert len(added) > sum(len(p.true) for p in base if p.split == "train")
 
 
 # --------------------------------------------------------------------------- layout

@@ -127,6 +127,7 @@ class SyntheticConfig:
     test_fraction: float = 0.2  # of patients
     image_size: int = 128
     min_positives: int = 4  # per class and split, so every class can be evaluated
+    min_train_positives: int = 1  # per class in train (the larger of this and min_positives), so it can be learned
     label_noise: float = 0.05  # fraction of images with one flipped label
     degrade_rate: float = 0.1  # fraction of images with blur/noise/exposure degradation
     signal: float = 1.0  # global contrast of the findings' visual signatures
@@ -144,6 +145,8 @@ class SyntheticConfig:
                  f"an integer >= {MIN_IMAGE_SIZE} and <= {MAX_IMAGE_SIZE}", self.image_size)
         _require(1 <= self.min_positives <= 10_000, "synthetic.min_positives", "an integer in [1, 10000]",
                  self.min_positives)
+        _require(1 <= self.min_train_positives <= 10_000, "synthetic.min_train_positives",
+                 "an integer in [1, 10000]", self.min_train_positives)
         for key in ("label_noise", "degrade_rate"):
             v = getattr(self, key)
             _require(0 <= v < 1, f"synthetic.{key}", "a rate in [0, 1)", v)

@@ -151,17 +151,20 @@ def flip_one_label(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.nda
 
 
 def _top_up(plans: list[PatientPlan], cfg: SyntheticConfig) -> None:
-    """Give every (split, class) ``min_positives`` CSV positives by adding images.
+    """Give every (split, class) ``min_positives`` CSV positives by adding images, and every
+    class at least ``min_train_positives`` in train: below a few dozen examples a CNN learns
+    nothing, and a class that was never learned cannot be forgotten by pruning.
 
     Each added image belongs to a random patient of the split and is drawn from the
     label model conditioned on the missing class, so co-occurrence stays realistic.
     """
-    rng = stream(cfg.seed, _TOP_UP)
-    for split in SPLITS:
+    for i, split in enumerate(SPLITS):
+        rng = stream(cfg.seed, _TOP_UP, i)  # per split: the train floor leaves val and test as they are
         members = [p for p in plans if p.split == split]
+        floor = max(cfg.min_positives, cfg.min_train_positives) if split == "train" else cfg.min_positives
         for c in range(len(NIH_CXR_LT_CLASSES)):
             count = sum(int(row[c]) for p in members for row in p.noisy)
-            for _ in range(cfg.min_positives - count):
+            for _ in range(floor - count):
                 members[int(rng.integers(len(members)))].add(sample_labels_given(1, rng, c)[0])
 
 
@@ -172,15 +175,20 @@ def image_id(patient: int, k: int) -> str:
     return f"{patient:08d}_{k:03d}.png"
 
 
-def render_patient(cfg: SyntheticConfig, image_dir: Path, task: tuple[int, list[np.ndarray]]) -> list[tuple[float, str]]:
-    """Render and write one patient's images; returns (quality, degradation) per image."""
-    patient, true_labels = task
+def render_patient(cfg: SyntheticConfig, image_dir: Path, task: tuple[int, list[np.ndarray], list[int]]
+                   ) -> list[tuple[float, str]]:
+    """Render and write one patient's images; returns (quality, degradation) per image.
+
+    Label noise is not independent of the image, as with report-mined labels: the flipped
+    class is drawn faintly (an ambiguous finding is what a report gets wrong).
+    """
+    patient, true_labels, flipped = task
     body_rng = stream(cfg.seed, _ANATOMY, patient)
     anatomy, geometry = render.draw_anatomy(body_rng), render.draw_geometry(body_rng)
     results = []
     for k, labels in enumerate(true_labels):
         rng = stream(cfg.seed, _IMAGE, patient, k)
-        image = render.render(labels, anatomy, geometry, rng, cfg.image_size, cfg.signal)
+        image = render.render(labels, anatomy, geometry, rng, cfg.image_size, cfg.signal, faint=flipped[k])
         image, quality, kind = render.degrade(image, rng, cfg.degrade_rate)
         Image.fromarray(render.to_uint8(image)).save(image_dir / image_id(patient, k), format="PNG")
         results.append((quality, kind))
@@ -189,7 +197,7 @@ def render_patient(cfg: SyntheticConfig, image_dir: Path, task: tuple[int, list[
 
 def _render_all(plans: list[PatientPlan], cfg: SyntheticConfig, image_dir: Path) -> list[list[tuple[float, str]]]:
     """Render every patient, in a process pool when there is enough work; results in patient order."""
-    tasks = [(p.patient, p.true) for p in plans]
+    tasks = [(p.patient, p.true, p.flipped) for p in plans]
     work = functools.partial(render_patient, cfg, image_dir)
     n_images = sum(len(p.true) for p in plans)
     processes = os.cpu_count() or 1

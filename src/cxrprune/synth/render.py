@@ -369,11 +369,11 @@ def _edema(sc: Scene, g: Sequence[float], s: float) -> None:
 
 
 def _fibrosis(sc: Scene, g: Sequence[float], s: float) -> None:
-    net = ramp(0.4 - np.abs(smooth_field(sc.rng, sc.size, 13)), 0.25)  # zero set of a field: a net
+    net = ramp(0.5 - np.abs(smooth_field(sc.rng, sc.size, 10)), 0.25)  # zero set of a field: a net
     for side in _sides(g[0], g[1], 0.7):
         lung = sc.lungs[side]
-        zone = ramp(lung.depth - 0.5, 0.2) * ramp(0.6 + 0.25 * g[2] - lung.height, 0.2)
-        sc.opacity += (0.75 * s) * net * zone * lung.mask
+        zone = ramp(lung.depth - 0.35, 0.2) * ramp(0.7 + 0.25 * g[2] - lung.height, 0.2)
+        sc.opacity += (0.95 * s) * net * zone * lung.mask
 
 
 def _subcutaneous_emphysema(sc: Scene, g: Sequence[float], s: float) -> None:
@@ -398,15 +398,15 @@ def _pneumonia(sc: Scene, g: Sequence[float], s: float) -> None:
 
 
 def _tortuous_aorta_anatomy(a: Anatomy, g: Sequence[float], s: float) -> Anatomy:
-    return replace(a, knob_r=a.knob_r * (1.0 + (0.4 + 0.3 * g[0]) * s), knob_x=a.knob_x + 0.05 * s,
-                   aorta_bulge=(0.08 + 0.06 * g[1]) * s)
+    return replace(a, knob_r=a.knob_r * (1.0 + (0.5 + 0.3 * g[0]) * s), knob_x=a.knob_x + 0.06 * s,
+                   aorta_bulge=(0.11 + 0.07 * g[1]) * s)
 
 
 def _aortic_calcification(sc: Scene, g: Sequence[float], s: float) -> None:
     a = sc.anatomy
     d = np.sqrt(ellipse(sc.u, sc.v, a.knob_x, a.knob_y, a.knob_r, a.knob_r))
-    arc = ramp(0.2 - np.abs(d - 0.92), 0.12) * ramp(a.knob_y + 0.3 * a.knob_r * g[0] - sc.v, 0.03)
-    sc.overlay += (0.55 * s) * arc
+    arc = ramp(0.3 - np.abs(d - 0.9), 0.12) * ramp(a.knob_y + 0.3 * a.knob_r * g[0] - sc.v, 0.03)
+    sc.overlay += (0.8 * s) * arc
 
 
 def _pneumoperitoneum(sc: Scene, g: Sequence[float], s: float) -> None:
@@ -415,27 +415,27 @@ def _pneumoperitoneum(sc: Scene, g: Sequence[float], s: float) -> None:
         lung = sc.lungs[side]
         p = (sc.u - lung.x) * (1.0 / lung.half_width)
         dome_v = lung.dome + a.dome_curve * p * p
-        depth = (0.03 + 0.04 * g[2]) * np.clip(1.0 - p * p, 0.0, 1.0)  # crescent: thick at the top
+        depth = (0.05 + 0.04 * g[2]) * np.clip(1.0 - p * p, 0.0, 1.0)  # crescent: thick at the top
         below = sc.v - dome_v - 0.012
-        sc.overlay -= (0.45 * s) * ramp(below, sc.edge) * ramp(depth - below, sc.edge)
+        sc.overlay -= (0.6 * s) * ramp(below, sc.edge) * ramp(depth - below, sc.edge)
 
 
 def _hernia(sc: Scene, g: Sequence[float], s: float) -> None:
     a = sc.anatomy
-    cx, cy, r = a.heart_x - 0.02 + 0.06 * g[0], a.heart_y + 0.02 + 0.06 * g[1], 0.09 + 0.05 * g[2]
+    cx, cy, r = a.heart_x - 0.02 + 0.06 * g[0], a.heart_y + 0.02 + 0.06 * g[1], 0.12 + 0.05 * g[2]
     sac = ramp(1.0 - ellipse(sc.u, sc.v, cx, cy, r, 0.9 * r), 0.2)
     level = cy - (0.1 + 0.3 * g[3]) * r  # air above, fluid below a sharp horizontal level
     air = ramp(level - sc.v, sc.edge)
-    sc.overlay += s * sac * (0.12 - 0.42 * air)
+    sc.overlay += s * sac * (0.15 - 0.55 * air)
 
 
 def _pneumomediastinum(sc: Scene, g: Sequence[float], s: float) -> None:
     a = sc.anatomy
     heart = np.sqrt(ellipse(sc.u, sc.v, a.heart_x, a.heart_y, a.heart_half_width, a.heart_half_height))
-    along_heart = ramp(0.035 - np.abs(heart - 1.04), 0.03) * ramp(a.heart_y - sc.v + 0.05, 0.05)
-    border = np.abs(np.abs(sc.u) - (a.mediastinum_half_width + 0.015))
-    along_mediastinum = ramp(0.012 - border, sc.edge) * ramp(a.heart_y - 0.1 - sc.v, 0.05)
-    sc.overlay -= (0.3 * s) * (along_heart + along_mediastinum * (0.6 + 0.4 * g[0]))
+    along_heart = ramp(0.05 - np.abs(heart - 1.05), 0.03) * ramp(a.heart_y - sc.v + 0.05, 0.05)
+    border = np.abs(np.abs(sc.u) - (a.mediastinum_half_width + 0.02))
+    along_mediastinum = ramp(0.02 - border, sc.edge) * ramp(a.heart_y - 0.1 - sc.v, 0.05)
+    sc.overlay -= (0.4 * s) * (along_heart + along_mediastinum * (0.6 + 0.4 * g[0]))
 
 
 @dataclass(frozen=True)
@@ -550,16 +550,27 @@ def _expose(image: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarra
     return image
 
 
+FAINT = 0.35  # a faint finding's strength, as a fraction of its class's lowest severity
+
+
 def render(labels: np.ndarray, anatomy: Anatomy, geometry: np.ndarray, rng: np.random.Generator,
-           size: int = 128, signal: float = 1.0) -> np.ndarray:
+           size: int = 128, signal: float = 1.0, faint: int = -1) -> np.ndarray:
     """A float32 image in [0, 1] showing the findings that are 1 in ``labels`` (canonical order).
 
-    ``rng`` is consumed identically whatever the labels (finding textures come from a
-    child generator), so one seed renders the same patient, pose, exposure and noise
-    with or without a finding: the difference is the finding's signature alone.
+    ``faint`` (a class index) is drawn, present in ``labels`` or not, at a fraction of its
+    lowest severity: the ambiguous trace behind a label-noise flip (a report that names a
+    barely visible finding, or misses one). ``rng`` is consumed identically whatever the
+    labels (finding textures come from a child generator), so one seed renders the same
+    patient, pose, exposure and noise with or without a finding: the difference is the
+    finding's signature alone.
     """
     # Python floats, not NumPy scalars: a float64 scalar would promote every float32 array.
     strength = (rng.uniform(_SEVERITY_LOW, _SEVERITY_HIGH) * signal).tolist()
+    if faint >= 0:
+        labels = labels.copy()
+        labels[faint] = 1
+        j = FINDING_INDICES.index(faint)
+        strength[j] = float(_SEVERITY_LOW[j] * FAINT * signal)
     geometry = geometry.tolist()
     textures = np.random.default_rng(rng.integers(2**63))
     present = [j for j, c in enumerate(FINDING_INDICES) if labels[c]]
