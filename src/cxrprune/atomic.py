@@ -15,9 +15,10 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import pandas as pd
+if TYPE_CHECKING:  # annotations only: scaleout imports this module and needs no pandas
+    import pandas as pd
 
 
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
@@ -48,13 +49,17 @@ def _sweep_dead_temps(target: Path) -> None:
     pattern = re.compile(rf"^\.{re.escape(target.name)}\.{re.escape(_HOST)}-(\d+)\.")
     for leftover in target.parent.glob(f".{glob.escape(target.name)}.{_HOST}-*"):
         match = pattern.match(leftover.name)
-        if not match or int(match.group(1)) == os.getpid() or _alive(int(match.group(1))):
-            continue
-        if leftover.is_dir() and not leftover.is_symlink():
-            shutil.rmtree(leftover, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
+        if match and not _alive(int(match.group(1))):  # our own pid is alive: never ours
+            remove_path(leftover)
+
+
+def remove_path(path: Path) -> None:
+    """Delete a file, link or folder if it is there (a folder link is unlinked, not followed)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _alive(pid: int) -> bool:

@@ -157,13 +157,18 @@ def ratio_at_least(counts: np.ndarray, is_pie: np.ndarray, minimum: int = 3) -> 
     return _ratio(fp, fn) if np.isfinite(fp) and np.isfinite(fn) else float("nan")
 
 
+def _two_groups(is_pie: np.ndarray) -> bool:
+    """Both PIEs and other images exist, so the two can be compared."""
+    return bool(is_pie.any() and not is_pie.all())
+
+
 def enrichment_p(flag: np.ndarray, is_pie: np.ndarray) -> float:
     """One-sided Fisher exact p-value that ``flag`` is more frequent among PIEs than among
     the other images (NaN when either group is empty). With the usual 5% of a test set as
     PIEs, a ratio of 2 can be two images against one: the p-value says whether it means much."""
     flag = np.asarray(flag, dtype=bool)
     is_pie = np.asarray(is_pie, dtype=bool)
-    if not is_pie.any() or is_pie.all():
+    if not _two_groups(is_pie):
         return float("nan")
     table = [[int((flag & is_pie).sum()), int((~flag & is_pie).sum())],
              [int((flag & ~is_pie).sum()), int((~flag & ~is_pie).sum())]]
@@ -174,7 +179,7 @@ def lower_p(values: np.ndarray, is_pie: np.ndarray) -> float:
     """One-sided Mann-Whitney U p-value that ``values`` are lower among PIEs (NaN when a group is empty)."""
     values = np.asarray(values, dtype=np.float64)
     is_pie = np.asarray(is_pie, dtype=bool)
-    if not is_pie.any() or is_pie.all():
+    if not _two_groups(is_pie):
         return float("nan")
     return float(stats.mannwhitneyu(values[is_pie], values[~is_pie], alternative="less").pvalue)
 

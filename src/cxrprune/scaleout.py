@@ -37,10 +37,10 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
-import shlex
 import subprocess
 import sys
 import tarfile
@@ -51,6 +51,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
+from .atomic import remove_path
 from .errors import CxrpruneError
 
 LOG_DIR = Path(".dvc/tmp/ray-logs")  # inside DVC's own git-ignored tmp folder
@@ -244,11 +245,7 @@ def remove_outputs(root: Path, outs: Iterable[OutSpec]) -> None:
             continue
         path = root / out.path
         for p in [path, *path.parent.glob(f".{path.name}.*")] if path.parent.is_dir() else [path]:
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
-            elif p.exists() or p.is_symlink():
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
+            remove_path(p)
 
 
 # --------------------------------------------------------------------- the Ray side
