@@ -6,7 +6,7 @@ over every Conv2d/Linear weight (concatenation of all importance scores, ``topk`
 weights, ``weight_orig`` + ``weight_mask`` per layer and a forward pre-hook). Timed with and
 without the rebuild.
 
-Ours: ``cxrprune.masks.GlobalPruner`` as the prune stage uses it (channels-last model):
+Ours: ``cxrprune.compression.masks.GlobalPruner`` as the prune stage uses it (channels-last model):
 one copy of the weights, one sort of |w| values, then for each level an in-place zeroing
 of the model's weights and a count of its zeros.
 
@@ -30,8 +30,16 @@ import time
 from pathlib import Path
 
 import torch
-
-from common import STUDY_LEVELS, machine, median, peak_rss_bytes, print_table, reset_peak_rss, rss_bytes, spread
+from common import (
+    STUDY_LEVELS,
+    machine,
+    median,
+    peak_rss_bytes,
+    print_table,
+    reset_peak_rss,
+    rss_bytes,
+    spread,
+)
 
 
 def _trim() -> None:
@@ -44,8 +52,8 @@ def _trim() -> None:
 def worker(method: str, arch: str, check: bool) -> dict:
     from torch.nn.utils import prune as tprune
 
-    from cxrprune.masks import GlobalPruner
-    from cxrprune.models import build_model, prunable_parameters
+    from cxrprune.compression.masks import GlobalPruner
+    from cxrprune.training.models import build_model, prunable_parameters
 
     torch.manual_seed(0)
     model = build_model(arch, 20).eval()
@@ -89,8 +97,8 @@ def worker(method: str, arch: str, check: bool) -> dict:
 def _compare(arch: str, state: dict, masks: dict) -> dict:
     """Ours vs torch's masks at every level: positions that differ, and whether they are all
     tied at the level's threshold magnitude."""
-    from cxrprune.masks import GlobalPruner
-    from cxrprune.models import build_model
+    from cxrprune.compression.masks import GlobalPruner
+    from cxrprune.training.models import build_model
 
     model = build_model(arch, 20)
     model.load_state_dict(state)

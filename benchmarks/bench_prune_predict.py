@@ -9,7 +9,7 @@ source PNGs on every pass, then ToTensor + ImageNet ``Normalize`` (the authors d
 cv2; here the same PIL decode+resize as the prepare stage, so both paths see identical
 pixels and their probabilities can be compared to 1e-5).
 
-Ours: ``cxrprune.prune.prune_and_predict`` (the prune stage's code path) over the uint8
+Ours: ``cxrprune.compression.prune.prune_and_predict`` (the prune stage's code path) over the uint8
 cache; the one-time cache creation (decode + resize of the same PNGs) is timed separately.
 
 Pure forward limit: the same dense model with the same settings (channels-last,
@@ -42,17 +42,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from common import STUDY_LEVELS, machine, make_pngs, median, print_table, spread, timed
 from torch import nn
 from torch.nn.utils import prune as tprune
 
-from common import STUDY_LEVELS, machine, make_pngs, median, print_table, spread, timed
-
-from cxrprune.augment import normalize, to_unit
-from cxrprune.masks import GlobalPruner
-from cxrprune.models import IMAGENET_MEAN, IMAGENET_STD, build_model, pick_device, prunable_parameters
-from cxrprune.predict import _LIBC, cpu_chunk, cpu_heap_reuse, precision
-from cxrprune.prepare import load_image, load_images
-from cxrprune.prune import prune_and_predict
+from cxrprune.compression.masks import GlobalPruner
+from cxrprune.compression.predict import cpu_chunk
+from cxrprune.compression.prune import prune_and_predict
+from cxrprune.core.runtime import _LIBC, cpu_heap_reuse, pick_device, precision
+from cxrprune.datasets.prepare import load_image, load_images
+from cxrprune.training.augment import normalize, to_unit
+from cxrprune.training.models import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_model,
+    prunable_parameters,
+)
 
 
 @contextlib.contextmanager
@@ -62,7 +67,7 @@ def glibc_defaults():
     baseline and the plain settings, then restore ours' settings. The heap is not trimmed
     on entry: the baseline may reuse memory ours left there (if anything, in its favour),
     and ours does not pay for page-faulting its heap in again after each baseline level."""
-    import cxrprune.predict as cp
+    import cxrprune.compression.predict as cp
 
     if _LIBC is None or cp._heap_depth == 0:  # not inside ours' scope: already the defaults
         yield
@@ -373,10 +378,10 @@ def report(args, device, levels, step, r: dict) -> None:
 
 def ap_check(args) -> None:
     """bf16 autocast vs fp32 on the synthetic study data: probabilities and per-class AP."""
-    from cxrprune.config import TrainConfig
-    from cxrprune.metrics import average_precision
-    from cxrprune.sources import read_source
-    from cxrprune.train import train_model
+    from cxrprune.analysis.metrics import average_precision
+    from cxrprune.core.config import TrainConfig
+    from cxrprune.datasets.sources import read_source
+    from cxrprune.training.loop import train_model
 
     root = Path("data/raw/synthetic")
     if not root.is_dir():

@@ -1,6 +1,6 @@
 """Training input: images/s of the training loop vs the model's own forward+backward+step.
 
-Ours: ``cxrprune.train._train_epoch``, the training loop itself: a seeded permutation,
+Ours: ``cxrprune.training.loop._train_epoch``, the training loop itself: a seeded permutation,
 uint8 rows gathered from the in-memory cache, converted to float, augmented as a batch
 (random flip + rotation up to 15 degrees, one ``affine_grid``/``grid_sample``), normalised
 to 3-channel channels-last, then forward, BCE loss, backward and an Adam step.
@@ -32,16 +32,15 @@ import time
 import numpy as np
 import pandas as pd
 import torch
+from common import machine, make_pngs, median, print_table, spread, timed
 from torch import nn
 
-from common import machine, make_pngs, median, print_table, spread, timed
-
-from cxrprune.augment import augment, normalize, to_unit
-from cxrprune.config import TrainConfig
-from cxrprune.models import build_model, pick_device
-from cxrprune.predict import cpu_heap_reuse
-from cxrprune.prepare import load_images
-from cxrprune.train import _train_epoch
+from cxrprune.core.config import TrainConfig
+from cxrprune.core.runtime import cpu_heap_reuse, pick_device
+from cxrprune.datasets.prepare import load_images
+from cxrprune.training.augment import augment, normalize, to_unit
+from cxrprune.training.loop import _train_epoch
+from cxrprune.training.models import build_model
 
 
 def main() -> None:

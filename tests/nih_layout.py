@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cxrprune.classes import NIH_CXR_LT_CLASSES
+from cxrprune.core.classes import NIH_CXR_LT_CLASSES
 
 CLASSES = list(NIH_CXR_LT_CLASSES)
 

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cxrprune.classes import NIH_CXR_LT_CLASSES, NO_FINDING
-from cxrprune.config import Params, from_dict
+from cxrprune.core.classes import NIH_CXR_LT_CLASSES, NO_FINDING
+from cxrprune.core.config import Params, from_dict
 
 NAME = "tiny"
 CLASSES = list(NIH_CXR_LT_CLASSES)

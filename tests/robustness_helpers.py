@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 
 import yaml
-
 from test_pipeline import env, make_workspace, run, tiny_params
 
 

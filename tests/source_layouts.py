@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cxrprune.classes import MIMIC_CXR_LT_CLASSES
-from cxrprune.sources import CHESTMNIST_CLASSES
+from cxrprune.core.classes import MIMIC_CXR_LT_CLASSES
+from cxrprune.datasets.sources import CHESTMNIST_CLASSES
 
 MIMIC_CLASSES = list(MIMIC_CXR_LT_CLASSES)
 CSV_CLASSES = ["effusion", "nodule", "mass", "fracture"]  # file order = inferred class order

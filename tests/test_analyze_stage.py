@@ -11,10 +11,11 @@ import pytest
 import torch
 from scipy import stats
 
-from cxrprune import config
-from cxrprune.errors import DataError
-from cxrprune.models import build_model, prunable_parameters
+from cxrprune.core import config
+from cxrprune.core.errors import DataError
+from cxrprune.core.layout import ANALYZE_FIGURES
 from cxrprune.stages import analyze
+from cxrprune.training.models import build_model, prunable_parameters
 
 CLASSES = ["No Finding", "Effusion", "Nodule", "Hernia"]
 TRAIN_COUNTS = {"No Finding": 50, "Effusion": 30, "Nodule": 12, "Hernia": 4}
@@ -206,7 +207,7 @@ def test_analyze_end_to_end(workspace):
     assert list(hist.columns) == ["abs_weight", "count"] and len(hist) == params.analyze.histogram_bins
     assert hist["count"].sum() == n_weights
 
-    for name in analyze.FIGURES:
+    for name in ANALYZE_FIGURES:
         png = plots / "figures" / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert not list(root.rglob(".*.png")) and not list(root.rglob("*.tmp"))  # no atomic-write leftovers
@@ -224,7 +225,7 @@ def test_analyze_end_to_end(workspace):
     assert r.data.metrics["pie.count"] == 2
     assert r.data.metrics["map_dense"] == pytest.approx(0.7)
     arts = {a.path for a in client.list_artifacts(r.info.run_id, "figures")}
-    assert arts == {f"figures/{n}" for n in analyze.FIGURES}
+    assert arts == {f"figures/{n}" for n in ANALYZE_FIGURES}
 
     # Without the synthetic truth table the synthetic-only keys and columns are absent.
     (root / "data/prepared/tiny/truth.parquet").unlink()
@@ -247,7 +248,7 @@ def test_missing_inputs_name_the_stage(workspace):
 
 def test_figures_survive_degenerate_inputs(tmp_path):
     """No class reaches the drop, no PIE ratio is defined, an all-zero model: still valid PNGs."""
-    from cxrprune import figures, forgetting
+    from cxrprune.analysis import figures, forgetting
 
     table = pd.DataFrame({"class_name": ["A", "B", "C"], "ln_train_count": [3.0, 2.0, 1.0],
                           "first_drop": [np.nan] * 3, "dap95": [-0.1, -0.1, np.nan]})
@@ -256,7 +257,7 @@ def test_figures_survive_degenerate_inputs(tmp_path):
     ratios = pd.DataFrame({"class_name": ["A", "B"], "ratio": [np.nan, 0.0]})
     bins = pd.DataFrame({"findings": ["0", "1", "2", "3", "4+"], "ratio": [np.nan] * 5})
     figures.pie_ratios(ratios, bins, tmp_path / "p.png")
-    from cxrprune import weights
+    from cxrprune.analysis import weights
     figures.weight_histogram(weights.magnitude_histogram(np.zeros(10), 10), tmp_path / "w.png",
                              weights.magnitude_summary(np.zeros(10)))
     for name in ("f.png", "p.png", "w.png"):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cxrprune import atomic
+from cxrprune.core import atomic
 
 
 def test_atomic_writes_remove_only_dead_writers_leftovers(tmp_path):

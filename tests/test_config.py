@@ -3,8 +3,8 @@
 import pytest
 import yaml
 
-from cxrprune.config import Params, from_dict, load_params
-from cxrprune.errors import ConfigError
+from cxrprune.core.config import Params, from_dict, load_params
+from cxrprune.core.errors import ConfigError
 
 
 def test_repository_params_file_is_valid():

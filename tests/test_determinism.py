@@ -25,17 +25,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from cxrprune import checkpoint
-from cxrprune.atomic import write_parquet
-from cxrprune.config import DataConfig, TrainConfig, from_dict
-from cxrprune.prepare import load_meta, load_split, prepare_dataset
-from cxrprune.prune import predictions_table, prune_and_predict
-from cxrprune.train import train_model
-
 from nih_layout import write_nih_dataset
 from robustness_helpers import cxrprune, popen_cxrprune, tiny_workspace
 from test_pipeline import env
+
+from cxrprune.compression.predictions import predictions_table
+from cxrprune.compression.prune import prune_and_predict
+from cxrprune.core.atomic import write_parquet
+from cxrprune.core.config import DataConfig, TrainConfig, from_dict
+from cxrprune.datasets.prepare import load_meta, load_split, prepare_dataset
+from cxrprune.training import resume as checkpoint
+from cxrprune.training.loop import train_model
 
 CFG = TrainConfig(arch="resnet10", epochs=4, patience=4, batch_size=16, threads=1, device="cpu", rotation=10.0)
 SEED = 5
@@ -247,7 +247,7 @@ def test_a_prune_killed_while_writing_its_table_leaves_the_previous_one(workspac
     assert _md5(table) == before, "the table was replaced by a partial one"
     leftovers = list(table.parent.glob(".seed-0.parquet.*"))
     assert len(leftovers) == 1, leftovers  # what SIGKILL mid-write leaves: a hidden temporary
-    from cxrprune.stages.prune import read_predictions
+    from cxrprune.compression.predictions import read_predictions
 
     labels = pd.read_parquet(ws / "data/prepared/synthetic/labels_test.parquet")
     classes = load_meta(ws / "data/prepared/synthetic")["classes"]

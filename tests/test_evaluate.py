@@ -1,4 +1,4 @@
-"""cxrprune.evaluate and the evaluate stage: metric tables, paired test, outputs."""
+"""cxrprune.analysis.evaluate and the evaluate stage: metric tables, paired test, outputs."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pytest
 from scipy import stats
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from cxrprune import evaluate as ev
-from cxrprune.config import EvaluateConfig, from_dict
-from cxrprune.errors import DataError
+from cxrprune.analysis import evaluate as ev
+from cxrprune.compression.predictions import check_predictions
+from cxrprune.core.config import EvaluateConfig, from_dict
+from cxrprune.core.errors import DataError
 from cxrprune.stages import evaluate as stage
 
 CLASSES = ["A", "B", "C"]
@@ -119,11 +120,18 @@ def test_missing_columns_and_undefined_classes():
         ev.per_class_metrics(preds, labels.assign(A=2), CLASSES, 0)
 
 
-def test_check_blocks_reports_missing_levels():
-    preds = make_predictions(make_labels(), levels=(0.0, 0.5))
-    ev.check_blocks(preds, ["l1"], [0.0, 0.5])
-    with pytest.raises(DataError, match="no predictions for l1@0.9, random@0.9.*dvc repro prune"):
-        ev.check_blocks(preds, ["l1", "random"], [0.0, 0.5, 0.9], source="x.parquet")
+def test_the_contract_check_reports_missing_levels():
+    labels = make_labels()
+    preds = make_predictions(labels, levels=(0.0, 0.5)).astype({c: np.float32 for c in CLASSES})
+    ids = labels["image_id"].tolist()
+    methods = sorted(preds["method"].unique())
+    check_predictions(preds, "x.parquet", ids, CLASSES, methods, [0.0, 0.5])
+    with pytest.raises(DataError, match="x.parquet: .*rows, expected .* x 3 level"):
+        check_predictions(preds, "x.parquet", ids, CLASSES, methods, [0.0, 0.5, 0.9])
+    l1 = preds[preds["method"] == "l1"].reset_index(drop=True)
+    no_half = l1.assign(sparsity=0.0)  # right row count, but the 0.5 block is missing
+    with pytest.raises(DataError, match="block l1@0 has .* not the .* test images in order"):
+        check_predictions(no_half, "x.parquet", ids, CLASSES, ["l1"], [0.0, 0.5])
 
 
 def test_map_table_is_plain_mean():
@@ -303,7 +311,7 @@ def test_stage_writes_all_outputs(tmp_path, monkeypatch):
 def test_stage_missing_predictions(tmp_path, monkeypatch):
     write_fixture(tmp_path, [0])
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(DataError, match=r"seed-1\.parquet: not found; run `dvc repro prune`"):
+    with pytest.raises(DataError, match=r"seed-1\.parquet: not found; run `dvc repro prune@1` first"):
         stage.run(stage_params([0, 1]))
     assert not (tmp_path / "metrics").exists()
 

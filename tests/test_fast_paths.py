@@ -21,19 +21,27 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from mask_helpers import tensors_equal
 from torch import nn
 from torch.nn.utils import prune as tprune
 
-from cxrprune.augment import augment, normalize, to_unit
-from cxrprune.config import TrainConfig
-from cxrprune.masks import GlobalPruner, n_pruned
-from cxrprune.models import IMAGENET_MEAN, IMAGENET_STD, build_model, prunable_parameters
-from cxrprune.predict import predict_probs
-from cxrprune.prune import RANDOM_PRUNE_SEED_OFFSET, prune_and_predict
-from cxrprune.train import _train_epoch
+from cxrprune.compression.masks import GlobalPruner, n_pruned
+from cxrprune.compression.methods import RANDOM_PRUNE_SEED_OFFSET
+from cxrprune.compression.predict import predict_probs
+from cxrprune.compression.prune import prune_and_predict
+from cxrprune.core.config import TrainConfig
+from cxrprune.training.augment import augment, normalize, to_unit
+from cxrprune.training.loop import _train_epoch
+from cxrprune.training.models import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_model,
+    prunable_parameters,
+)
 
 CPU = torch.device("cpu")
 LEVELS = [0.0, 0.2, 0.45, 0.7, 0.95]
+
 
 
 @pytest.fixture(autouse=True)
@@ -152,8 +160,7 @@ def test_inplace_l1_equals_stable_sort_with_ties(channels_last):
         ours_keep = torch.cat([p.detach().reshape(-1) != 0 for p in pruner.params])
         assert torch.equal(ours_keep, ref_keep), level
         assert measured == target / pruner.n
-        assert all(torch.equal(a.reshape(-1), b) for a, b in
-                   zip(pruner.keep_masks(), torch.split(ref_keep, pruner.sizes)))
+        assert tensors_equal([m.reshape(-1) for m in pruner.keep_masks()], torch.split(ref_keep, pruner.sizes))
         kept = torch.cat([p.detach().reshape(-1) for p in pruner.params])
         assert torch.equal(kept[ref_keep], dense[ref_keep]), "kept weights must be bit-identical"
         if target:
@@ -186,7 +193,7 @@ def test_pruner_restores_and_reprunes_identically():
     assert torch.equal(torch.cat([p.detach().reshape(-1) for p in pruner.params]), pruner.original)
     pruner.reset("l1")
     pruner.apply(0.6)
-    assert all(torch.equal(a, b) for a, b in zip(first, pruner.params))
+    assert tensors_equal(first, pruner.params)
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in pruner.params if p.dim() == 4)
 
 
@@ -285,4 +292,4 @@ def test_train_epoch_equals_the_plain_loop():
         total += float(loss.detach()) * len(idx)
         seen += len(idx)
     assert ours == total / seen
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref_model.state_dict().values()))
+    assert tensors_equal(model.state_dict().values(), ref_model.state_dict().values())

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cxrprune import fcd
+from cxrprune.analysis import fcd
 
 CURVES = pd.DataFrame({"A": [0.0, 0.0, 0.0], "B": [0.0, -0.3, -0.4], "C": [-0.1, -0.1, -0.1]},
                       index=pd.Index([0.05, 0.5, 0.95], name="sparsity"))

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cxrprune import forgetting
-from cxrprune.errors import DataError
+from cxrprune.analysis import forgetting
+from cxrprune.core.errors import DataError
 
 LEVELS = (0.0, 0.5, 0.9, 0.95)
 

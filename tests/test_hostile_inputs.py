@@ -1,6 +1,6 @@
 """Hostile inputs, generated with hypothesis: malformed label CSVs (nih-cxr-lt and csv
 sources), params files and published prediction pickles. Every malformed input must end in
-the project's own error type (:class:`~cxrprune.errors.CxrpruneError`) with a message that
+the project's own error type (:class:`~cxrprune.core.errors.CxrpruneError`) with a message that
 names the file and the problem, never another exception; an input that happens to be valid
 must give a valid result."""
 
@@ -19,16 +19,14 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
-from cxrprune.config import Params, load_params
-from cxrprune.errors import ConfigError, CxrpruneError, DataError
-from cxrprune.importer import LABEL_COLUMN, read_published
-from cxrprune.prepare import validate
-from cxrprune.sources import NIH_LABEL_FILE, SPLITS, read_source
-from cxrprune.config import SourceOptions
-
 from nih_layout import CLASSES, write_nih_dataset
 from test_pipeline import REPO
+
+from cxrprune.core.config import Params, SourceOptions, load_params
+from cxrprune.core.errors import ConfigError, CxrpruneError, DataError
+from cxrprune.datasets.importer import LABEL_COLUMN, read_published
+from cxrprune.datasets.prepare import validate
+from cxrprune.datasets.sources import NIH_LABEL_FILE, SPLITS, read_source
 
 # 60 examples per property keep the file under a few seconds; HOSTILE_EXAMPLES=1000 searches harder.
 SETTINGS = settings(max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "60")), deadline=None,

@@ -17,17 +17,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from cxrprune import cli, evaluate, fcd, forgetting, pies
-from cxrprune.config import from_dict
-from cxrprune.errors import ConfigError, DataError
-from cxrprune.importer import find_pickles, import_predictions, pickle_name
-from cxrprune.metrics import average_precision
-from cxrprune.prepare import load_meta, load_split, prepare_dataset
-from cxrprune.prune import LevelResult, predictions_table
-from cxrprune.stages import import_predictions as import_stage
-
 from nih_layout import CLASSES, write_nih_dataset
+
+from cxrprune import cli
+from cxrprune.analysis import evaluate, fcd, forgetting, pies
+from cxrprune.analysis.metrics import average_precision
+from cxrprune.compression.predictions import LevelResult, predictions_table
+from cxrprune.core.config import from_dict
+from cxrprune.core.errors import ConfigError, DataError
+from cxrprune.datasets.importer import find_pickles, import_predictions, pickle_name
+from cxrprune.datasets.prepare import load_meta, load_split, prepare_dataset
+from cxrprune.stages import import_predictions as import_stage
 
 DATASET = "nih-cxr-lt"
 SEEDS = [0, 1, 2]
@@ -147,7 +147,7 @@ def test_analyses_of_imported_predictions_reproduce_the_originals(tmp_path, stud
                 "pairs": pairs, "ids": ids, "corr": corr, "pies": pies.select_pies(corr, 0.1)}
 
     own = analyses(own_labels, load_split(study["prepared"], "train")[0], study["tables"])
-    imported_tables = {s: evaluate.load_predictions(tmp_path / "predictions" / f"seed-{s}.parquet") for s in SEEDS}
+    imported_tables = {s: pd.read_parquet(tmp_path / "predictions" / f"seed-{s}.parquet") for s in SEEDS}
     imp = analyses(imp_labels, load_split(tmp_path / "prepared", "train")[0], imported_tables)
     for key, value in own.items():
         if isinstance(value, pd.DataFrame):
@@ -198,7 +198,7 @@ def test_labels_folder_and_a_label_order_within_a_row_are_accepted(tmp_path, stu
 
 
 def test_files_of_other_seeds_and_levels_are_ignored_with_a_note(tmp_path, study, capsys):
-    from cxrprune.importer import report
+    from cxrprune.datasets.importer import report
 
     summary = _import(tmp_path, study, seeds=[0, 2], levels=[0.0, 0.5, 0.9])
     assert summary.files_read == 6 and len(summary.ignored) == 54

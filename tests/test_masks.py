@@ -4,13 +4,15 @@ import copy
 
 import pytest
 import torch
+from mask_helpers import tensors_equal
 from torch import nn
 from torch.nn.utils import prune
 
-from cxrprune.masks import GlobalPruner, masks_for_levels, n_pruned
-from cxrprune.models import build_model, prunable_parameters
+from cxrprune.compression.masks import GlobalPruner, masks_for_levels, n_pruned
+from cxrprune.training.models import build_model, prunable_parameters
 
 LEVELS = [0.0, 0.05, 0.3, 0.5, 0.65, 0.9, 0.95]
+
 
 
 def _model(seed=0):
@@ -31,7 +33,7 @@ def test_l1_masks_match_global_unstructured(level):
     ours = masks_for_levels(model, [level])[level]
     ref = _torch_masks(model, level)
     # Continuous random weights have no ties at the threshold: the sets must be identical.
-    assert all(torch.equal(a, b) for a, b in zip(ours, ref))
+    assert tensors_equal(ours, ref)
 
 
 def test_ties_at_threshold_differ_only_among_tied_weights():
@@ -94,8 +96,8 @@ def test_random_method_is_seeded_and_hits_the_level():
     a = masks_for_levels(model, [0.4], "random", torch.Generator().manual_seed(3))[0.4]
     b = masks_for_levels(model, [0.4], "random", torch.Generator().manual_seed(3))[0.4]
     c = masks_for_levels(model, [0.4], "random", torch.Generator().manual_seed(4))[0.4]
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
-    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+    assert tensors_equal(a, b)
+    assert not tensors_equal(a, c)
     flat = torch.cat([m.flatten() for m in a])
     assert int((~flat).sum()) == n_pruned(0.4, flat.numel())
 
@@ -115,4 +117,4 @@ def test_channels_last_model_is_pruned_in_logical_order():
     pruner.reset("l1")
     pruner.apply(0.6)
     ours = [p.detach() != 0 for p in pruner.params]
-    assert all(torch.equal(a, b) for a, b in zip(ours, ref))
+    assert tensors_equal(ours, ref)

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import stats
 
-from cxrprune import pies
-from cxrprune.errors import DataError
+from cxrprune.analysis import pies
+from cxrprune.core.errors import DataError
 
 
 def scipy_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

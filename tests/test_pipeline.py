@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from cxrprune.classes import NIH_CXR_LT_CLASSES
+from cxrprune.core.classes import NIH_CXR_LT_CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = [0, 1]

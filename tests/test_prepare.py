@@ -3,13 +3,12 @@
 import numpy as np
 import pandas as pd
 import pytest
+from nih_layout import CLASSES, write_nih_dataset
 from PIL import Image
 
-from cxrprune.config import DataConfig
-from cxrprune.errors import DataError
-from cxrprune.prepare import load_meta, load_split, prepare_dataset
-
-from nih_layout import CLASSES, write_nih_dataset
+from cxrprune.core.config import DataConfig
+from cxrprune.core.errors import DataError
+from cxrprune.datasets.prepare import load_meta, load_split, prepare_dataset
 
 
 def _cfg(root, size=32):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cxrprune.errors import CxrpruneError
-from cxrprune.models import build_model
+from cxrprune.core.errors import CxrpruneError
+from cxrprune.training.models import build_model
 
 
 def _same_backbone(a: torch.nn.Module, b: torch.nn.Module) -> bool:

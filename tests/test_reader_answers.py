@@ -7,8 +7,14 @@ import json
 import pandas as pd
 import pytest
 
-from cxrprune.errors import DataError
-from cxrprune.reader.answers import ANSWER_COLUMNS, FORMAT, find_answer_files, load_answers, read_answer_file
+from cxrprune.core.errors import DataError
+from cxrprune.reader.answers import (
+    ANSWER_COLUMNS,
+    FORMAT,
+    find_answer_files,
+    load_answers,
+    read_answer_file,
+)
 from cxrprune.reader.sample import study_id
 
 CASES = ["AAAAAA", "BBBBBB", "CCCCCC", "DDDDDD"]

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from reader_helpers import NAME, make_study, params_for
 
-from cxrprune.reader import study_dir
+from cxrprune.core.layout import Layout
 from cxrprune.reader.answers import ANSWER_COLUMNS, load_answers
 from cxrprune.reader.sample import load_key, load_manifest
 from cxrprune.stages import reader_analyze, reader_sample
-from reader_helpers import NAME, make_study, params_for
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +128,7 @@ def test_reader_completes_a_form_and_the_export_feeds_the_analysis(tmp_path, mon
     make_study(tmp_path, n_test=100, n_pies=25, originals=10)
     params = params_for(tmp_path, per_group=20, forms=1, simulate=False, answers_dir="answers")
     reader_sample.run(params)
-    study = study_dir(NAME)
+    study = Layout(NAME).reader
     manifest = load_manifest(study / "manifest.csv")
     assert len(manifest) == N_CASES
     page = (study / "forms" / "form-1.html").resolve()
@@ -222,7 +222,7 @@ def test_reader_completes_a_form_and_the_export_feeds_the_analysis(tmp_path, mon
         assert row["reader_id"] == "dr-a, chest"
     assert (ratings["seconds"] >= 0).all() and ratings["seconds"].sum() > 0
 
-    monkeypatch.setattr(reader_analyze, "_log_mlflow", lambda *a, **k: None)
+    monkeypatch.setattr(reader_analyze.runs, "log_summary_run", lambda *a, **k: None)
     reader_analyze.run(params)
     result = json.loads(Path(f"metrics/{NAME}/reader.json").read_text())
     assert result["n_readers_real"] == 1 and result["n_ratings"] == N_CASES

@@ -12,14 +12,21 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image, PngImagePlugin
+from reader_helpers import NAME, make_study, params_for
 
-from cxrprune.errors import DataError
-from cxrprune.reader import study_dir
-from cxrprune.reader.page import (case_payload, fit_size, image_source, render_form, script_json, to_gray8,
-                                  write_forms)
+from cxrprune.core.errors import DataError
+from cxrprune.core.layout import Layout
+from cxrprune.reader.page import (
+    case_payload,
+    fit_size,
+    image_source,
+    render_form,
+    script_json,
+    to_gray8,
+    write_forms,
+)
 from cxrprune.reader.sample import load_key, load_manifest
 from cxrprune.stages import reader_sample
-from reader_helpers import NAME, make_study, params_for
 
 # words that would tell a reader which group a case is in (or what the study is about)
 REVEALING = re.compile(r"(?i)\bpies?\b|is_pie|non[-_ ]?pie|spearman|prun|stratum|exemplar|forgett|flipped")
@@ -49,9 +56,9 @@ def study(tmp_path, monkeypatch):
 
 
 def test_one_self_contained_page_per_form_with_the_papers_questions(study):
-    forms = sorted(p.name for p in (study_dir(NAME) / "forms").iterdir())
+    forms = sorted(p.name for p in (Layout(NAME).reader / "forms").iterdir())
     assert forms == ["form-1.html", "form-2.html", "form-3.html"]
-    html = (study_dir(NAME) / "forms" / "form-2.html").read_text()
+    html = (Layout(NAME).reader / "forms" / "form-2.html").read_text()
     for wording in ("Do you fully agree with the label?", "Image quality", "1 poor", "5 excellent",
                     "Diagnosis difficulty", "1 very easy", "5 very difficult", "Export CSV", "Export JSON"):
         assert wording in html
@@ -63,10 +70,10 @@ def test_one_self_contained_page_per_form_with_the_papers_questions(study):
 
 
 def test_the_page_does_not_reveal_pie_status(study):
-    key = load_key(study_dir(NAME) / "key.csv")
-    manifest = load_manifest(study_dir(NAME) / "manifest.csv")
+    key = load_key(Layout(NAME).reader / "key.csv")
+    manifest = load_manifest(Layout(NAME).reader / "manifest.csv")
     for form, rows in manifest.groupby("form"):
-        html = (study_dir(NAME) / "forms" / f"form-{form}.html").read_text()
+        html = (Layout(NAME).reader / "forms" / f"form-{form}.html").read_text()
         data = page_data(html)
         # a case carries its neutral id, its labels and its pixels: nothing else
         assert all(set(c) == {"case_id", "labels", "image"} for c in data["cases"])
@@ -83,10 +90,10 @@ def test_the_page_does_not_reveal_pie_status(study):
 
 
 def test_images_prefer_the_original_file_and_fall_back_to_the_cache(study):
-    info = json.loads((study_dir(NAME) / "sample.json").read_text())
+    info = json.loads((Layout(NAME).reader / "sample.json").read_text())
     assert info["image_sources"]["original"] > 0 and info["image_sources"]["cache"] > 0
-    manifest = load_manifest(study_dir(NAME) / "manifest.csv")
-    html = (study_dir(NAME) / "forms" / "form-1.html").read_text()
+    manifest = load_manifest(Layout(NAME).reader / "manifest.csv")
+    html = (Layout(NAME).reader / "forms" / "form-1.html").read_text()
     originals = {p.name for p in (Path(study.data.root) / "images").iterdir()}
     for case, image_id in zip(page_data(html)["cases"], manifest.loc[manifest["form"] == 1, "image_id"]):
         img = decode(case["image"])
@@ -95,9 +102,9 @@ def test_images_prefer_the_original_file_and_fall_back_to_the_cache(study):
 
 
 def test_pages_are_reproducible(study):
-    first = {p.name: p.read_bytes() for p in (study_dir(NAME) / "forms").iterdir()}
+    first = {p.name: p.read_bytes() for p in (Layout(NAME).reader / "forms").iterdir()}
     reader_sample.run(study)
-    again = {p.name: p.read_bytes() for p in (study_dir(NAME) / "forms").iterdir()}
+    again = {p.name: p.read_bytes() for p in (Layout(NAME).reader / "forms").iterdir()}
     assert first == again
 
 

@@ -10,11 +10,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cxrprune.classes import NIH_CXR_LT_CLASSES, NO_FINDING
-from cxrprune.config import Params, ReaderConfig, from_dict, load_params
-from cxrprune.errors import ConfigError, DataError
-from cxrprune.reader.sample import (KEY_COLUMNS, MANIFEST_COLUMNS, draw_sample, load_key, load_manifest,
-                                    load_pies, strata, study_id, write_sample)
+from cxrprune.core.classes import NIH_CXR_LT_CLASSES, NO_FINDING
+from cxrprune.core.config import Params, ReaderConfig, from_dict, load_params
+from cxrprune.core.errors import ConfigError, DataError
+from cxrprune.reader.sample import (
+    KEY_COLUMNS,
+    MANIFEST_COLUMNS,
+    draw_sample,
+    load_key,
+    load_manifest,
+    load_pies,
+    strata,
+    study_id,
+    write_sample,
+)
 
 CLASSES = list(NIH_CXR_LT_CLASSES)
 ROOT = Path(__file__).resolve().parents[1]

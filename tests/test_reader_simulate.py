@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrprune.errors import DataError
+from cxrprune.core.errors import DataError
 from cxrprune.reader.answers import ANSWER_COLUMNS, load_answers, read_answer_file
 from cxrprune.reader.simulate import case_truth, reader_ids, simulate, simulate_reader
 from cxrprune.reader.stats import compare

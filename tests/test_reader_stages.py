@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from reader_helpers import NAME, make_study, params_for
 
 from cxrprune import cli
-from cxrprune.errors import DataError
-from cxrprune.reader import study_dir
+from cxrprune.core.errors import DataError
+from cxrprune.core.layout import Layout
 from cxrprune.stages import reader_analyze, reader_sample, reader_simulate
-from reader_helpers import NAME, make_study, params_for
 
 
 def numeric_leaves(obj, path="") -> list[str]:
@@ -25,7 +25,7 @@ def numeric_leaves(obj, path="") -> list[str]:
 
 
 def no_mlflow(monkeypatch):
-    monkeypatch.setattr(reader_analyze, "_log_mlflow", lambda *a, **k: None)
+    monkeypatch.setattr(reader_analyze.runs, "log_summary_run", lambda *a, **k: None)
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_the_simulated_loop_runs_end_to_end_into_mlflow(tiny):
     reader_simulate.run(params)
     reader_analyze.run(params)
 
-    study = study_dir(NAME)
+    study = Layout(NAME).reader
     assert sorted(p.name for p in (study / "simulated").iterdir()) == [
         f"sim-{r}-form-{f}.csv" for r in (1, 2, 3) for f in (1, 2, 3)]
     result = json.loads(Path(f"metrics/{NAME}/reader.json").read_text())
@@ -89,7 +89,7 @@ def test_real_exports_join_the_simulated_readers(tiny, monkeypatch):
     params = params_for(tiny, per_group=5, forms=2)
     reader_sample.run(params)
     reader_simulate.run(params)
-    manifest = pd.read_csv(study_dir(NAME) / "manifest.csv", dtype=str)
+    manifest = pd.read_csv(Layout(NAME).reader / "manifest.csv", dtype=str)
     rows = manifest[manifest["form"] == "2"]
     export = pd.DataFrame({"form": 2, "study": rows["study"], "reader_id": "dr-b", "case_id": rows["case_id"],
                            "position": rows["position"], "agree": "yes", "quality": 4, "difficulty": 2,
@@ -109,7 +109,7 @@ def test_analysis_without_answers_waits_instead_of_failing(tiny, monkeypatch, ca
     params = params_for(tiny, per_group=5, forms=1, simulate=False, simulated_readers=0)
     reader_sample.run(params)
     reader_simulate.run(params)
-    assert [p.name for p in (study_dir(NAME) / "simulated").iterdir()] == ["README.txt"]
+    assert [p.name for p in (Layout(NAME).reader / "simulated").iterdir()] == ["README.txt"]
     reader_analyze.run(params)
     assert "no answers yet" in capsys.readouterr().out
     result = json.loads(Path(f"metrics/{NAME}/reader.json").read_text())

@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-import cxrprune.prepare as prepare
-from cxrprune.config import DataConfig
-from cxrprune.errors import DataError
-from cxrprune.prepare import load_split, partial_dir, prepare_dataset
-
 from nih_layout import write_nih_dataset
 from source_layouts import write_medmnist
+
+import cxrprune.datasets.prepare as prepare
+from cxrprune.core.config import DataConfig
+from cxrprune.core.errors import DataError
+from cxrprune.datasets.prepare import load_split, partial_dir, prepare_dataset
 
 CHUNK = 4
 PER_SPLIT = 24  # 6 chunks per split, 18 in all
@@ -175,8 +174,8 @@ def test_a_hard_kill_leaves_a_resumable_work_folder(tmp_path, dataset):
     root, _ = dataset
     out = tmp_path / "prep"
     script = textwrap.dedent(f"""
-        import os, cxrprune.prepare as p
-        from cxrprune.config import DataConfig
+        import os, cxrprune.datasets.prepare as p
+        from cxrprune.core.config import DataConfig
         p._CHUNK = {CHUNK}
         n = []
         def hook(cache, index):

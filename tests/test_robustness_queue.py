@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-
 from robustness_helpers import tiny_workspace
 from test_pipeline import env, run
 
@@ -24,13 +23,13 @@ WRITER = """
 import os, sys
 os.environ["DVC_ROOT"] = sys.argv[1]
 import mlflow
-from cxrprune import tracking
-from cxrprune.config import MlflowConfig
-exp = tracking.start(MlflowConfig(experiment="race"))
+from cxrprune.tracking import store
+from cxrprune.core.config import MlflowConfig
+exp = store.start(MlflowConfig(experiment="race"))
 with mlflow.start_run(experiment_id=exp, tags={"writer": sys.argv[2]}) as r:
-    tracking.log_params(r.info.run_id, {"writer": sys.argv[2]})
+    store.log_params(r.info.run_id, {"writer": sys.argv[2]})
     for step in range(20):
-        tracking.log_metrics(r.info.run_id, {"x": step, "y": -step}, step=step)
+        store.log_metrics(r.info.run_id, {"x": step, "y": -step}, step=step)
 print("ok")
 """
 
@@ -38,7 +37,7 @@ print("ok")
 @pytest.mark.slow
 def test_processes_creating_a_new_store_at_once_all_succeed(tmp_path):
     """MLflow alone fails here (alembic: "table _alembic_tmp_metrics already exists");
-    tracking.start creates the store under a lock."""
+    store.start creates the store under a lock."""
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(i)], cwd=tmp_path, env=env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
     results = [p.communicate(timeout=120) for p in procs]

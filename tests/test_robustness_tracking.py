@@ -12,17 +12,17 @@ import pytest
 import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from nih_layout import write_nih_dataset
+from robustness_helpers import cxrprune, tiny_workspace
 
-from cxrprune import cli, tracking
-from cxrprune.config import load_params
-from cxrprune.errors import TrackingError
-from cxrprune.metrics import average_precision
+from cxrprune import cli
+from cxrprune.analysis.metrics import average_precision
+from cxrprune.core.config import load_params
+from cxrprune.core.errors import TrackingError
 from cxrprune.stages import prepare as prepare_stage
 from cxrprune.stages import prune as prune_stage
 from cxrprune.stages import train as train_stage
-
-from nih_layout import write_nih_dataset
-from robustness_helpers import cxrprune, tiny_workspace
+from cxrprune.tracking import store
 
 EPOCHS = 3
 PARAMS = {
@@ -79,13 +79,13 @@ def test_a_down_server_stops_training_before_any_work(workspace, monkeypatch):
     monkeypatch.setattr(train_stage, "train_model", lambda *a, **k: pytest.fail("training started"))
     with pytest.raises(TrackingError, match="is not reachable"):
         train_stage.run(params, 0)
-    assert not train_stage.model_dir(params, 0).exists()
+    assert not params.layout.model_dir(0).exists()
     assert not (workspace[0] / "data/.resume").exists()
 
 
 def test_a_store_failing_mid_run_keeps_the_outputs_and_log_mlflow_fills_in(workspace, monkeypatch, capsys):
     tmp_path, params = workspace
-    out = train_stage.model_dir(params, 0)
+    out = params.layout.model_dir(0)
     # Training: the params batch and the first epoch's metrics get through, then the store is gone.
     fail_after(monkeypatch, 2)
     train_stage.run(params, 0)
@@ -100,7 +100,7 @@ def test_a_store_failing_mid_run_keeps_the_outputs_and_log_mlflow_fills_in(works
     fail_after(monkeypatch, 0)
     prune_stage.run(params, 0)
     assert "cxrprune log-mlflow --seed 0" in capsys.readouterr().err
-    table_path = prune_stage.predictions_path(params, 0)
+    table_path = params.layout.predictions_file(0)
     assert table_path.is_file()
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -118,7 +118,7 @@ def test_a_store_failing_mid_run_keeps_the_outputs_and_log_mlflow_fills_in(works
     run = client.get_run(run_id)
     assert sorted(m.step for m in client.get_metric_history(run_id, "val_loss")) == list(range(EPOCHS))
     assert run.info.status == "FINISHED"
-    assert run.data.tags["checkpoint_md5"] == tracking.file_md5(out / "model.pt")
+    assert run.data.tags["checkpoint_md5"] == store.file_md5(out / "model.pt")
     history = pd.read_csv(out / "history.csv")
     assert run.data.metrics["best_val_loss"] == pytest.approx(history["val_loss"].min())
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
@@ -132,7 +132,7 @@ def test_a_store_failing_mid_run_keeps_the_outputs_and_log_mlflow_fills_in(works
                       & np.isclose(table["sparsity"], float(child.data.tags["sparsity"]))]
         expected = np.nanmean(average_precision(labels[classes].to_numpy(), block[classes].to_numpy()))
         assert child.data.metrics["map"] == pytest.approx(expected)
-        assert child.data.tags["predictions_md5"] == tracking.file_md5(table_path)
+        assert child.data.tags["predictions_md5"] == store.file_md5(table_path)
 
     # Once is enough.
     assert cli.main(["log-mlflow"]) == 0

@@ -35,10 +35,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
-from cxrprune import scaleout
-from cxrprune.cli import build_parser
 from test_pipeline import LEVELS, SEEDS, env, make_workspace, run, stages_run
+
+from cxrprune.cli import build_parser
+from cxrprune.scaleout import common, plan, progress, resources, worker
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs Ray: pip install ray")
 
@@ -110,29 +110,29 @@ def set_param(ws: Path, section: str, key: str, value) -> None:
 
 def test_task_resources_share_cpus_or_take_one_gpu_each():
     cpu_nodes = [{"CPU": 2.0}]
-    assert scaleout.task_resources(cpu_nodes, n_parallel=2).num_cpus == 1
-    assert scaleout.task_resources(cpu_nodes, n_parallel=5).num_cpus == 1
-    one = scaleout.task_resources(cpu_nodes, n_parallel=1)
+    assert resources.task_resources(cpu_nodes, n_parallel=2).num_cpus == 1
+    assert resources.task_resources(cpu_nodes, n_parallel=5).num_cpus == 1
+    one = resources.task_resources(cpu_nodes, n_parallel=1)
     assert (one.num_cpus, one.threads, one.num_gpus) == (2, 2, 0)
     # 2 x 16 CPUs, 4 seeds: 8 CPUs each, but never more than one node has
-    assert scaleout.task_resources([{"CPU": 16.0}, {"CPU": 16.0}], 4).num_cpus == 8
-    assert scaleout.task_resources([{"CPU": 4.0}, {"CPU": 4.0}], 1).num_cpus == 4
+    assert resources.task_resources([{"CPU": 16.0}, {"CPU": 16.0}], 4).num_cpus == 8
+    assert resources.task_resources([{"CPU": 4.0}, {"CPU": 4.0}], 1).num_cpus == 4
     # GPUs: one each, with the CPUs the scarcest GPU node has per GPU; a CPU-only head does not count
-    gpu = scaleout.task_resources([{"CPU": 64.0}, {"CPU": 32.0, "GPU": 8.0}, {"CPU": 12.0, "GPU": 4.0}], 30)
+    gpu = resources.task_resources([{"CPU": 64.0}, {"CPU": 32.0, "GPU": 8.0}, {"CPU": 12.0, "GPU": 4.0}], 30)
     assert (gpu.num_gpus, gpu.num_cpus, gpu.threads) == (1, 3, 3)
-    assert scaleout.task_resources([{"CPU": 8.0, "GPU": 2.0}], 4, num_gpus=0).num_gpus == 0
+    assert resources.task_resources([{"CPU": 8.0, "GPU": 2.0}], 4, num_gpus=0).num_gpus == 0
     # custom resources narrow the nodes considered
-    custom = scaleout.task_resources([{"CPU": 8.0, "head": 1.0}, {"CPU": 2.0, "worker_node": 1.0}], 2,
+    custom = resources.task_resources([{"CPU": 8.0, "head": 1.0}, {"CPU": 2.0, "worker_node": 1.0}], 2,
                                      custom={"worker_node": 0.5})
     assert (custom.num_cpus, custom.resources) == (1, {"worker_node": 0.5})
-    assert scaleout.task_resources(cpu_nodes, 2, num_cpus=2).threads == 2
+    assert resources.task_resources(cpu_nodes, 2, num_cpus=2).threads == 2
 
 
 def test_mlflow_links():
     run = {"run_id": "abc", "experiment_id": "7", "tracking_uri": "http://mlflow.lab:5000/"}
-    assert scaleout.mlflow_link(run) == "http://mlflow.lab:5000/#/experiments/7/runs/abc"
+    assert progress.mlflow_link(run) == "http://mlflow.lab:5000/#/experiments/7/runs/abc"
     local = {**run, "tracking_uri": "sqlite:////work/mlflow.db"}
-    assert scaleout.mlflow_link(local) == "http://127.0.0.1:5000/#/experiments/7/runs/abc"
+    assert progress.mlflow_link(local) == "http://127.0.0.1:5000/#/experiments/7/runs/abc"
 
 
 @pytest.mark.parametrize("shell", ["/bin/sh", "/bin/bash"])
@@ -143,22 +143,22 @@ def test_simple_stage_command_replaces_its_shell(shell, tmp_path, monkeypatch):
         pytest.skip(f"{shell} not installed")
     monkeypatch.setenv("SHELL", shell)
     out = tmp_path / "pid"
-    argv = scaleout._shell_cmd(f"{sys.executable} -c 'import os; open(\"{out}\", \"w\").write(str(os.getppid()))'")
+    argv = worker._shell_cmd(f"{sys.executable} -c 'import os; open(\"{out}\", \"w\").write(str(os.getppid()))'")
     proc = subprocess.run(argv, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert int(out.read_text()) == os.getpid()  # its parent is us, not a shell in between
-    assert scaleout._exec_form("cxrprune train --seed 0") == "exec cxrprune train --seed 0"
+    assert worker._exec_form("cxrprune train --seed 0") == "exec cxrprune train --seed 0"
     for compound in ("a && b", "a;b", "a | b", "X=1 a", "a > log", "cd x", "a \"b", "a\nb", "(a)"):
-        assert scaleout._exec_form(compound) == compound
-    failing = subprocess.run(scaleout._shell_cmd(f"{sys.executable} -c 'raise SystemExit(3)'"))
+        assert worker._exec_form(compound) == compound
+    failing = subprocess.run(worker._shell_cmd(f"{sys.executable} -c 'raise SystemExit(3)'"))
     assert failing.returncode == 3
 
 
 def test_parse_resources_and_cli():
-    assert scaleout.parse_resources('{"worker_node": 0.5}') == {"worker_node": 0.5}
+    assert resources.parse_resources('{"worker_node": 0.5}') == {"worker_node": 0.5}
     for bad in ("worker_node", '{"a": 0}', '["a"]', '{"a": true}'):
-        with pytest.raises(scaleout.ScaleoutError):
-            scaleout.parse_resources(bad)
+        with pytest.raises(common.ScaleoutError):
+            resources.parse_resources(bad)
     parser = build_parser()
     args = parser.parse_args(["repro", "--ray"])
     assert args.ray == "local" and args.targets is None and args.max_parallel is None
@@ -179,23 +179,23 @@ def test_remove_outputs_takes_partial_writes_and_keeps_persistent(tmp_path):
     (tmp_path / "p/.seed-0.parquet.ab12.parquet").write_bytes(b"partial")
     (tmp_path / "p/seed-1.parquet").write_bytes(b"other seed")
     (tmp_path / "keep.csv").write_text("persist")
-    scaleout.remove_outputs(tmp_path, [scaleout.OutSpec("data/models/x/seed-0"), scaleout.OutSpec("p/seed-0.parquet"),
-                                       scaleout.OutSpec("keep.csv", persist=True), scaleout.OutSpec("missing/y")])
+    plan.remove_outputs(tmp_path, [plan.OutSpec("data/models/x/seed-0"), plan.OutSpec("p/seed-0.parquet"),
+                                       plan.OutSpec("keep.csv", persist=True), plan.OutSpec("missing/y")])
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["keep.csv", "seed-1.parquet"]
 
 
 def test_plan_groups_each_seeds_chain_after_the_upstream_stages(tmp_path):
     ws = make_workspace(tmp_path)
-    plan = scaleout.make_plan(ws)
-    assert plan.upstream == ["generate", "prepare"]
-    assert [(g.label, g.stages) for g in plan.groups] == [(str(s), [f"train@{s}", f"prune@{s}"]) for s in SEEDS]
-    prune = plan.stages["prune@1"]
+    p = plan.make_plan(ws)
+    assert p.upstream == ["generate", "prepare"]
+    assert [(g.label, g.stages) for g in p.groups] == [(str(s), [f"train@{s}", f"prune@{s}"]) for s in SEEDS]
+    prune = p.stages["prune@1"]
     assert prune.cmds == ["cxrprune prune --seed 1"] and prune.group_deps == ["train@1"]
     assert prune.producers == ["prepare", "train@1"]
     assert [o.path for o in prune.outs] == ["data/predictions/synthetic/seed-1.parquet"]
-    only = scaleout.make_plan(ws, ["prune@1"])
+    only = plan.make_plan(ws, ["prune@1"])
     assert [g.stages for g in only.groups] == [["train@1", "prune@1"]] and only.upstream == ["generate", "prepare"]
-    assert scaleout.make_plan(ws, ["prepare"]).groups == []
+    assert plan.make_plan(ws, ["prepare"]).groups == []
 
 
 # ------------------------------------------------------------------------- slow tests

@@ -9,15 +9,25 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
-
-from cxrprune.config import DataConfig, SourceOptions, from_dict
-from cxrprune.errors import ConfigError, DataError
-from cxrprune.prepare import load_meta, load_split, partial_dir, prepare_dataset
-from cxrprune.sources import CHESTMNIST_CLASSES, NpzMember, read_source
-
 from nih_layout import write_nih_dataset
-from source_layouts import CSV_CLASSES, MIMIC_CLASSES, write_csv_dataset, write_medmnist, write_mimic_dataset
+from PIL import Image
+from source_layouts import (
+    CSV_CLASSES,
+    MIMIC_CLASSES,
+    write_csv_dataset,
+    write_medmnist,
+    write_mimic_dataset,
+)
+
+from cxrprune.core.config import DataConfig, SourceOptions, from_dict
+from cxrprune.core.errors import ConfigError, DataError
+from cxrprune.datasets.prepare import (
+    load_meta,
+    load_split,
+    partial_dir,
+    prepare_dataset,
+)
+from cxrprune.datasets.sources import CHESTMNIST_CLASSES, NpzMember, read_source
 
 SIZE = 32
 

@@ -2,7 +2,7 @@
 
 :func:`run_source_pipeline` builds a tiny dataset in a source's exact layout, then runs the
 stage entry points ``prepare -> train@s -> prune@s -> evaluate -> analyze`` (the functions
-``dvc.yaml`` calls) with params built by :func:`cxrprune.config.from_dict`, inside
+``dvc.yaml`` calls) with params built by :func:`cxrprune.core.config.from_dict`, inside
 ``tmp_path`` (chdir) with an sqlite MLflow store there. It is meant to be reused, e.g.::
 
     from test_sources_pipeline import run_source_pipeline
@@ -17,12 +17,11 @@ from typing import Any
 
 import pandas as pd
 import pytest
-
-from cxrprune.config import Params, from_dict
-from cxrprune.prepare import load_meta
-
 from nih_layout import write_nih_dataset
 from source_layouts import write_csv_dataset, write_medmnist, write_mimic_dataset
+
+from cxrprune.core.config import Params, from_dict
+from cxrprune.datasets.prepare import load_meta
 
 SOURCES = ("nih-cxr-lt", "mimic-cxr-lt", "csv", "medmnist")
 SEEDS = (0, 1)

@@ -17,11 +17,11 @@ import pytest
 from PIL import Image
 from scipy.stats import multivariate_normal, spearmanr
 
-from cxrprune.classes import NIH_CXR_LT_CLASSES, nih_train_prevalence
-from cxrprune.config import SyntheticConfig
-from cxrprune.synth import generate as gen
-from cxrprune.synth import labels as lab
-from cxrprune.synth import render
+from cxrprune.core.classes import NIH_CXR_LT_CLASSES, nih_train_prevalence
+from cxrprune.core.config import SyntheticConfig
+from cxrprune.datasets.synth import generate as gen
+from cxrprune.datasets.synth import labels as lab
+from cxrprune.datasets.synth import render
 
 CLASSES = list(NIH_CXR_LT_CLASSES)
 EMPHYSEMA = CLASSES.index("Emphysema")

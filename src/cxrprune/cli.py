@@ -12,7 +12,7 @@ import importlib
 import sys
 from typing import Callable
 
-from .errors import CxrpruneError
+from cxrprune.core.errors import CxrpruneError
 
 # name -> (module under cxrprune.stages, help, extra-argument adder)
 _Adder = Callable[[argparse.ArgumentParser], None]
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     module_name, _, _ = COMMANDS[args.command]
     try:
-        from .config import load_params
+        from cxrprune.core.config import load_params
 
         params = load_params(args.params)
         module = importlib.import_module(f"cxrprune.stages.{module_name}")

@@ -6,9 +6,3 @@ validated by ``answers``; ``simulate`` stands in for radiologists on the synthet
 ``stats`` and ``figure`` compare PIEs with non-PIEs per question, per reader and pooled.
 """
 
-from pathlib import Path
-
-
-def study_dir(dataset: str) -> Path:
-    """``data/reader/<dataset>``: forms/, manifest.csv, key.csv, sample.json, simulated/."""
-    return Path("data/reader") / dataset

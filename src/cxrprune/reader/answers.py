@@ -32,7 +32,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from cxrprune.core.errors import DataError
 
 FORMAT = "cxr-reader-answers/1"
 QUESTIONS = ("agree", "quality", "difficulty")

@@ -10,9 +10,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..atomic import atomic_path  # noqa: E402
-from .answers import QUESTION_SCALE, QUESTION_TEXT, QUESTIONS  # noqa: E402
-from .stats import POOLED  # noqa: E402
+from cxrprune.core.atomic import atomic_path  # noqa: E402
+from cxrprune.reader.answers import QUESTION_SCALE, QUESTION_TEXT, QUESTIONS  # noqa: E402
+from cxrprune.reader.stats import POOLED  # noqa: E402
 
 _LIMITS = {"agree": (-0.1, 1.1), "quality": (0.8, 5.2), "difficulty": (0.8, 5.2)}
 _COLORS = {"non_pie": "#1f77b4", "pie": "#d62728"}

@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from ..atomic import atomic_dir
-from ..errors import DataError
-from .sample import LABEL_SEPARATOR
+from cxrprune.core.atomic import atomic_dir
+from cxrprune.core.errors import DataError
+from cxrprune.reader.sample import LABEL_SEPARATOR
 
 APP = "cxr-label-review/1"
 _PLACEHOLDER = re.compile(r"/\*__(CSS|JS)__\*/|__(TITLE|DATA)__")

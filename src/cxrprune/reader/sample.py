@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..atomic import write_csv, write_json
-from ..classes import NO_FINDING
-from ..config import ReaderConfig
-from ..errors import DataError
+from cxrprune.core import upstream
+from cxrprune.core.atomic import write_csv, write_json
+from cxrprune.core.classes import NO_FINDING
+from cxrprune.core.config import ReaderConfig
+from cxrprune.core.errors import DataError
 
 MANIFEST_COLUMNS = ["form", "position", "case_id", "image_id", "labels", "study"]
 KEY_COLUMNS = ["case_id", "form", "position", "image_id", "is_pie", "stratum"]
@@ -46,12 +47,7 @@ class Sample:
 def load_pies(path: str | os.PathLike) -> pd.DataFrame:
     """``pies.csv`` of the analyze stage: ``image_id, spearman, is_pie`` (+ truth columns)."""
     path = Path(path)
-    try:
-        df = pd.read_csv(path, dtype={"image_id": str})
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found; run `dvc repro analyze` first (it finds the PIEs)") from None
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: unreadable ({exc}); rerun `dvc repro analyze --force`") from None
+    df = upstream.read_csv(path, "analyze", dtype={"image_id": str})
     missing = [c for c in ("image_id", "is_pie") if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; expected image_id, spearman, is_pie")
@@ -215,13 +211,8 @@ def load_key(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def _read(path: Path, stage: str) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, dtype={"case_id": str, "image_id": str, "labels": str, "study": str},
-                           keep_default_na=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found; run `dvc repro {stage}` first") from None
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: unreadable ({exc}); rerun `dvc repro {stage} --force`") from None
+    return upstream.read_csv(path, stage, dtype={"case_id": str, "image_id": str, "labels": str, "study": str},
+                             keep_default_na=False)
 
 
 def _need(df: pd.DataFrame, path: Path, columns: list[str]) -> None:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..classes import NO_FINDING
-from ..errors import DataError
+from cxrprune.core.classes import NO_FINDING
+from cxrprune.core.errors import DataError
 
 TRUTH_COLUMNS = ("image_id", "flipped", "quality")
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .answers import QUESTIONS
+from cxrprune.reader.answers import QUESTIONS
 
 GROUPS = ("non_pie", "pie")
 POOLED = "pooled"

@@ -1,18 +1,15 @@
 """``cxrprune generate``: write the synthetic CXR-LT dataset to ``data/raw/synthetic``.
 
-A thin entry point for the DVC stage; the work is in :mod:`cxrprune.synth.generate`. The
+A thin entry point for the DVC stage; the work is in :mod:`cxrprune.datasets.synth.generate`. The
 folder is fixed (not ``data.root``) so that pointing ``data.root`` at a real dataset can
 never overwrite it with synthetic images.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..config import Params
-from ..synth.generate import generate_dataset
-
-SYNTHETIC_ROOT = Path("data/raw/synthetic")
+from cxrprune.core.config import Params
+from cxrprune.core.layout import SYNTHETIC_ROOT
+from cxrprune.datasets.synth.generate import generate_dataset
 
 
 def run(params: Params) -> None:

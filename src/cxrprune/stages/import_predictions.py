@@ -12,16 +12,14 @@ Then run only the stages after prune, never their upstream stages:
 A plain ``dvc repro`` would rerun prepare/train/prune for this data.name over the imported
 files, and ``dvc exp run`` deletes them (they are not in the DVC cache); version the
 downloaded pickles and label CSVs instead (``dvc add data/raw/...``), from which the import
-is deterministic. The logic lives in :mod:`cxrprune.importer`.
+is deterministic. The logic lives in :mod:`cxrprune.datasets.importer`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..config import Params
-from ..errors import ConfigError
-from ..importer import import_predictions, report
+from cxrprune.core.config import Params
+from cxrprune.core.errors import ConfigError
+from cxrprune.datasets.importer import import_predictions, report
 
 
 def run(params: Params, folder: str, labels: str, dataset: str = "nih-cxr-lt",
@@ -33,9 +31,9 @@ def run(params: Params, folder: str, labels: str, dataset: str = "nih-cxr-lt",
     summary = import_predictions(
         folder, labels, dataset,
         seeds=params.seeds, levels=params.prune.levels,
-        prepared_dir=params.data.prepared_dir,
-        predictions_dir=Path("data/predictions") / params.data.name,
+        prepared_dir=params.layout.prepared,
+        predictions_dir=params.layout.predictions,
         train_labels=train_labels,
-        models_dir=Path("data/models") / params.data.name,
+        models_dir=params.layout.models,
     )
     report(summary)

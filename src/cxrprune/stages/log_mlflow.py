@@ -18,12 +18,12 @@ Running it again writes nothing new. Without ``--seed`` every seed of params.yam
 
 from __future__ import annotations
 
-from .. import tracking
-from ..config import Params
-from ..errors import ConfigError, DataError
-from ..prepare import load_meta, load_split
-from . import prune as prune_stage
-from . import train as train_stage
+from cxrprune.analysis.metrics import child_metrics
+from cxrprune.compression import predictions
+from cxrprune.core.config import Params
+from cxrprune.core.errors import ConfigError, DataError
+from cxrprune.datasets.prepare import load_meta, load_split
+from cxrprune.tracking import runs, store
 
 
 def run(params: Params, seed: int | None = None) -> None:
@@ -38,20 +38,20 @@ def run(params: Params, seed: int | None = None) -> None:
     labels, _ = load_split(prepared, "test")
     y_true = labels[classes].to_numpy()
     test_ids = labels["image_id"].astype(str).tolist()
-    experiment_id = tracking.start(params.mlflow)
+    experiment_id = store.start(params.mlflow)
     for s in seeds:
-        if seed is None and not (train_stage.model_dir(params, s) / "model.pt").is_file():
-            print(f"seed {s}: not trained yet ({train_stage.model_dir(params, s)} has no model.pt), skipped")
+        if seed is None and not params.layout.model_file(s).is_file():
+            print(f"seed {s}: not trained yet ({params.layout.model_dir(s)} has no model.pt), skipped")
             continue
-        run_id, written = train_stage.relog_training(params, s, experiment_id)
-        path = prune_stage.predictions_path(params, s)
+        run_id, written = runs.relog_training(params, s, experiment_id)
+        path = params.layout.predictions_file(s)
         n_children = 0
         if path.is_file():
-            table = prune_stage.read_predictions(params, s, test_ids, classes)
-            results = prune_stage.results_from_table(table, classes)
-            n_children = prune_stage.log_children(params, s, experiment_id, results, y_true, classes,
-                                                  predictions_md5=tracking.file_md5(path), parent=run_id,
-                                                  extra_tags={"relogged": "true"})
+            table = predictions.read_predictions(params, s, test_ids, classes)
+            results = predictions.results_from_table(table, classes)
+            n_children = runs.log_children(params, s, experiment_id, results, child_metrics(results, y_true, classes),
+                                            predictions_md5=store.file_md5(path), parent=run_id,
+                                            extra_tags={"relogged": "true"})
         if n_children:
             written.append(f"{n_children} child run(s)")
         pruned = "" if path.is_file() else f" ({path} not there yet: no children)"

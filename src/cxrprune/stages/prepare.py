@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..config import Params
-from ..prepare import prepare_dataset
+from cxrprune.core.config import Params
+from cxrprune.datasets.prepare import prepare_dataset
 
 
 def run(params: Params) -> None:

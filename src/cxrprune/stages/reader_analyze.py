@@ -13,22 +13,21 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from pathlib import Path
 
-from .. import tracking
-from ..atomic import write_csv, write_json
-from ..config import Params
-from ..reader import study_dir
-from ..reader.answers import find_answer_files, load_answers
-from ..reader.figure import plot_reader_study
-from ..reader.sample import load_key, load_manifest
-from ..reader.stats import POOLED, summarize, summary_table
+from cxrprune.core.atomic import write_csv, write_json
+from cxrprune.core.config import Params
+from cxrprune.reader.answers import find_answer_files, load_answers
+from cxrprune.reader.figure import plot_reader_study
+from cxrprune.reader.sample import load_key, load_manifest
+from cxrprune.reader.stats import POOLED, summarize, summary_table
+from cxrprune.tracking import store
 
 
 def run(params: Params) -> None:
     cfg = params.reader
     name = params.data.name
-    study = study_dir(name)
+    out = params.layout
+    study = out.reader
     key = load_key(study / "key.csv")
     manifest = load_manifest(study / "manifest.csv")
     files = []
@@ -37,7 +36,6 @@ def run(params: Params) -> None:
     files += [(p, "real") for p in find_answer_files(cfg.answers_dir)]
     ratings, report = load_answers(files, key, manifest, cfg.duplicates)
 
-    metrics_dir, plots_dir = Path("metrics") / name, Path("plots") / name
     sources = ratings.groupby("source")["reader_id"].nunique().to_dict() if len(ratings) else {}
     result: dict = {
         "n_readers": int(ratings["reader_id"].nunique()), "n_ratings": int(len(ratings)),
@@ -54,15 +52,18 @@ def run(params: Params) -> None:
         result["readers"] = summary["readers"]
     validation = {**report, "file_list": [{"path": str(p), "source": s} for p, s in files],
                   "answers_dir": cfg.answers_dir}
-    write_json(metrics_dir / "reader.json", result)
-    write_json(metrics_dir / "reader_validation.json", validation)
-    write_csv(metrics_dir / "reader_answers.csv", ratings)
-    write_csv(plots_dir / "reader_ratings.csv", summary_table(summary))
+    write_json(out.reader_json, result)
+    write_json(out.reader_validation, validation)
+    write_csv(out.reader_answers, ratings)
+    write_csv(out.reader_ratings, summary_table(summary))
     title = f"Reader study, {name}: {result['n_readers']} reader(s), {result['n_ratings']} rating(s)"
-    plot_reader_study(summary, plots_dir / "reader_study.png", title)
+    plot_reader_study(summary, out.reader_figure, title)
 
-    _log_mlflow(params, result, [metrics_dir / "reader.json", metrics_dir / "reader_validation.json",
-                                 plots_dir / "reader_ratings.csv", plots_dir / "reader_study.png"])
+    store.log_summary_run(params, "reader-analyze", f"reader-study-{name}", result,
+                         {"data.name": name, **store.flatten("reader", dataclasses.asdict(params.reader))},
+                         artifacts=[(p, "reader") for p in (out.reader_json, out.reader_validation,
+                                                            out.reader_ratings, out.reader_figure)],
+                         metric_prefix="reader")
     for line in report["decisions"]:
         print(f"reader-analyze: {line}", file=sys.stderr)
     if summary is None:
@@ -73,26 +74,9 @@ def run(params: Params) -> None:
     parts = [f"{q} PIE {_fmt(s['pie_mean'])} vs non-PIE {_fmt(s['non_pie_mean'])} (KW p {_fmt(s['kruskal_p'])})"
              for q, s in pooled.items()]
     print(f"reader study {name}: {result['n_readers']} reader(s), {result['n_ratings']} ratings; "
-          + "; ".join(parts) + f" -> {metrics_dir / 'reader.json'}")
+          + "; ".join(parts) + f" -> {out.reader_json}")
 
 
 def _fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3g}"
 
-
-def _log_mlflow(params: Params, result: dict, artifacts: list[Path]) -> None:
-    experiment_id = tracking.start(params.mlflow)
-    import mlflow
-
-    metrics = {k: v for k, v in tracking.flatten("reader", result).items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"reader-study-{params.data.name}",
-                          tags={**tracking.context_tags(), "cxrprune_stage": "reader-analyze",
-                                "dataset": params.data.name}) as run:
-        run_id = run.info.run_id
-        tracking.log_params(run_id, {"data.name": params.data.name,
-                                     **tracking.flatten("reader", dataclasses.asdict(params.reader))})
-        tracking.log_metrics(run_id, metrics)
-        for path in artifacts:
-            if path.is_file():
-                mlflow.log_artifact(str(path), artifact_path="reader")

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..config import Params
-from ..prepare import load_meta, load_split
-from ..reader import study_dir
-from ..reader.page import image_source, write_forms
-from ..reader.sample import draw_sample, load_pies, write_sample
+from cxrprune.core.config import Params
+from cxrprune.datasets.prepare import load_meta, load_split
+from cxrprune.reader.page import image_source, write_forms
+from cxrprune.reader.sample import draw_sample, load_pies, write_sample
 
 
 def run(params: Params) -> None:
     cfg = params.reader
-    name = params.data.name
-    prepared = params.data.prepared_dir
+    name, layout = params.data.name, params.layout
+    prepared = layout.prepared
     classes = load_meta(prepared)["classes"]
     labels, images = load_split(prepared, "test")
-    pies = load_pies(Path("metrics") / name / "pies.csv")
+    pies = load_pies(layout.pies)
     sample = draw_sample(pies, labels, classes, cfg)
-    out = study_dir(name)
+    out = layout.reader
     pages = write_forms(sample.manifest, out / "forms",
                         image_source(params.data.root, labels["image_id"].astype(str).tolist(), images),
                         cfg.image_size)

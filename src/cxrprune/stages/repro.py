@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .. import scaleout
-from ..config import Params
-from ..errors import CxrpruneError
+from cxrprune.core.config import Params
+from cxrprune.core.errors import CxrpruneError
+from cxrprune.scaleout import common, session
 
 
 def _workspace_root() -> Path:
@@ -29,18 +29,18 @@ def _workspace_root() -> Path:
 def run(params: Params, ray: str | None = None, targets: list[str] | None = None, max_parallel: int | None = None,
         cpus: int | None = None, task_cpus: int | None = None, task_gpus: int | None = None,
         resources: str | None = None, remote: str | None = None, retries: int = 3,
-        log_dir: str = str(scaleout.LOG_DIR), progress: str = "auto") -> None:
+        log_dir: str = str(common.LOG_DIR), progress: str = "auto") -> None:
     root = _workspace_root()
     if ray is None:
-        scaleout.run_dvc(["repro", *(targets or [])], root)
+        session.run_dvc(["repro", *(targets or [])], root)
         return
     if max_parallel is not None and max_parallel < 1:
         raise CxrpruneError(f"--max-parallel must be >= 1, got {max_parallel}")
-    opts = scaleout.Options(address=ray, targets=list(targets or []), max_parallel=max_parallel,
+    opts = session.Options(address=ray, targets=list(targets or []), max_parallel=max_parallel,
                             local_cpus=cpus, task_cpus=task_cpus, task_gpus=task_gpus,
-                            resources=scaleout.parse_resources(resources), remote=remote, retries=retries,
+                            resources=resources.parse_resources(resources), remote=remote, retries=retries,
                             log_dir=Path(log_dir), progress=progress, tracking=params.mlflow)
-    report = scaleout.reproduce(root, opts)
+    report = session.reproduce(root, opts)
     done = sum(s.state == "done" for s in report.states.values())
     print(f"cxrprune repro: {done} per-seed stage(s) run on Ray and committed; "
           f"dvc.lock is up to date (summary: {os.path.relpath(report.summary_path, root)})")

@@ -1,0 +1,293 @@
+"""Publication-quality PNG figures of the analyses (matplotlib, Agg, no display needed).
+
+Every function takes the tables the analyses produce and an output path, draws one figure
+with the shared style below and writes it atomically, so a killed stage never leaves a
+half-written PNG. Figures are built with :class:`matplotlib.figure.Figure` rather than
+pyplot: PNGs are rendered by the Agg canvas without touching the process-wide backend, there
+is no global figure registry and nothing to close.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from typing import Iterator, Mapping
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
+
+from cxrprune.analysis.forgetting import Correlation
+from cxrprune.core.atomic import atomic_path
+
+DPI = 180
+METHOD_COLORS = {"l1": "#1f5fa8", "random": "#c0392b"}
+METHOD_LABELS = {"l1": "L1 (magnitude)", "random": "Random"}
+CLASS_CMAP = "viridis"
+
+_STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 7,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.5,
+    "savefig.bbox": "tight",
+}
+
+
+@contextlib.contextmanager
+def _figure(path: str | os.PathLike, ncols: int = 1, width: float = 5.0,
+            height: float = 3.6) -> Iterator[tuple[Figure, list]]:
+    """A styled figure with ``ncols`` axes, saved atomically to ``path`` on exit."""
+    with matplotlib.rc_context(_STYLE):
+        fig = Figure(figsize=(width * ncols, height), layout="constrained")
+        axes = list(np.atleast_1d(fig.subplots(1, ncols)))
+        yield fig, axes
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI)
+
+
+def _fmt(x: float, digits: int = 2) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _fmt_p(p: float) -> str:
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    if p == 0:
+        return "0"  # below double precision (scipy's exact tests return it)
+    return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
+
+
+def corr_text(c: Correlation) -> str:
+    """``r=0.64 (p=0.003), rho=0.61 (p=0.005), n=20`` for titles."""
+    return f"r={_fmt(c.r)} (p={_fmt_p(c.p_r)}), \u03c1={_fmt(c.rho)} (p={_fmt_p(c.p_rho)}), n={c.n}"
+
+
+def map_vs_sparsity(map_df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """mAP vs sparsity per method: median over seeds with the interquartile band.
+
+    ``map_df`` has ``sparsity, method, map, map_q25, map_q75``.
+    """
+    with _figure(path) as (fig, (ax,)):
+        for method, g in map_df.groupby("method", sort=False):
+            g = g.sort_values("sparsity")
+            color = METHOD_COLORS.get(str(method))
+            ax.fill_between(g["sparsity"], g["map_q25"], g["map_q75"], color=color, alpha=0.2, linewidth=0)
+            ax.plot(g["sparsity"], g["map"], marker="o", markersize=3, color=color,
+                    label=METHOD_LABELS.get(str(method), str(method)))
+        ax.set_xlabel("Sparsity k (fraction of weights pruned)")
+        ax.set_ylabel("mAP (median over seeds, IQR band)")
+        ax.set_title("Test mAP vs sparsity")
+        ax.set_xlim(0, 1)
+        ax.legend(title="Pruning", loc="lower left")
+
+
+def _class_colors(counts: pd.Series) -> tuple[dict[str, tuple], Normalize]:
+    """One colour per class from ln(train count), so colour itself encodes frequency."""
+    ln = np.log(np.maximum(counts.to_numpy(dtype=np.float64), 1.0))
+    norm = Normalize(vmin=float(ln.min()), vmax=float(max(ln.max(), ln.min() + 1e-9)))
+    cmap = colormaps[CLASS_CMAP]
+    return {str(c): cmap(norm(v)) for c, v in zip(counts.index, ln)}, norm
+
+
+def forgettability_curves(curves: pd.DataFrame, counts: pd.Series, path: str | os.PathLike,
+                          threshold: float = 0.2) -> None:
+    """One line per class (relative AP change vs k), coloured by ln(train count), legend by frequency."""
+    order = counts.reindex(curves.columns).sort_values(ascending=False, kind="stable").index
+    colors, norm = _class_colors(counts.reindex(curves.columns).fillna(0))
+    with _figure(path, width=7.0, height=4.2) as (fig, (ax,)):
+        for c in order:
+            ax.plot(curves.index, curves[c], color=colors[str(c)], linewidth=1.2, marker="o", markersize=2,
+                    label=f"{c} ({int(counts.get(c, 0))})")
+        ax.axhline(-threshold, color="0.3", linestyle="--", linewidth=0.8)
+        ax.text(curves.index.min(), -threshold, f" {-threshold:.0%} drop", va="bottom", fontsize=7, color="0.3")
+        ax.axhline(0, color="0.5", linewidth=0.6)
+        ax.set_xlabel("Sparsity k")
+        ax.set_ylabel("Relative change in AP (median over seeds)")
+        ax.set_title("Forgettability curves (L1 pruning)")
+        fig.colorbar(ScalarMappable(norm=norm, cmap=CLASS_CMAP), ax=ax, label="ln(train count)", pad=0.01)
+        # A figure-level legend outside the axes keeps 20 class names off the curves.
+        fig.legend(*ax.get_legend_handles_labels(), title="Class (train count)", loc="outside right center",
+                   frameon=False)
+
+
+# Label offsets (points) tried in turn around each marker, nearest first.
+_LABEL_SLOTS = [(dx, sy * dy) for dy in (3, 11) for sy in (1, -1) for dx in (4, -4)]
+
+
+def _scatter(ax, x: np.ndarray, y: np.ndarray, color) -> None:
+    ax.scatter(x, y, s=18, color=color, edgecolor="white", linewidth=0.5, zorder=3)
+
+
+def _place_labels(ax, x: np.ndarray, y: np.ndarray, labels: list, numbers: list[int]) -> list[str]:
+    """Name every point: the full name where it fits beside the marker, else a number with a key.
+
+    Forgettability summaries sit on the 0.05 sparsity grid, so many classes share a y value
+    and fixed offsets would print names on top of each other. Names are placed greedily where
+    they overlap no marker and no earlier name; a point with no free slot gets its number
+    instead (``numbers``, the same for a class in every panel); the returned ``"n: name"``
+    entries are the key for the caller to print. Call this after every
+    other decoration: it settles and then freezes the layout so that measured positions stay
+    valid when the figure is saved (``bbox_inches="tight"`` grows the canvas to fit).
+    """
+    fig = ax.get_figure()
+    if not hasattr(fig.canvas, "get_renderer"):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(fig)  # a renderer to measure text with
+    fig.draw_without_rendering()
+    fig.set_layout_engine("none")
+    renderer = fig.canvas.get_renderer()
+    ok = np.isfinite(x) & np.isfinite(y)
+    # Markers count as occupied space too, so a name never covers another point.
+    pix = ax.transData.transform(np.column_stack([x[ok], y[ok]])) if ok.any() else np.zeros((0, 2))
+    r = 3.5 * fig.dpi / 72
+    placed = [Bbox.from_extents(px - r, py - r, px + r, py + r) for px, py in pix]
+    keyed: list[str] = []
+
+    def try_place(i: int, text: str, force: bool) -> bool:
+        for n, (dx, dy) in enumerate(_LABEL_SLOTS):
+            ann = ax.annotate(text, (x[i], y[i]), xytext=(dx, dy), textcoords="offset points", fontsize=6,
+                              color="0.25", ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top")
+            box = ann.get_window_extent(renderer)
+            if not any(box.overlaps(b) for b in placed) or (force and n == len(_LABEL_SLOTS) - 1):
+                placed.append(box)
+                return True
+            ann.remove()
+        return False
+
+    for i in np.argsort(np.where(ok, x, np.inf), kind="stable"):
+        if ok[i] and not try_place(i, str(labels[i]), force=False):
+            try_place(i, str(numbers[i]), force=True)
+            keyed.append((numbers[i], f"{numbers[i]}: {labels[i]}"))
+    return [text for _, text in sorted(keyed)]
+
+
+def _note(ax, lines: list[str]) -> None:
+    """Small text under an axes (after the layout is frozen, so it cannot move the axes)."""
+    if lines:
+        ax.text(0.0, -0.16, "\n".join(lines), transform=ax.transAxes, fontsize=6, va="top", ha="left",
+                color="0.25", wrap=True)
+
+
+def forgetting_vs_frequency(table: pd.DataFrame, first: Correlation, dap: Correlation,
+                            path: str | os.PathLike, threshold: float = 0.2, dap_sparsity: float = 0.95) -> None:
+    """Two scatters against ln(train count): first sparsity with a drop, and relative AP change at 95%.
+
+    ``table`` has ``class_name, ln_train_count, first_drop, dap95``; classes whose drop was
+    never reached are not drawn and are named under the first panel.
+    """
+    with _figure(path, ncols=2, width=4.8, height=4.0) as (fig, axes):
+        ax = axes[0]
+        reached = table["first_drop"].notna()
+        x1 = table.loc[reached, "ln_train_count"].to_numpy(float)
+        y1 = table.loc[reached, "first_drop"].to_numpy(float)
+        _scatter(ax, x1, y1, "#1f5fa8")
+        ax.set_xlabel("ln(train count)")
+        ax.set_ylabel(f"First sparsity with a {threshold:.0%} drop in AP")
+        ax.set_title(f"First {threshold:.0%} drop\n{corr_text(first)}", fontsize=8)
+        x2 = table["ln_train_count"].to_numpy(float)
+        y2 = table["dap95"].to_numpy(float)
+        _scatter(axes[1], x2, y2, "#c0392b")
+        axes[1].set_xlabel("ln(train count)")
+        axes[1].set_ylabel(f"Relative change in AP at {dap_sparsity:.0%} sparsity")
+        axes[1].set_title(f"AP change at {dap_sparsity:.0%} sparsity\n{corr_text(dap)}", fontsize=8)
+        numbers = list(range(1, len(table) + 1))  # a class's row in the table, the same in both panels
+        key1 = _place_labels(axes[0], x1, y1, table.loc[reached, "class_name"].to_list(),
+                             [n for n, r in zip(numbers, reached) if r])
+        key2 = _place_labels(axes[1], x2, y2, table["class_name"].to_list(), numbers)
+        not_reached = table.loc[~reached, "class_name"].astype(str).to_list()
+        _note(axes[0], ([f"Not reached (excluded): {', '.join(not_reached)}"] if not_reached else [])
+              + (["; ".join(key1)] if key1 else []))
+        _note(axes[1], ["; ".join(key2)] if key2 else [])
+
+
+def fcd_scatter(pairs: pd.DataFrame, corrs: Mapping[str, Correlation], path: str | os.PathLike,
+                distance: str = "euclidean") -> None:
+    """FCD of every class pair against |d ln f| and against IoU^(1/4)."""
+    ylabel = "FCD (Euclidean distance)" if distance == "euclidean" else "FCD (mean squared difference)"
+    with _figure(path, ncols=2, width=4.5, height=3.8) as (fig, axes):
+        for ax, col, key, xlabel, color in (
+                (axes[0], "abs_dlnf", "freq", r"$|\ln f_A - \ln f_B|$", "#1f5fa8"),
+                (axes[1], "iou_quarter", "iou", "IoU(A, B)$^{1/4}$", "#7d3c98")):
+            ax.scatter(pairs[col], pairs["fcd"], s=10, color=color, alpha=0.7, edgecolor="none")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"FCD vs {'frequency difference' if key == 'freq' else 'co-occurrence'}\n"
+                         f"{corr_text(corrs[key])}", fontsize=8)
+
+
+def pie_ratios(class_ratios: pd.DataFrame, findings_ratios: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Bars of the PIE / non-PIE ratio per class (log y) and per number of findings.
+
+    A ratio of 0 (class absent among PIEs) cannot sit on a log axis and an undefined one
+    (class absent among non-PIEs) has no value: both are marked by text, not drawn as bars.
+    """
+    with _figure(path, ncols=2, width=5.0, height=4.0) as (fig, axes):
+        ax = axes[0]
+        names = class_ratios["class_name"].astype(str).to_list()
+        ratio = class_ratios["ratio"].to_numpy(dtype=np.float64)
+        x = np.arange(len(names))
+        pos = np.isfinite(ratio) & (ratio > 0)
+        ax.bar(x[pos], ratio[pos], color="#1f5fa8", width=0.75)
+        ax.set_yscale("log")
+        ax.axhline(1.0, color="0.3", linestyle="--", linewidth=0.8)
+        for xi, r in zip(x, ratio):
+            if not (np.isfinite(r) and r > 0):
+                ax.annotate("0" if np.isfinite(r) else "n/a", (xi, 1.0), ha="center", va="bottom",
+                            fontsize=6, color="0.4")
+        ax.set_xticks(x, names, rotation=60, ha="right", rotation_mode="anchor", fontsize=7)
+        ax.set_xlim(-0.6, len(names) - 0.4)  # every class keeps its slot, drawn or not
+        ax.set_ylabel("Prevalence among PIEs / among non-PIEs")
+        ax.set_title("PIE over-representation by class")
+        ax = axes[1]
+        fr = findings_ratios["ratio"].to_numpy(dtype=np.float64)
+        xb = np.arange(len(fr))
+        ok = np.isfinite(fr)
+        ax.bar(xb[ok], fr[ok], color="#7d3c98", width=0.6)
+        for xi, r in zip(xb, fr):
+            if not np.isfinite(r):
+                ax.annotate("n/a", (xi, 0), ha="center", va="bottom", fontsize=7, color="0.4")
+        ax.axhline(1.0, color="0.3", linestyle="--", linewidth=0.8)
+        ax.set_xticks(xb, findings_ratios["findings"].astype(str).to_list())
+        ax.set_xlim(-0.6, len(fr) - 0.4)
+        ax.set_xlabel("Number of findings per image (No Finding excluded)")
+        ax.set_ylabel("Fraction among PIEs / among non-PIEs")
+        ax.set_title("PIE over-representation by number of findings")
+
+
+def weight_histogram(hist: pd.DataFrame, path: str | os.PathLike,
+                     fractions: Mapping[str, float] | None = None) -> None:
+    """Histogram of |w| (log count axis), with the fractions below thresholds as a note."""
+    with _figure(path, width=5.5, height=3.6) as (fig, (ax,)):
+        if len(hist) == 0:  # imported predictions: no trained model to read weights from
+            ax.text(0.5, 0.5, "no trained model (imported predictions)", ha="center", va="center",
+                    transform=ax.transAxes)
+            ax.set_axis_off()
+            return
+        width = (hist["bin_right"] - hist["bin_left"]).to_numpy(float) if "bin_right" in hist else None
+        counts = hist["count"].to_numpy(dtype=np.float64)
+        ax.bar(hist["abs_weight"], np.where(counts > 0, counts, np.nan), width=width, color="#1f5fa8",
+               edgecolor="none")
+        ax.set_yscale("log")
+        ax.set_xlabel("|w| (Conv2d and Linear weights)")
+        ax.set_ylabel("Count (log scale)")
+        ax.set_title("Weight magnitudes of a trained model")
+        if fractions:
+            lines = [f"{k.replace('frac_below_', '|w| < ')}: {v:.1%}" for k, v in fractions.items()
+                     if k.startswith("frac_below_") and v is not None and math.isfinite(v)]
+            ax.text(0.97, 0.95, "\n".join(lines), transform=ax.transAxes, ha="right", va="top", fontsize=7,
+                    bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8, "edgecolor": "0.8"})

@@ -1,0 +1,176 @@
+"""The analyze stage's results, assembled from its inputs: forgettability (analysis 2), FCD
+(analysis 3), PIEs (analysis 4) and weight magnitudes (analysis 6), the ``summary.json``
+document and the tables and figures that go with it.
+
+:func:`analyze` computes everything from in-memory inputs (tests call it directly);
+:func:`write_outputs` writes the tables and figures where :class:`~cxrprune.core.layout.Layout`
+says. The stage only reads the inputs, calls these two and logs the summary to MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cxrprune.analysis import fcd, figures, forgetting, pies, weights
+from cxrprune.core.atomic import json_clean, write_csv, write_json
+from cxrprune.core.config import AnalyzeConfig
+from cxrprune.core.errors import DataError
+from cxrprune.core.layout import Layout
+
+METHOD = "l1"  # the analyses use magnitude pruning; random is only the mAP control
+DAP_SPARSITY = 0.95
+
+
+@dataclass
+class Analysis:
+    summary: dict[str, Any]
+    curves: pd.DataFrame  # median relative change in AP, sparsity x class
+    counts: pd.Series  # training positives per class
+    forget_table: pd.DataFrame  # per class: train count, first drop, dAP@95
+    first_drop: forgetting.Correlation
+    dap95: forgetting.Correlation
+    pairs: pd.DataFrame  # FCD per class pair
+    fcd_corr: dict[str, forgetting.Correlation]
+    pie_rows: pd.DataFrame  # every test image: spearman, is_pie (+ truth)
+    class_ratios: pd.DataFrame
+    bin_ratios: pd.DataFrame
+    histogram: pd.DataFrame
+    weight_summary: dict[str, Any]
+
+
+def analyze(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, evaluation: dict,
+            train_labels: pd.DataFrame, test_labels: pd.DataFrame, dense: list[pd.DataFrame],
+            sparse: list[pd.DataFrame], truth: pd.DataFrame | None, model: Any | None) -> Analysis:
+    """Every analysis of the study. ``dense``/``sparse`` are the seeds' L1 prediction blocks
+    at k = 0 and k = ``cfg.pie_sparsity``; ``truth`` is the synthetic ground truth (or
+    None); ``model`` is the first seed's dense model (None for imported predictions, which
+    come without models: the weight histogram is then empty, not invented)."""
+    # Analysis 2: forgettability curves and their relation to training frequency.
+    counts = forgetting.train_counts(train_labels, classes)
+    curves = forgetting.forgettability_curves(forgetting.relative_change(per_class, METHOD), classes)
+    drop = forgetting.first_drop(curves, cfg.drop_threshold)
+    dap = forgetting.dap_at(curves, DAP_SPARSITY)
+    if dap.isna().all():
+        print(f"analyze: sparsity {DAP_SPARSITY} is not among prune.levels; dap95 is reported as null",
+              file=sys.stderr)
+    c_drop = forgetting.correlate_with_frequency(drop, counts)
+    c_dap = forgetting.correlate_with_frequency(dap, counts)
+    with np.errstate(divide="ignore"):
+        ln_counts = np.where(counts > 0, np.log(np.maximum(counts.to_numpy(np.float64), 1)), np.nan)
+    forget_table = pd.DataFrame({"class_name": classes, "train_count": counts.to_numpy(),
+                                 "ln_train_count": ln_counts, "first_drop": drop.to_numpy(),
+                                 "dap95": dap.to_numpy()})
+
+    # Analysis 3: FCD of every class pair against test-label frequency and co-occurrence.
+    pairs = fcd.fcd_pairs(curves, test_labels, classes, cfg.fcd_distance, cfg.fcd_weighting)
+    c_fcd = fcd.fcd_correlations(pairs)
+
+    # Analysis 4: PIEs of the seeds' ensemble at pie_sparsity.
+    ids, p_dense = pies.ensemble(dense, classes)
+    ids_sparse, p_sparse = pies.ensemble(sparse, classes)
+    if not np.array_equal(ids, ids_sparse):
+        raise DataError("predictions at k=0 and at the PIE sparsity list different test images; rerun prune")
+    corr = pies.rowwise_spearman(p_dense, p_sparse)
+    is_pie = pies.select_pies(corr, cfg.pie_fraction)
+    y_test = aligned_labels(test_labels, ids, classes)
+    class_ratios = pies.class_prevalence_ratios(y_test, is_pie, classes)
+    n_findings = pies.findings_counts(y_test, classes)
+    bin_ratios = pies.findings_bin_ratios(n_findings, is_pie)
+    truth_test = pies.align_truth(truth, ids) if truth is not None else None
+    pie_rows = pies.pie_table(ids, corr, is_pie, truth_test)
+
+    # Analysis 6: weight magnitudes of the first seed's dense model.
+    if model is None:
+        hist = pd.DataFrame({"abs_weight": [], "count": [], "bin_left": [], "bin_right": []})
+        w_summary: dict[str, Any] = {}
+    else:
+        mags = weights.weight_magnitudes(model)
+        hist = weights.magnitude_histogram(mags, cfg.histogram_bins)
+        w_summary = weights.magnitude_summary(mags)
+
+    pie_summary: dict[str, Any] = {
+        "count": int(is_pie.sum()),
+        "n_images": int(len(ids)),
+        "median_spearman": float(np.median(corr)) if len(corr) else math.nan,
+        "max_spearman_pie": float(corr[is_pie].max()) if is_pie.any() else math.nan,
+        "ratio_3plus_findings": pies.ratio_at_least(n_findings, is_pie, 3),
+        "ratio_3plus_p": pies.enrichment_p(n_findings >= 3, is_pie),
+    }
+    if truth_test is not None:
+        pie_summary.update(pies.truth_comparison(truth_test, is_pie))
+    summary = {
+        **{k: evaluation.get(k) for k in ("map_dense", "map_at_50", "map_at_90", "map_at_95",
+                                          "max_safe_sparsity")},
+        "forgettability": {
+            "first_drop_r": c_drop.r, "first_drop_p": c_drop.p_r,
+            "first_drop_rho": c_drop.rho, "first_drop_rho_p": c_drop.p_rho,
+            "first_drop_n": c_drop.n, "first_drop_not_reached": int(drop.isna().sum()),
+            "dap95_r": c_dap.r, "dap95_p": c_dap.p_r, "dap95_rho": c_dap.rho, "dap95_rho_p": c_dap.p_rho,
+            "dap95_n": c_dap.n,
+        },
+        "fcd": {
+            "freq_r": c_fcd["freq"].r, "freq_p": c_fcd["freq"].p_r,
+            "freq_rho": c_fcd["freq"].rho, "freq_rho_p": c_fcd["freq"].p_rho,
+            "iou_r": c_fcd["iou"].r, "iou_p": c_fcd["iou"].p_r,
+            "iou_rho": c_fcd["iou"].rho, "iou_rho_p": c_fcd["iou"].p_rho,
+            "n_pairs": int(len(pairs)), "n_pairs_used": c_fcd["freq"].n,
+        },
+        "pie": pie_summary,
+        "weights": w_summary,
+    }
+    return Analysis(json_clean(summary), curves, counts, forget_table, c_drop, c_dap, pairs, c_fcd, pie_rows,
+                    class_ratios, bin_ratios, hist, w_summary)
+
+
+def aligned_labels(labels: pd.DataFrame, image_ids: np.ndarray, classes: list[str]) -> np.ndarray:
+    """Test labels in the order of the prediction rows (matched by image id)."""
+    indexed = labels.assign(image_id=labels["image_id"].astype(str)).set_index("image_id")
+    missing = [i for i in image_ids if i not in indexed.index]
+    if missing:
+        raise DataError(f"predictions list test images absent from the prepared labels {missing[:3]}; "
+                        f"rerun prune after prepare")
+    return indexed.loc[list(image_ids), classes].to_numpy(dtype=np.int64)
+
+
+def write_outputs(a: Analysis, out: Layout, map_curve: pd.DataFrame, cfg: AnalyzeConfig) -> None:
+    """The analyze stage's DVC outputs (each atomic): summary, tables, plot tables, figures."""
+    write_json(out.summary, a.summary)
+    write_csv(out.pies, a.pie_rows)
+    write_csv(out.forgettability, a.forget_table)
+    write_csv(out.plot_table("forgettability_curves"), forgetting.long_curves(a.curves))
+    write_csv(out.plot_table("forgetting_vs_frequency"),
+              a.forget_table[["class_name", "ln_train_count", "first_drop", "dap95"]])
+    write_csv(out.plot_table("fcd_pairs"), a.pairs.assign(pair=a.pairs["class_a"] + " | " + a.pairs["class_b"])[
+        ["class_a", "class_b", "pair", "fcd", "abs_dlnf", "iou_quarter"]])
+    write_csv(out.plot_table("pie_class_ratios"), a.class_ratios[["class_name", "ratio"]])
+    write_csv(out.plot_table("pie_findings_ratios"), a.bin_ratios[["findings", "ratio"]])
+    write_csv(out.plot_table("weight_histogram"), a.histogram[["abs_weight", "count"]])
+
+    fig_dir = out.figures
+    figures.map_vs_sparsity(map_curve, fig_dir / "map_vs_sparsity.png")
+    figures.forgettability_curves(a.curves, a.counts, fig_dir / "forgettability_curves.png", cfg.drop_threshold)
+    figures.forgetting_vs_frequency(a.forget_table, a.first_drop, a.dap95, fig_dir / "forgetting_vs_frequency.png",
+                                    cfg.drop_threshold, DAP_SPARSITY)
+    figures.fcd_scatter(a.pairs, a.fcd_corr, fig_dir / "fcd.png", cfg.fcd_distance)
+    figures.pie_ratios(a.class_ratios, a.bin_ratios, fig_dir / "pie_ratios.png")
+    figures.weight_histogram(a.histogram, fig_dir / "weight_histogram.png", a.weight_summary)
+
+
+def report_line(a: Analysis) -> str:
+    """One line for the terminal running ``dvc repro``."""
+    f, p, c = a.summary["forgettability"], a.summary["pie"], a.summary["fcd"]
+
+    def show(x: Any) -> str:
+        return "n/a" if x is None else f"{x:.2f}"
+
+    return (f"analyze: first drop vs ln(train count) r={show(f['first_drop_r'])} rho={show(f['first_drop_rho'])} "
+            f"(n={f['first_drop_n']}, not reached: {', '.join(a.first_drop.excluded) or 'none'}); "
+            f"dAP@95 r={show(f['dap95_r'])} rho={show(f['dap95_rho'])}; "
+            f"FCD vs |d ln f| rho={show(c['freq_rho'])}, vs IoU^1/4 rho={show(c['iou_rho'])}; "
+            f"{p['count']} PIEs, 3+ findings ratio {show(p['ratio_3plus_findings'])}")

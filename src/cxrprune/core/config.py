@@ -1,0 +1,449 @@
+"""Typed, validated configuration, loaded once from ``params.yaml``.
+
+Each section of ``params.yaml`` maps to one frozen dataclass below. Unknown keys, wrong
+types and out-of-range values raise :class:`~cxrprune.core.errors.ConfigError` naming the key
+(``train.lr``) and what is expected, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import reprlib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from cxrprune.core.errors import ConfigError
+from cxrprune.core.layout import Layout
+
+PARAMS_FILE = "params.yaml"
+
+# Smallest input each architecture accepts: five stride-2 steps must leave a >= 1 px map.
+MIN_IMAGE_SIZE = 32
+MAX_IMAGE_SIZE = 4096  # NIH ChestX-ray14 originals are 1024 px; the paper trains at 256
+MAX_COUNT = 1024  # processes and threads
+MAX_BATCH = 1 << 20
+MAX_STEPS = 1_000_000  # epochs, patience
+
+
+def default_levels() -> list[float]:
+    """The paper's 20 sparsity levels, k = 0, 0.05, ..., 0.95."""
+    return [round(i * 0.05, 2) for i in range(20)]
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """Layout options of the non-default sources (``data.options`` in params.yaml).
+
+    Empty values mean "the source's default"; which keys apply depends on ``data.source``
+    (a key that does not apply to the chosen source is refused when the source is read):
+
+    - ``labels``: where the label CSVs are, relative to ``data.root`` or absolute: a folder
+      holding the source's standard file names (nih-cxr-lt, mimic-cxr-lt), one CSV file with
+      a split column (csv), or a pattern with ``{split}`` naming one CSV per split
+      (all three). Default: ``data.root`` itself (csv: ``labels.csv``, else
+      ``labels_{split}.csv``).
+    - ``image_column``: the CSV column holding each image's path relative to ``data.root``
+      (mimic-cxr-lt, csv; default ``path``). It is also the image id.
+    - ``patient_column``: the patient id column (mimic-cxr-lt: default ``subject_id`` or
+      ``subj_id``, whichever exists; csv: default ``patient_id``/``subject_id``/``subj_id``
+      if present, else every image is its own patient).
+    - ``split_column``: the split column of a single csv file (default ``split``; values
+      ``train``, ``val`` (or ``valid``/``validate``/``validation``), ``test``).
+    - ``classes``: the class columns in the order to use. Empty: the canonical order
+      (nih-cxr-lt, mimic-cxr-lt, medmnist) or, for csv, every column other than the image,
+      patient and split columns, in file order. For the two CXR-LT sources a non-empty list
+      must be a reordering of the canonical classes; for medmnist it names the label columns.
+    - ``npz``: the MedMNIST ``.npz`` file, relative to ``data.root`` or absolute (default:
+      the only ``*.npz`` file in ``data.root``).
+    """
+
+    labels: str = ""
+    image_column: str = ""
+    patient_column: str = ""
+    split_column: str = ""
+    classes: list[str] = field(default_factory=list)
+    npz: str = ""
+
+    def __post_init__(self) -> None:
+        for key in ("labels", "image_column", "patient_column", "split_column", "npz"):
+            value = getattr(self, key)
+            _require(value == value.strip() and "\n" not in value, f"data.options.{key}",
+                     "a value without surrounding spaces or line breaks", value)
+        if "{" in self.labels or "}" in self.labels:
+            _require(self.labels.count("{") == 1 and self.labels.count("}") == 1 and "{split}" in self.labels,
+                     "data.options.labels", "a path, or a pattern with exactly one {split}", self.labels)
+        _require(self.npz == "" or self.npz.endswith(".npz"), "data.options.npz",
+                 "empty or a path to a .npz file", self.npz)
+        _require(all(c.strip() != "" and c == c.strip() for c in self.classes), "data.options.classes",
+                 "non-empty class names without surrounding spaces", self.classes)
+        _require(len(set(self.classes)) == len(self.classes), "data.options.classes", "a list without duplicates",
+                 self.classes)
+        columns = [c for c in (self.image_column, self.patient_column, self.split_column) if c]
+        _require(len(set(columns)) == len(columns), "data.options",
+                 "distinct image_column, patient_column and split_column", columns)
+        clash = [c for c in columns if c in self.classes]
+        _require(not clash, "data.options.classes", "names other than the image, patient and split columns",
+                 clash)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset the pipeline reads and at what resolution it trains."""
+
+    name: str = "synthetic"
+    source: Literal["nih-cxr-lt", "mimic-cxr-lt", "csv", "medmnist"] = "nih-cxr-lt"
+    root: str = "data/raw/synthetic"
+    image_size: int = 48
+    workers: int = 0  # 0 = all cores
+    options: SourceOptions = field(default_factory=SourceOptions)  # layout of mimic-cxr-lt/csv/medmnist
+
+    def __post_init__(self) -> None:
+        _require(self.name.strip() != "" and "/" not in self.name and "\\" not in self.name
+                 and self.name not in (".", ".."), "data.name", "a non-empty folder name without '/'", self.name)
+        _require(MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE, "data.image_size",
+                 f"an integer >= {MIN_IMAGE_SIZE} (ResNets downsample 32x) and <= {MAX_IMAGE_SIZE}", self.image_size)
+        _require(0 <= self.workers <= MAX_COUNT, "data.workers", f"0 (all cores) or a count up to {MAX_COUNT}",
+                 self.workers)
+
+    @property
+    def prepared_dir(self) -> Path:
+        return Layout(self.name).prepared
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Knobs of the embedded synthetic CXR-LT generator."""
+
+    seed: int = 0
+    n_patients: int = 1500
+    images_per_patient: float = 3.0  # mean; each patient has 1 + Poisson(mean - 1) images
+    val_fraction: float = 0.15  # of patients
+    test_fraction: float = 0.2  # of patients
+    image_size: int = 128
+    min_positives: int = 4  # per class and split, so every class can be evaluated
+    min_train_positives: int = 1  # per class in train (the larger of this and min_positives), so it can be learned
+    label_noise: float = 0.05  # fraction of images with one flipped label
+    degrade_rate: float = 0.1  # fraction of images with blur/noise/exposure degradation
+    signal: float = 1.0  # global contrast of the findings' visual signatures
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.seed < 2**32, "synthetic.seed", "an integer in [0, 2**32)", self.seed)
+        _require(20 <= self.n_patients <= 10_000_000, "synthetic.n_patients", "an integer in [20, 10000000]",
+                 self.n_patients)
+        _require(1 <= self.images_per_patient <= 100, "synthetic.images_per_patient", "a number in [1, 100]",
+                 self.images_per_patient)
+        for key in ("val_fraction", "test_fraction"):
+            v = getattr(self, key)
+            _require(0 < v < 0.5, f"synthetic.{key}", "a number in (0, 0.5)", v)
+        _require(MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE, "synthetic.image_size",
+                 f"an integer >= {MIN_IMAGE_SIZE} and <= {MAX_IMAGE_SIZE}", self.image_size)
+        _require(1 <= self.min_positives <= 10_000, "synthetic.min_positives", "an integer in [1, 10000]",
+                 self.min_positives)
+        _require(1 <= self.min_train_positives <= 10_000, "synthetic.min_train_positives",
+                 "an integer in [1, 10000]", self.min_train_positives)
+        for key in ("label_noise", "degrade_rate"):
+            v = getattr(self, key)
+            _require(0 <= v < 1, f"synthetic.{key}", "a rate in [0, 1)", v)
+        _require(0 < self.signal <= 100, "synthetic.signal", "a positive number (at most 100)", self.signal)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training of one seed (the paper: ResNet50, Adam 1e-4, batch 256, patience 15)."""
+
+    arch: Literal["resnet10", "resnet18", "resnet34", "resnet50"] = "resnet18"
+    pretrained: str = "none"  # none | imagenet | path to a state-dict file
+    epochs: int = 8
+    patience: int = 3
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    rotation: float = 15.0  # degrees, uniform in [-rotation, rotation]
+    hflip: bool = True
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.epochs <= MAX_STEPS, "train.epochs", f"an integer in [1, {MAX_STEPS}]", self.epochs)
+        _require(1 <= self.patience <= MAX_STEPS, "train.patience", f"an integer in [1, {MAX_STEPS}]", self.patience)
+        _require(1 <= self.batch_size <= MAX_BATCH, "train.batch_size", f"an integer in [1, {MAX_BATCH}]",
+                 self.batch_size)
+        _require(0 < self.lr <= 10, "train.lr", "a positive number (at most 10)", self.lr)
+        _require(0 <= self.weight_decay <= 10, "train.weight_decay", "a number in [0, 10]", self.weight_decay)
+        _require(0 <= self.rotation <= 180, "train.rotation", "degrees in [0, 180]", self.rotation)
+        _require(0 <= self.threads <= MAX_COUNT, "train.threads", f"0 (default) or a count up to {MAX_COUNT}",
+                 self.threads)
+        _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+                 "train.device", "auto, cpu, cuda or cuda:N", self.device)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """One-shot, post-training global unstructured pruning."""
+
+    methods: list[Literal["l1", "random"]] = field(default_factory=lambda: ["l1", "random"])
+    levels: list[float] = field(default_factory=default_levels)
+    batch_size: int = 512
+    # Lower precision is an option only: its AP deviation is measured in benchmarks/README.md.
+    autocast: Literal["none", "bf16", "fp16"] = "none"
+    allow_tf32: bool = False  # CUDA only
+
+    def __post_init__(self) -> None:
+        _require(len(self.methods) > 0, "prune.methods", "a non-empty list of l1/random", self.methods)
+        _require(len(set(self.methods)) == len(self.methods), "prune.methods", "no duplicates", self.methods)
+        _require("l1" in self.methods, "prune.methods", "a list that contains l1 (the analyses use it)",
+                 self.methods)
+        _require(len(self.levels) >= 2, "prune.levels", "at least two levels, 0 among them", self.levels)
+        for k in self.levels:
+            _require(0 <= k < 1, "prune.levels", "sparsities in [0, 1)", k)
+        _require(0.0 in self.levels, "prune.levels", "a list that contains 0 (the dense model)", self.levels)
+        _require(sorted(set(self.levels)) == list(self.levels), "prune.levels",
+                 "strictly increasing values", self.levels)
+        _require(1 <= self.batch_size <= MAX_BATCH, "prune.batch_size", f"an integer in [1, {MAX_BATCH}]",
+                 self.batch_size)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Per-class metrics and the paired test of mAP(k) against mAP(0)."""
+
+    test: Literal["wilcoxon", "ttest"] = "wilcoxon"
+    correction: Literal["holm", "none"] = "holm"
+    alpha: float = 0.05
+    f1_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        _require(0 < self.alpha < 1, "evaluate.alpha", "a number in (0, 1)", self.alpha)
+        _require(0 < self.f1_threshold < 1, "evaluate.f1_threshold", "a number in (0, 1)", self.f1_threshold)
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    """Forgettability curves, FCD and PIEs as defined by the reference code."""
+
+    drop_threshold: float = 0.2  # a "20% drop": curve(k) < -drop_threshold
+    fcd_distance: Literal["euclidean", "mse"] = "euclidean"
+    fcd_weighting: Literal["label", "plain"] = "label"
+    pie_sparsity: float = 0.9
+    pie_fraction: float = 0.05
+    histogram_bins: int = 100
+
+    def __post_init__(self) -> None:
+        _require(0 < self.drop_threshold < 1, "analyze.drop_threshold", "a number in (0, 1)", self.drop_threshold)
+        _require(0 < self.pie_sparsity < 1, "analyze.pie_sparsity", "a sparsity in (0, 1)", self.pie_sparsity)
+        _require(0 < self.pie_fraction < 0.5, "analyze.pie_fraction", "a fraction in (0, 0.5)", self.pie_fraction)
+        _require(10 <= self.histogram_bins <= 1_000_000, "analyze.histogram_bins", "an integer in [10, 1000000]",
+                 self.histogram_bins)
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    """The blinded reader study of PIEs (the paper: 6 forms of 20 PIEs + 20 non-PIEs)."""
+
+    per_group: int = 20  # PIEs per form, and as many non-PIEs
+    forms: int = 6
+    seed: int = 0
+    stratify: bool = True  # match each form's non-PIEs to its PIEs' findings
+    image_size: int = 512  # longest side, in pixels, of the images embedded in a form
+    simulate: bool = True  # simulated readers from the synthetic ground truth
+    simulated_readers: int = 3
+    answers_dir: str = "reader_answers"  # real exports (CSV or JSON) go here, committed to git
+    duplicates: Literal["error", "latest"] = "error"  # a reader's conflicting answers to one case
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.per_group <= 10_000, "reader.per_group", "an integer in [1, 10000]", self.per_group)
+        _require(1 <= self.forms <= 10_000, "reader.forms", "an integer in [1, 10000]", self.forms)
+        _require(0 <= self.seed < 2**31, "reader.seed", "an integer in [0, 2**31)", self.seed)
+        _require(64 <= self.image_size <= 4096, "reader.image_size", "pixels in [64, 4096]", self.image_size)
+        _require(0 <= self.simulated_readers <= 100, "reader.simulated_readers", "an integer in [0, 100]",
+                 self.simulated_readers)
+        _require(not self.simulate or self.simulated_readers >= 1, "reader.simulated_readers",
+                 "an integer >= 1 when reader.simulate is true", self.simulated_readers)
+        _require(self.answers_dir.strip() != "", "reader.answers_dir", "a non-empty folder path",
+                 self.answers_dir)
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    experiment: str = "cxrprune"
+    tracking_uri: str = ""  # empty: $MLFLOW_TRACKING_URI, else sqlite:///<repo root>/mlflow.db
+
+    def __post_init__(self) -> None:
+        _require(self.experiment.strip() != "", "mlflow.experiment", "a non-empty name", self.experiment)
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole of ``params.yaml``."""
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    data: DataConfig = field(default_factory=DataConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+    def __post_init__(self) -> None:
+        _require(len(self.seeds) > 0, "seeds", "a non-empty list of integers", self.seeds)
+        _require(len(set(self.seeds)) == len(self.seeds), "seeds", "no duplicates", self.seeds)
+        for s in self.seeds:
+            _require(0 <= s < 2**31, "seeds", "integers in [0, 2**31)", s)
+        _require(self.analyze.pie_sparsity in self.prune.levels, "analyze.pie_sparsity",
+                 f"one of prune.levels {self.prune.levels}", self.analyze.pie_sparsity)
+
+    @property
+    def layout(self) -> Layout:
+        """Every output path of this dataset's stages (:mod:`cxrprune.core.layout`)."""
+        return Layout(self.data.name)
+
+    @property
+    def nonzero_levels(self) -> list[float]:
+        return [k for k in self.prune.levels if k > 0]
+
+
+def load_params(path: str | os.PathLike = PARAMS_FILE) -> Params:
+    """Read and validate ``params.yaml``; every problem is a :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found; run from the repository root or pass --params") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc})") from None
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
+    if raw is None:
+        raw = {}
+    try:
+        return from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate keys instead of keeping the last one."""
+
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a {type(key).__name__} used as a key", key_node.start_mark) from None
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {_show(key)}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def from_dict(raw: Any) -> Params:
+    """Build validated :class:`Params` from a mapping (as parsed from YAML)."""
+    return _build(Params, raw, "")
+
+
+def to_dict(params: Params) -> dict[str, Any]:
+    return dataclasses.asdict(params)
+
+
+def _require(ok: bool, key: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key} must be {expected}, got {_show(got)}")
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, 6, 6, 80, 80, 40
+
+
+def _show(value: Any) -> str:
+    """A short repr for messages (a YAML alias bomb must not print gigabytes)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in raw if k not in fields]
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}{_REPR.repr(unknown[0]) if not isinstance(unknown[0], str) else unknown[0][:80]} "
+                          f"(known: {', '.join(fields)})")
+    kwargs = {}
+    for name, value in raw.items():
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:  # comparisons on odd values inside __post_init__
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices or isinstance(value, bool):
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}, got {_show(value)}")
+        return value
+    if origin in (list, typing.List):
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {_show(value)}")
+        return [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{key}: union types are not supported")  # pragma: no cover
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {_show(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {_show(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        try:
+            ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+        except OverflowError:  # an integer beyond any float
+            ok = False
+        if not ok:
+            raise ConfigError(f"{key} must be a finite number, got {_show(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {_show(value)}")
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ConfigError(f"{key} must be text without control characters (tabs, line breaks, NUL), "
+                              f"got {_show(value)}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover

@@ -1,0 +1,142 @@
+"""Every path a stage reads or writes, in one place.
+
+``dvc.yaml`` names the same paths with ``${data.name}``; ``tests/test_layout.py`` checks that
+each ``outs``/``metrics`` entry of ``dvc.yaml`` is a path of this module, so the pipeline
+definition, the stages and the tests agree by construction. Paths are relative to the
+repository root (stages run there: ``dvc repro`` sets the working directory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SYNTHETIC_ROOT = Path("data/raw/synthetic")  # the generate stage's output (NIH-CXR-LT layout)
+RESUME_ROOT = Path("data/.resume")  # outside every DVC output: DVC deletes outputs before a rerun
+RAY_LOG_DIR = Path(".dvc/tmp/ray-logs")  # inside DVC's own git-ignored tmp folder
+
+# Figures of the analyze stage, in plots/<name>/figures/.
+ANALYZE_FIGURES = ("map_vs_sparsity.png", "forgettability_curves.png", "forgetting_vs_frequency.png", "fcd.png",
+                   "pie_ratios.png", "weight_histogram.png")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The outputs of the dataset ``name`` (``data.name`` in params.yaml)."""
+
+    name: str
+
+    # --- prepare ------------------------------------------------------------------------
+    @property
+    def prepared(self) -> Path:
+        """``labels_{split}.parquet``, ``images_{split}.npy``, ``meta.json`` (+ ``truth.parquet``)."""
+        return Path("data/prepared") / self.name
+
+    @property
+    def truth(self) -> Path:
+        """Synthetic data only: which labels were flipped and which images degraded."""
+        return self.prepared / "truth.parquet"
+
+    # --- train@seed ---------------------------------------------------------------------
+    @property
+    def models(self) -> Path:
+        return Path("data/models") / self.name
+
+    def model_dir(self, seed: int) -> Path:
+        return self.models / f"seed-{seed}"
+
+    def model_file(self, seed: int) -> Path:
+        return self.model_dir(seed) / "model.pt"
+
+    def history(self, seed: int) -> Path:
+        return self.model_dir(seed) / "history.csv"
+
+    def run_record(self, seed: int) -> Path:
+        """``run.json``: the seed's MLflow run id, experiment id and tracking URI."""
+        return self.model_dir(seed) / "run.json"
+
+    def resume_file(self, seed: int) -> Path:
+        return RESUME_ROOT / self.name / f"train-seed-{seed}.pt"
+
+    # --- prune@seed ---------------------------------------------------------------------
+    @property
+    def predictions(self) -> Path:
+        return Path("data/predictions") / self.name
+
+    def predictions_file(self, seed: int) -> Path:
+        return self.predictions / f"seed-{seed}.parquet"
+
+    # --- evaluate / analyze -------------------------------------------------------------
+    @property
+    def metrics(self) -> Path:
+        return Path("metrics") / self.name
+
+    @property
+    def plots(self) -> Path:
+        return Path("plots") / self.name
+
+    @property
+    def figures(self) -> Path:
+        return self.plots / "figures"
+
+    @property
+    def per_class(self) -> Path:
+        return self.metrics / "per_class.csv"
+
+    @property
+    def map_by_seed(self) -> Path:
+        return self.metrics / "map_by_seed.csv"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.metrics / "evaluate.json"
+
+    @property
+    def map_curve(self) -> Path:
+        return self.plots / "map_vs_sparsity.csv"
+
+    @property
+    def summary(self) -> Path:
+        return self.metrics / "summary.json"
+
+    @property
+    def pies(self) -> Path:
+        return self.metrics / "pies.csv"
+
+    @property
+    def forgettability(self) -> Path:
+        return self.metrics / "forgettability.csv"
+
+    def plot_table(self, stem: str) -> Path:
+        """``plots/<name>/<stem>.csv``: a long table for ``dvc plots``."""
+        return self.plots / f"{stem}.csv"
+
+    # --- reader study -------------------------------------------------------------------
+    @property
+    def reader(self) -> Path:
+        """``data/reader/<name>``: forms/, manifest.csv, key.csv, sample.json, simulated/."""
+        return Path("data/reader") / self.name
+
+    @property
+    def reader_json(self) -> Path:
+        return self.metrics / "reader.json"
+
+    @property
+    def reader_answers(self) -> Path:
+        return self.metrics / "reader_answers.csv"
+
+    @property
+    def reader_validation(self) -> Path:
+        return self.metrics / "reader_validation.json"
+
+    @property
+    def reader_ratings(self) -> Path:
+        return self.plots / "reader_ratings.csv"
+
+    @property
+    def reader_figure(self) -> Path:
+        return self.plots / "reader_study.png"
+
+
+def layout(name: str) -> Layout:
+    return Layout(name)

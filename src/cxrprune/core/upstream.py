@@ -1,0 +1,55 @@
+"""Reading another stage's output: a missing file says which stage writes it, a damaged one
+which stage to rerun, in one ``DataError`` line (never a pandas or pyarrow traceback).
+
+``stage`` is the ``dvc repro`` target that writes the file (``evaluate``, ``prune@3``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cxrprune.core.errors import DataError
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def read_csv(path: str | os.PathLike, stage: str, **kwargs: Any) -> pd.DataFrame:
+    path = Path(path)
+    try:
+        return pd.read_csv(path, **kwargs)
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found; run `dvc repro {stage}` first") from None
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: damaged ({_first_line(exc)}); rerun `dvc repro {stage} --force`") from None
+
+
+def read_json(path: str | os.PathLike, stage: str) -> dict:
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found; run `dvc repro {stage}` first") from None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: damaged ({_first_line(exc)}); rerun `dvc repro {stage} --force`") from None
+    if not isinstance(doc, dict):
+        raise DataError(f"{path}: damaged (not a JSON object); rerun `dvc repro {stage} --force`")
+    return doc
+
+
+def read_parquet(path: str | os.PathLike, stage: str, **kwargs: Any) -> pd.DataFrame:
+    path = Path(path)
+    try:
+        return pd.read_parquet(path, **kwargs)
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found; run `dvc repro {stage}` first") from None
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        raise DataError(f"{path}: damaged, not a readable parquet file ({type(exc).__name__}); "
+                        f"rerun `dvc repro {stage} --force`") from None

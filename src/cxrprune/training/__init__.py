@@ -1,0 +1,2 @@
+"""Training one seed: architectures, augmentation, the training loop, the ``model.pt`` file
+and the per-epoch resume file."""

@@ -1,0 +1,190 @@
+"""Training of one seed: BCE-with-logits, Adam, early stopping on validation loss.
+
+Follows the paper (and torchvision's ``references/classification`` in spirit): a plain loop,
+the best-validation-loss weights kept, per-epoch history. Batches are drawn straight from
+the uint8 cache held as one tensor; augmentation runs on the whole batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from cxrprune.analysis.metrics import average_precision, roc_auc
+from cxrprune.core.config import TrainConfig
+from cxrprune.core.errors import CxrpruneError
+from cxrprune.core.runtime import cpu_heap_reuse, pick_device, set_threads
+from cxrprune.training.augment import augment, normalize, to_unit
+from cxrprune.training.modelfile import HISTORY_COLUMNS
+from cxrprune.training.models import build_model
+
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    best_epoch: int
+    best_val_loss: float
+    history: pd.DataFrame
+    extra: dict = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch and return the generator that drives shuffling and augmentation."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    return torch.Generator().manual_seed(seed)
+
+
+def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_images: np.ndarray,
+                val_labels: pd.DataFrame, val_images: np.ndarray, classes: list[str],
+                on_epoch=None, *, resume: dict | None = None, on_checkpoint=None) -> TrainResult:
+    """Train one model; ``on_epoch(row: dict)`` is called after every epoch (for MLflow).
+
+    ``on_checkpoint(state: dict)`` is called at the end of every epoch, before ``on_epoch``,
+    with everything needed to continue (see :func:`training_state`); ``resume``, such a state,
+    continues from the epoch after it. On the CPU a resumed training ends with exactly the
+    weights and history (but the ``seconds`` column) of an uninterrupted one.
+    """
+    set_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    gen = seed_everything(seed)
+    model = build_model(cfg.arch, len(classes), cfg.pretrained).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = nn.BCEWithLogitsLoss()
+
+    x_train = torch.from_numpy(np.array(train_images))  # one read of the memory-mapped cache into RAM
+    y_train = torch.from_numpy(train_labels[classes].to_numpy(np.float32, copy=True))  # writable: torch warns otherwise
+    x_val = torch.from_numpy(np.array(val_images))
+    y_val = val_labels[classes].to_numpy(np.float32, copy=True)
+
+    best_loss, best_epoch, best_state, stale = float("inf"), -1, None, 0
+    rows: list[dict] = []
+    first, stopped = 0, False
+    if resume is not None and resume.get("epoch", -1) >= 0:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        best_loss, best_epoch, stale = float(resume["best_loss"]), int(resume["best_epoch"]), int(resume["stale"])
+        best_state = resume["best_state"]
+        rows = [dict(r) for r in resume["history"]]
+        first, stopped = int(resume["epoch"]) + 1, bool(resume["stopped"])
+        _restore_rng(resume["rng"], gen)
+    epochs = tqdm(range(first, cfg.epochs), desc=f"train seed {seed}", unit="epoch", disable=None,
+                  initial=first, total=cfg.epochs)
+    for epoch in ([] if stopped else epochs):
+        start = time.perf_counter()
+        train_loss = _train_epoch(model, optimizer, loss_fn, x_train, y_train, cfg, gen, device)
+        val_loss, val_probs = _validate(model, loss_fn, x_val, y_val, cfg.batch_size, device)
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_map": float(np.nanmean(average_precision(y_val, val_probs))),
+            "val_auroc": float(np.nanmean(roc_auc(y_val, val_probs))),
+            "seconds": time.perf_counter() - start,
+        }
+        rows.append(row)
+        epochs.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}", mAP=f"{row['val_map']:.3f}")
+        if val_loss < best_loss:
+            best_loss, best_epoch, stale = val_loss, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+        stopped = stale >= cfg.patience
+        if on_checkpoint is not None:
+            on_checkpoint(training_state(epoch, model, optimizer, best_state, best_loss, best_epoch, stale,
+                                         stopped, rows, gen))
+        if on_epoch is not None:
+            on_epoch(row)
+        if stopped:
+            break
+    epochs.close()
+    if best_state is None:
+        raise CxrpruneError(f"training of seed {seed} diverged: the validation loss was never a finite number "
+                            f"({rows[-1]['val_loss'] if rows else 'no epoch'}); lower train.lr")
+    model.load_state_dict(best_state)
+    return TrainResult(model, best_epoch, best_loss, pd.DataFrame(rows, columns=HISTORY_COLUMNS),
+                       extra={"resumed_from": first if first > 0 else None})
+
+
+def training_state(epoch: int, model: nn.Module, optimizer, best_state, best_loss: float, best_epoch: int,
+                   stale: int, stopped: bool, rows: list[dict], gen: torch.Generator) -> dict:
+    """Everything :func:`train_model` needs to continue after ``epoch`` (tensors, numbers, lists)."""
+    return {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "best_state": best_state, "best_loss": best_loss, "best_epoch": best_epoch, "stale": stale,
+            "stopped": stopped, "history": [dict(r) for r in rows], "rng": _capture_rng(gen)}
+
+
+def _capture_rng(gen: torch.Generator) -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"generator": gen.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+
+
+def _restore_rng(rng: dict, gen: torch.Generator) -> None:
+    gen.set_state(rng["generator"])
+    torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    n = rng["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+
+
+def _train_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device) -> float:
+    """One pass over the uint8 cache ``x`` in a seeded random order.
+
+    Per batch: gather the uint8 rows, move them (pinned, asynchronously, on a GPU), convert,
+    augment and normalise as whole-batch tensor ops. The running loss is kept on the device
+    in float64 (the same arithmetic as summing ``float(loss) * n``) so a GPU is not
+    synchronised at every step. On the CPU the epoch runs inside
+    :func:`~cxrprune.core.runtime.cpu_heap_reuse` (activations and gradients reuse freed heap
+    memory instead of page-faulting fresh ``mmap``s at every step).
+    """
+    with _heap_scope(device):
+        return _run_epoch(model, optimizer, loss_fn, x, y, cfg, gen, device)
+
+
+def _heap_scope(device):
+    return cpu_heap_reuse() if torch.device(device).type == "cpu" else contextlib.nullcontext()
+
+
+def _run_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device) -> float:
+    model.train()
+    perm = torch.randperm(x.shape[0], generator=gen)
+    pin = torch.device(device).type == "cuda" and x.device.type == "cpu"
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    seen = 0
+    for start in range(0, len(perm), cfg.batch_size):
+        idx = perm[start:start + cfg.batch_size]
+        batch = x[idx].pin_memory() if pin else x[idx]
+        inputs = normalize(augment(to_unit(batch, device), cfg.rotation, cfg.hflip, gen))
+        target = y[idx].to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(inputs), target)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach().double() * len(idx)
+        seen += len(idx)
+    return float(total) / seen
+
+
+@torch.inference_mode()
+def _validate(model, loss_fn, x, y: np.ndarray, batch_size: int, device) -> tuple[float, np.ndarray]:
+    model.eval()
+    logits = []
+    with _heap_scope(device):
+        for start in range(0, x.shape[0], batch_size):
+            logits.append(model(normalize(to_unit(x[start:start + batch_size], device))).float())
+    logits_t = torch.cat(logits).cpu()  # one transfer, no per-batch synchronisation
+    loss = float(loss_fn(logits_t, torch.from_numpy(y)))
+    return loss, torch.sigmoid(logits_t).numpy()

@@ -1,0 +1,103 @@
+"""The source files each ``cxrprune <stage>`` command runs: the transitive closure of the
+``cxrprune`` modules its stage module imports (module level and inside functions), read
+with ``ast``. ``tests/test_layout.py`` checks ``dvc.yaml``'s ``deps`` against it, and
+``python tests/stage_deps.py`` prints the lists to paste when a stage's imports change."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def module_file(name: str) -> Path | None:
+    base = SRC.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_modules(path: Path, module: str) -> set[str]:
+    """Absolute names of the cxrprune modules ``path`` imports."""
+    out: set[str] = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("cxrprune")}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            if not base.startswith("cxrprune"):
+                continue
+            out.add(base)
+            out |= {f"{base}.{a.name}" for a in node.names if module_file(f"{base}.{a.name}")}
+    # importing a.b.c runs a/__init__.py and a/b/__init__.py first
+    for name in list(out):
+        parts = name.split(".")
+        out |= {".".join(parts[:i]) for i in range(1, len(parts))}
+    return {m for m in out if module_file(m)}
+
+
+def closure(module: str) -> set[Path]:
+    """Files (relative to the repository root) that running ``module`` may import."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        todo.extend(imported_modules(module_file(m), m) - seen)
+    return {module_file(m).relative_to(SRC.parent) for m in seen}
+
+
+def stage_sources(stage_module: str) -> list[str]:
+    """Sorted source paths of ``cxrprune.stages.<stage_module>`` and all it imports, plus the
+    package data files the stage reads (the reader page's HTML/CSS/JS)."""
+    files = {str(p) for p in closure(f"cxrprune.stages.{stage_module}")}
+    if any(f.startswith("src/cxrprune/reader/page.py") for f in files):
+        files |= {f"src/cxrprune/reader/page.{ext}" for ext in ("html", "css", "js")}
+    return sorted(files)
+
+
+def package_files(folder: Path) -> set[str]:
+    """Every source file DVC hashes under ``folder`` (``.dvcignore`` skips byte code)."""
+    return {str(p.relative_to(SRC.parent)) for p in folder.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+
+
+def compact(files: list[str]) -> list[str]:
+    """``files`` with every folder whose files are all listed written as the folder (the
+    shortest ``deps`` list that names exactly these files)."""
+    wanted = set(files)
+    out: set[str] = set(files)
+    folders = sorted({str(Path(f).parent) for f in files}, key=lambda s: s.count("/"))
+    for folder in folders:
+        if folder == "src/cxrprune":
+            continue  # the package root holds the CLI and __main__, which no stage imports
+        inside = package_files(SRC.parent / folder)
+        if inside and inside <= wanted:
+            out = {f for f in out if not f.startswith(folder + "/")} | {folder}
+    # a folder already covered by a parent folder
+    return sorted(f for f in out if not any(f.startswith(o + "/") for o in out if o != f))
+
+
+def expand(deps: list[str]) -> set[str]:
+    """The source files a ``deps`` list names (folders expanded)."""
+    out: set[str] = set()
+    for d in deps:
+        path = SRC.parent / d
+        out |= package_files(path) if path.is_dir() else {d}
+    return out
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:]:
+        print(f"{name}:")
+        for f in compact(stage_sources(name)):
+            print(f"      - {f}")
