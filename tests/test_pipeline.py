@@ -15,9 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from sklearn.metrics import average_precision_score
 
 from cxrprune.core.classes import NIH_CXR_LT_CLASSES
 
@@ -120,14 +122,35 @@ def test_repro_runs_every_stage_and_writes_the_contracts(study):
     per_class = pd.read_csv(ws / "metrics/synthetic/per_class.csv")
     assert list(per_class.columns) == ["seed", "method", "sparsity", "class_name", "ap", "auroc", "f1"]
     assert len(per_class) == len(SEEDS) * 2 * len(LEVELS) * len(classes)
+    values = per_class[["ap", "auroc", "f1"]].to_numpy()
+    assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
+    # One AP recomputed from the predictions with scikit-learn, and the summary's dense mAP
+    # recomputed from per_class.csv (median over seeds of the mean over classes).
+    preds = pd.read_parquet(ws / "data/predictions/synthetic/seed-1.parquet")
+    block = preds[(preds["method"] == "l1") & (preds["sparsity"] == 0.5)]
+    assert block["image_id"].tolist() == labels["image_id"].tolist()
+    cls = classes[3]
+    row = per_class[(per_class["seed"] == 1) & (per_class["method"] == "l1") & (per_class["sparsity"] == 0.5)
+                    & (per_class["class_name"] == cls)]
+    assert len(row) == 1
+    assert row["ap"].iloc[0] == pytest.approx(average_precision_score(labels[cls], block[cls]), abs=1e-12)
     summary = json.loads((ws / "metrics/synthetic/summary.json").read_text())
     for key in ["map_dense", "map_at_50", "map_at_90", "max_safe_sparsity"]:
         assert key in summary
+    dense = per_class[(per_class["method"] == "l1") & (per_class["sparsity"] == 0.0)]
+    assert summary["map_dense"] == pytest.approx(dense.groupby("seed")["ap"].mean().median(), abs=1e-12)
+    assert 0 < summary["map_dense"] <= 1 and summary["max_safe_sparsity"] in LEVELS
     for group, keys in {"forgettability": ["first_drop_r", "first_drop_rho", "dap95_r", "dap95_rho"],
                         "fcd": ["freq_r", "freq_rho", "iou_r", "iou_rho"],
                         "pie": ["count", "ratio_3plus_findings", "ratio_flipped_label"]}.items():
         for key in keys:
             assert key in summary[group], f"{group}.{key}"
+    for group in ("forgettability", "fcd"):
+        for key, value in summary[group].items():
+            if key.endswith(("_r", "_rho")) and value is not None:
+                assert -1 <= value <= 1, f"{group}.{key} = {value}"
+            if key.endswith("_p") and value is not None:
+                assert 0 <= value <= 1, f"{group}.{key} = {value}"
     assert summary["pie"]["count"] == int(0.05 * len(labels))
     pies = pd.read_csv(ws / "metrics/synthetic/pies.csv")
     assert int(pies["is_pie"].sum()) == summary["pie"]["count"]
@@ -167,6 +190,17 @@ def test_second_repro_reruns_nothing_and_exp_show_has_summary(study):
                           stdin=subprocess.DEVNULL, check=True)
     text = json.dumps(json.loads(proc.stdout))
     assert "metrics/synthetic/summary.json" in text and "map_dense" in text and "first_drop_rho" in text
+
+
+@pytest.mark.slow
+def test_editing_an_analysis_module_reruns_only_analyze(study):
+    """dvc.yaml's source deps are each stage's import closure: an edit in analysis/fcd.py
+    touches no model and no prediction table."""
+    ws, _ = study
+    fcd = ws / "src/cxrprune/analysis/fcd.py"
+    fcd.write_text(fcd.read_text() + "\n# an edit\n")
+    ran = stages_run(run(["dvc", "repro"], ws))
+    assert ran == {"analyze"}, ran
 
 
 @pytest.mark.slow
