@@ -24,8 +24,9 @@ def numeric_leaves(obj, path="") -> list[str]:
     return [] if ok else [path]
 
 
-def no_mlflow(monkeypatch):
-    monkeypatch.setattr(reader_analyze.runs, "log_summary_run", lambda *a, **k: None)
+def mlflow_in_test_folder(monkeypatch):
+    """The reader-analyze run goes to a real sqlite store in the test's folder, not the repo's."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd() / 'mlflow.db'}")
 
 
 @pytest.fixture
@@ -85,7 +86,7 @@ def test_the_simulated_loop_runs_end_to_end_into_mlflow(tiny):
 
 
 def test_real_exports_join_the_simulated_readers(tiny, monkeypatch):
-    no_mlflow(monkeypatch)
+    mlflow_in_test_folder(monkeypatch)
     params = params_for(tiny, per_group=5, forms=2)
     reader_sample.run(params)
     reader_simulate.run(params)
@@ -105,7 +106,7 @@ def test_real_exports_join_the_simulated_readers(tiny, monkeypatch):
 
 
 def test_analysis_without_answers_waits_instead_of_failing(tiny, monkeypatch, capsys):
-    no_mlflow(monkeypatch)
+    mlflow_in_test_folder(monkeypatch)
     params = params_for(tiny, per_group=5, forms=1, simulate=False, simulated_readers=0)
     reader_sample.run(params)
     reader_simulate.run(params)
@@ -127,7 +128,7 @@ def test_simulation_needs_the_synthetic_truth(tiny):
 
 
 def test_invalid_real_answers_stop_the_analysis(tiny, monkeypatch):
-    no_mlflow(monkeypatch)
+    mlflow_in_test_folder(monkeypatch)
     params = params_for(tiny, per_group=5, forms=1)
     reader_sample.run(params)
     reader_simulate.run(params)
