@@ -1,7 +1,8 @@
 """A reader completes a generated 40-case form in real headless Chromium; the export feeds the analysis.
 
-Needs Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package; the test is
-skipped, saying which is missing, only when one of them is absent.
+Needs Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package; without one of
+them the test is skipped, saying which is missing, and under ``make test`` it fails
+(``browser_helpers``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from browser_helpers import require_browser, start_chromium
 from reader_helpers import NAME, make_study, params_for
 
 from cxrprune.core.layout import Layout
@@ -20,16 +22,10 @@ from cxrprune.reader.answers import ANSWER_COLUMNS, load_answers
 from cxrprune.reader.sample import load_key, load_manifest
 from cxrprune.stages import reader_analyze, reader_sample
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
-if CHROMIUM is None or CHROMEDRIVER is None:
-    pytest.skip("Debian's chromium and chromium-driver are not installed "
-                "(apt-get install -y chromium chromium-driver)", allow_module_level=True)
-webdriver = pytest.importorskip("selenium.webdriver", reason="the selenium package is not installed")
+webdriver = require_browser()
 
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.actions.wheel_input import ScrollOrigin  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -43,17 +39,9 @@ N_CASES = 40
 def browser(tmp_path):
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                "--disable-default-apps", "--disable-extensions", "--window-size=1280,900",
-                f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        opts.add_argument(arg)
-    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                           "download.prompt_for_download": False})
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver = start_chromium(webdriver, tmp_path / "chromium-profile",
+                            prefs={"download.default_directory": str(downloads),
+                                   "download.prompt_for_download": False})
     driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
     driver.downloads = downloads
     driver.console = []

@@ -17,9 +17,6 @@ from typing import Iterator, Mapping
 import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 
@@ -29,7 +26,14 @@ from cxrprune.core.atomic import atomic_path
 DPI = 180
 METHOD_COLORS = {"l1": "#1f5fa8", "random": "#c0392b"}
 METHOD_LABELS = {"l1": "L1 (magnitude)", "random": "Random"}
-CLASS_CMAP = "viridis"
+# One colour per class, 20 classes apart (NIH-CXR-LT has 20): Kelly's 22 colours of maximum
+# contrast without white and black. plots/templates/lines_by_class.json uses the same list in
+# the same order (tests/test_plots_offline.py checks), so a class has one colour in the PNG
+# and the interactive plot.
+CLASS_PALETTE = ("#f3c300", "#875692", "#f38400", "#a1caf1", "#be0032", "#c2b280", "#848482", "#008856",
+                 "#e68fac", "#0067a5", "#f99379", "#604e97", "#f6a600", "#b3446c", "#dcd300", "#882d17",
+                 "#8db600", "#654522", "#e25822", "#2b3d26")
+CLASS_LINESTYLES = ("-", "--", ":", "-.")  # beyond 20 classes the colours repeat with another dash
 
 _STYLE = {
     "font.size": 9,
@@ -95,30 +99,29 @@ def map_vs_sparsity(map_df: pd.DataFrame, path: str | os.PathLike) -> None:
         ax.legend(title="Pruning", loc="lower left")
 
 
-def _class_colors(counts: pd.Series) -> tuple[dict[str, tuple], Normalize]:
-    """One colour per class from ln(train count), so colour itself encodes frequency."""
-    ln = np.log(np.maximum(counts.to_numpy(dtype=np.float64), 1.0))
-    norm = Normalize(vmin=float(ln.min()), vmax=float(max(ln.max(), ln.min() + 1e-9)))
-    cmap = colormaps[CLASS_CMAP]
-    return {str(c): cmap(norm(v)) for c, v in zip(counts.index, ln)}, norm
+def _class_styles(classes) -> dict[str, tuple[str, str]]:
+    """(colour, line style) per class, in the given order: the order of the Vega plot's domain."""
+    n = len(CLASS_PALETTE)
+    return {str(c): (CLASS_PALETTE[i % n], CLASS_LINESTYLES[i // n % len(CLASS_LINESTYLES)])
+            for i, c in enumerate(classes)}
 
 
 def forgettability_curves(curves: pd.DataFrame, counts: pd.Series, path: str | os.PathLike,
                           threshold: float = 0.2) -> None:
-    """One line per class (relative AP change vs k), coloured by ln(train count), legend by frequency."""
+    """One line per class (relative AP change vs k), one colour each, legend by frequency."""
     order = counts.reindex(curves.columns).sort_values(ascending=False, kind="stable").index
-    colors, norm = _class_colors(counts.reindex(curves.columns).fillna(0))
+    styles = _class_styles(curves.columns)
     with _figure(path, width=7.0, height=4.2) as (fig, (ax,)):
         for c in order:
-            ax.plot(curves.index, curves[c], color=colors[str(c)], linewidth=1.2, marker="o", markersize=2,
-                    label=f"{c} ({int(counts.get(c, 0))})")
+            color, linestyle = styles[str(c)]
+            ax.plot(curves.index, curves[c], color=color, linestyle=linestyle, linewidth=1.2, marker="o",
+                    markersize=2, label=f"{c} ({int(counts.get(c, 0))})")
         ax.axhline(-threshold, color="0.3", linestyle="--", linewidth=0.8)
         ax.text(curves.index.min(), -threshold, f" {-threshold:.0%} drop", va="bottom", fontsize=7, color="0.3")
         ax.axhline(0, color="0.5", linewidth=0.6)
         ax.set_xlabel("Sparsity k")
         ax.set_ylabel("Relative change in AP (median over seeds)")
         ax.set_title("Forgettability curves (L1 pruning)")
-        fig.colorbar(ScalarMappable(norm=norm, cmap=CLASS_CMAP), ax=ax, label="ln(train count)", pad=0.01)
         # A figure-level legend outside the axes keeps 20 class names off the curves.
         fig.legend(*ax.get_legend_handles_labels(), title="Class (train count)", loc="outside right center",
                    frameon=False)
