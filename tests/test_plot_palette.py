@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cxrprune import figures
-from cxrprune.figures import CLASS_PALETTE
+from cxrprune.analysis import figures
+from cxrprune.analysis.figures import CLASS_PALETTE
 
 ROOT = Path(__file__).resolve().parents[1]
 

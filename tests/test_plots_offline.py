@@ -28,7 +28,7 @@ webdriver = require_browser()
 
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from cxrprune.figures import CLASS_PALETTE  # noqa: E402
+from cxrprune.analysis.figures import CLASS_PALETTE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # Every http(s) request goes to a closed local port and no name resolves; file:// still loads.
