@@ -333,8 +333,10 @@ def pareto(points: pd.DataFrame, path: str | os.PathLike,
                             markeredgecolor=style["color"], linestyle="none")
             if y == "worst_class_rel_dap":
                 ax.axhline(0.0, color="0.3", linestyle="--", linewidth=0.8)
-        if measured:
-            axes[0].legend(title="Method (ring: operating point)", loc="lower right")
+        if measured:  # one legend below the panels, clear of the data
+            handles, labels = axes[0].get_legend_handles_labels()
+            fig.legend(handles, labels, title="Method (ring: operating point, the largest level safe for every class)",
+                       loc="outside lower center", ncol=min(len(labels), 6))
         fig.suptitle("What each compression method buys and what it forgets (labels: level)")
         with atomic_path(path, suffix=".png") as tmp:
             fig.savefig(tmp, format="png", dpi=DPI)

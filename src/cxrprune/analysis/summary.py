@@ -213,8 +213,9 @@ def write_tradeoffs(t: Tradeoffs, out: Layout) -> None:
     """The operating-point outputs: per-class tests, efficiency table, Pareto table and figure."""
     write_csv(out.class_loss_tests, t.class_tests)
     write_csv(out.efficiency, t.efficiency)
-    write_csv(out.plot_table("pareto"), t.pareto)
-    figures.pareto(t.pareto, out.figures / "pareto.png", t.summary["operating_points"])
+    write_csv(out.pareto, t.pareto)
+    fig_dir = out.figures
+    figures.pareto(t.pareto, fig_dir / "pareto.png", t.summary["operating_points"])
 
 
 def tradeoff_line(t: Tradeoffs) -> str:

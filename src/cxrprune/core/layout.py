@@ -121,6 +121,11 @@ class Layout:
         """Per (method, level, class): the paired test of a relative AP loss beyond the tolerance."""
         return self.metrics / "class_loss_tests.csv"
 
+    @property
+    def pareto(self) -> Path:
+        """One point per (method, level): measured latency and bytes against mAP and the worst class."""
+        return self.plot_table("pareto")
+
     def plot_table(self, stem: str) -> Path:
         """``plots/<name>/<stem>.csv``: a long table for ``dvc plots``."""
         return self.plots / f"{stem}.csv"
