@@ -12,7 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 RAY_ADDRESS ?=
 
-.PHONY: install repro repro-ray test test-fast ui plots bench clean
+.PHONY: install repro repro-ray test test-fast ui plots bench readme-points clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ plots: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_evaluate.py --blocks 60
+
+# The README's operating-point table, rendered from metrics/synthetic/ (after make repro).
+readme-points: install
+	$(BIN)/python -m cxrprune.analysis.readme README.md --name synthetic
 
 clean:
 	rm -rf $(VENV) .pytest_cache
