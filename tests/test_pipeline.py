@@ -169,7 +169,8 @@ def test_repro_runs_every_stage_and_writes_the_contracts(study):
         assert safe_all is None or (safe_all in LEVELS and safe_all <= safe_map), (method, point)
     assert summary["operating_points"]["l1"]["max_safe_level_map"] == summary["max_safe_sparsity"]
     tests = pd.read_csv(ws / "metrics/synthetic/class_loss_tests.csv")
-    assert len(tests) == (2 * len(LEVELS) - 2) * len(classes)  # every block but l1@0 and random@0 (identical)
+    assert len(tests) == (2 * len(LEVELS) - 1) * len(classes)  # every block but the dense one, l1@0
+    assert (tests.loc[(tests["method"] == "random") & (tests["level"] == 0.0), "p_raw"] == 1.0).all()  # = dense
     efficiency = pd.read_csv(ws / "metrics/synthetic/efficiency.csv")
     assert list(efficiency.columns)[:9] == ["seed", "method", "level", "nonzero_params", "bytes", "engine",
                                             "threads", "latency_ms_b1", "images_per_s_b64"]
@@ -210,7 +211,7 @@ def test_second_repro_reruns_nothing_and_exp_show_has_summary(study):
     # dvc renders the Pareto panels with the repository's template.
     proc = subprocess.run(["dvc", "plots", "show", "--json"], cwd=ws, env=env(), capture_output=True, text=True,
                           stdin=subprocess.DEVNULL, check=True)
-    shown = json.loads(proc.stdout)
+    shown = json.loads(proc.stdout)["data"]
     pareto = [k for k in shown if k.startswith("Pareto")]
     assert len(pareto) == 4, sorted(shown)
     for key in pareto:

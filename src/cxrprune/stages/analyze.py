@@ -47,8 +47,8 @@ def run(params: Params) -> None:
     result = analysis.analyze(cfg, classes, per_class, evaluation, train_labels, test_labels, dense, sparse,
                               truth, model)
     result.summary.update(trade.summary)  # operating_points, operating_point_rule
-    analysis.write_outputs(result, out, map_curve, cfg)
     analysis.write_tradeoffs(trade, out)
+    analysis.write_outputs(result, out, map_curve, cfg)  # summary.json last: it lists the operating points
     store.log_summary_run(params, "analyze", "analysis", result.summary,
                          {**store.flatten("analyze", to_dict(params)["analyze"]), "seeds": params.seeds,
                           "data.name": params.data.name},
