@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cxrprune.analysis import efficiency, evaluate, operating_points as op, summary
+from cxrprune.analysis import efficiency, evaluate, summary
+from cxrprune.analysis import operating_points as op
 from cxrprune.compression.methods import method_levels
 from cxrprune.core import config
 from cxrprune.core.errors import ConfigError, DataError

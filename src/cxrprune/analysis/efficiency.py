@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from cxrprune.analysis.evaluate import map_table
-from cxrprune.analysis.operating_points import LEVEL_DECIMALS as _ROUND, relative_to_dense
+from cxrprune.analysis.operating_points import LEVEL_DECIMALS as _ROUND
+from cxrprune.analysis.operating_points import relative_to_dense
 from cxrprune.core import upstream
 from cxrprune.core.errors import DataError
 

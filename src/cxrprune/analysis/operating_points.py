@@ -37,7 +37,13 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from cxrprune.analysis.evaluate import REFERENCE, holm, max_safe_level, min_attainable_p, one_sided_test
+from cxrprune.analysis.evaluate import (
+    REFERENCE,
+    holm,
+    max_safe_level,
+    min_attainable_p,
+    one_sided_test,
+)
 from cxrprune.analysis.forgetting import EPS
 from cxrprune.core.atomic import json_clean
 from cxrprune.core.errors import DataError
