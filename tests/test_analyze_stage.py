@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy import stats
 
+from cxrprune.analysis import evaluate
 from cxrprune.core import config
 from cxrprune.core.errors import DataError
 from cxrprune.core.layout import ANALYZE_FIGURES
@@ -24,6 +25,9 @@ TRAIN_COUNTS = {"No Finding": 50, "Effusion": 30, "Nodule": 12, "Hernia": 4}
 SLOPE = {"No Finding": 0.3, "Effusion": 0.5, "Nodule": 1.0, "Hernia": 0.15}
 FIRST_DROP = {"No Finding": 0.7, "Effusion": 0.45, "Nodule": 0.25, "Hernia": None}
 SEEDS = [0, 1]
+# rel(k) = -slope * k at both seeds: Nodule is the first class to lose more than 12% (at 0.15;
+# no class sits on the boundary at a level where it decides the operating point).
+CLASS_TOLERANCE = 0.12
 N_TEST = 40
 LEVELS = config.default_levels()
 
@@ -56,7 +60,8 @@ def workspace(tmp_path, monkeypatch):
     monkeypatch.delenv("DVC_ROOT", raising=False)
     rng = np.random.default_rng(7)
     params = config.from_dict({"seeds": SEEDS, "data": {"name": "tiny", "image_size": 32},
-                               "train": {"arch": "resnet10"}, "mlflow": {"experiment": "analyze-test"}})
+                               "train": {"arch": "resnet10"}, "mlflow": {"experiment": "analyze-test"},
+                               "analyze": {"class_tolerance": CLASS_TOLERANCE}})
 
     prepared = tmp_path / "data/prepared/tiny"
     prepared.mkdir(parents=True)
@@ -99,8 +104,22 @@ def workspace(tmp_path, monkeypatch):
     metrics = tmp_path / "metrics/tiny"
     metrics.mkdir(parents=True)
     pd.DataFrame(rows).to_csv(metrics / "per_class.csv", index=False)
-    (metrics / "evaluate.json").write_text(json.dumps({"map_dense": 0.7, "map_at_50": 0.6, "map_at_90": 0.4,
-                                                       "map_at_95": 0.3, "max_safe_sparsity": 0.5}))
+    # The per-method paired tests as the evaluate stage writes them (real functions, ttest, Holm).
+    maps = evaluate.map_table(pd.DataFrame(rows))
+    ev_cfg = config.EvaluateConfig(test="ttest")
+    by_method = evaluate.paired_tests_by_method(maps, {"l1": LEVELS, "random": LEVELS}, "ttest", "holm", 0.05)
+    real = evaluate.summarize(maps, by_method["l1"], ev_cfg, by_method)
+    (metrics / "evaluate.json").write_text(json.dumps({
+        "map_dense": 0.7, "map_at_50": 0.6, "map_at_90": 0.4, "map_at_95": 0.3, "max_safe_sparsity": 0.5,
+        **{k: real[k] for k in ("test", "correction", "alpha", "n_seeds", "methods")}}))
+    # The prune stage's measured efficiency (latency for the first seed only, NaN for the others).
+    for seed in SEEDS:
+        eff = [{"seed": seed, "method": m, "level": k, "nonzero_params": int(1e6 * (1 - k)) + 10,
+                "bytes": int(4e6 * (1 - k)) + 1000 + seed, "engine": "torch-cpu", "threads": 1,
+                "latency_ms_b1": (10.0 - 4 * k - (m == "random")) if seed == SEEDS[0] else np.nan,
+                "images_per_s_b64": (100.0 + 50 * k) if seed == SEEDS[0] else np.nan}
+               for m, k in [("dense", 0.0)] + [(m, k) for m in ("l1", "random") for k in LEVELS]]
+        pd.DataFrame(eff).to_csv(pred_dir / f"efficiency-seed-{seed}.csv", index=False)
     curve = pd.DataFrame([{"sparsity": k, "method": m, "map": 0.7 - 0.3 * k * (m == "random") - 0.2 * k,
                            "map_q25": 0.65 - 0.2 * k, "map_q75": 0.75 - 0.2 * k}
                           for m in ("l1", "random") for k in LEVELS])
@@ -226,6 +245,10 @@ def test_analyze_end_to_end(workspace):
     assert r.data.metrics["map_dense"] == pytest.approx(0.7)
     arts = {a.path for a in client.list_artifacts(r.info.run_id, "figures")}
     assert arts == {f"figures/{n}" for n in ANALYZE_FIGURES}
+    assert r.data.metrics["operating_points.l1.max_safe_level_all_classes"] == pytest.approx(0.1)
+    assert r.data.metrics["operating_points.l1.gap"] == pytest.approx(0.85)
+
+    _check_operating_points(root, summary)
 
     # Without the synthetic truth table the synthetic-only keys and columns are absent.
     (root / "data/prepared/tiny/truth.parquet").unlink()
@@ -233,6 +256,71 @@ def test_analyze_end_to_end(workspace):
     summary = _no_nan((root / "metrics/tiny/summary.json").read_text())
     assert "ratio_flipped_label" not in summary["pie"] and "mean_quality_pie" not in summary["pie"]
     assert list(pd.read_csv(root / "metrics/tiny/pies.csv").columns) == ["image_id", "spearman", "is_pie"]
+
+
+def _check_operating_points(root, summary):
+    """Operating points, efficiency join and Pareto table of the fixture, by hand."""
+    # (a) 2 seeds, paired t-test, Holm over 19 levels: no level is significant, so mAP is safe
+    # up to 0.95; (b) Nodule (slope 1.0) loses more than 12% from 0.15 on (random: every class
+    # from 0.15), so the operating point is 0.1 and the gap 0.85; at 0.95 all four classes lose.
+    for method in ("l1", "random"):
+        p = summary["operating_points"][method]
+        assert p["max_safe_level_map"] == 0.95 and p["max_safe_level_all_classes"] == 0.1
+        assert p["gap"] == pytest.approx(0.85) and p["n_classes_losing_at_map_point"] == 4
+        assert p["classes_losing_at_map_point"] == sorted(CLASSES)
+        assert p["latency_ms_b1"] == pytest.approx(10.0 - 0.4 - (method == "random"))  # seed 0's measurement
+        assert p["bytes"] == pytest.approx(np.median([int(4e6 * 0.9) + 1000 + s for s in SEEDS]))
+    worst_l1 = -max(SLOPE.values()) * 0.1
+    assert summary["operating_points"]["l1"]["worst_class_rel_dap"] == pytest.approx(worst_l1)
+    assert summary["operating_point_rule"]["class_tolerance"] == CLASS_TOLERANCE
+    assert summary["operating_point_rule"]["test"] == "ttest"
+
+    per_class = pd.read_csv(root / "metrics/tiny/per_class.csv")
+    eff = pd.read_csv(root / "metrics/tiny/efficiency.csv")
+    assert list(eff.columns) == ["seed", "method", "level", "nonzero_params", "bytes", "engine", "threads",
+                                 "latency_ms_b1", "images_per_s_b64", "map", "worst_class_rel_dap"]
+    assert len(eff) == len(SEEDS) * (2 * len(LEVELS) + 1)
+    maps = per_class.groupby(["seed", "method", "sparsity"])["ap"].mean()
+    for row in eff.itertuples():
+        ref = ("l1", 0.0) if row.method == "dense" else (row.method, row.level)
+        assert row.map == pytest.approx(maps[(row.seed, *ref)], abs=1e-12)
+    tests = pd.read_csv(root / "metrics/tiny/class_loss_tests.csv")
+    assert len(tests) == (2 * len(LEVELS) - 1) * len(CLASSES)  # every block but the dense one
+    nodule = tests[(tests["method"] == "l1") & (tests["class_name"] == "Nodule")].set_index("level")
+    assert not nodule.loc[0.1, "loses"] and nodule.loc[0.15, "loses"]
+
+    pareto = pd.read_csv(root / "plots/tiny/pareto.csv")
+    assert {"method", "level", "label", "latency_ms_b1", "megabytes", "map", "worst_class_rel_dap"} <= set(pareto)
+    assert len(pareto) == 2 * len(LEVELS) + 1 and (pareto["method"] == "dense").sum() == 1
+    l1_05 = pareto[(pareto["method"] == "l1") & np.isclose(pareto["level"], 0.5)].iloc[0]
+    assert l1_05["latency_ms_b1"] == pytest.approx(8.0) and l1_05["label"] == "l1@0.5"
+    assert l1_05["map"] == pytest.approx(np.median([maps[(s, "l1", 0.5)] for s in SEEDS]))
+
+
+def test_analyze_without_efficiency_files(workspace):
+    """Imported predictions come without models: no efficiency rows, operating points still."""
+    params, root, *_ = workspace
+    for seed in SEEDS:
+        (root / f"data/predictions/tiny/efficiency-seed-{seed}.csv").unlink()
+    analyze.run(params)
+    summary = _no_nan((root / "metrics/tiny/summary.json").read_text())
+    p = summary["operating_points"]["l1"]
+    assert p["max_safe_level_all_classes"] == 0.1 and p["latency_ms_b1"] is None and p["bytes"] is None
+    assert len(pd.read_csv(root / "metrics/tiny/efficiency.csv")) == 0
+    assert (root / "plots/tiny/figures/pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_efficiency_inputs_checked_before_work(workspace):
+    params, root, *_ = workspace
+    eff = root / "data/predictions/tiny/efficiency-seed-1.csv"
+    table = pd.read_csv(eff)
+    table[table["method"] != "random"].to_csv(eff, index=False)  # a stale file: random not measured
+    with pytest.raises(DataError, match=r"seed 1.*random.*prune@1"):
+        analyze.run(params)
+    eff.unlink()  # seed 0 has a file, seed 1 not
+    with pytest.raises(DataError, match=r"efficiency-seed-1.csv: not found.*prune@1"):
+        analyze.run(params)
+    assert not (root / "metrics/tiny/summary.json").exists()
 
 
 def test_missing_inputs_name_the_stage(workspace):

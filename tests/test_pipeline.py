@@ -160,6 +160,23 @@ def test_repro_runs_every_stage_and_writes_the_contracts(study):
     curves = pd.read_csv(ws / "plots/synthetic/forgettability_curves.csv")
     assert set(curves.columns) >= {"sparsity", "class_name", "rel_dap"}
     assert len(list((ws / "plots/synthetic/figures").glob("*.png"))) >= 6
+    # Operating points of every method, consistent with evaluate.json's per-method tests.
+    evaluation = json.loads((ws / "metrics/synthetic/evaluate.json").read_text())
+    assert set(summary["operating_points"]) == set(evaluation["methods"]) == {"l1", "random"}
+    for method, point in summary["operating_points"].items():
+        safe_map, safe_all = point["max_safe_level_map"], point["max_safe_level_all_classes"]
+        assert safe_map == evaluation["methods"][method]["max_safe_level"]
+        assert safe_all is None or (safe_all in LEVELS and safe_all <= safe_map), (method, point)
+    assert summary["operating_points"]["l1"]["max_safe_level_map"] == summary["max_safe_sparsity"]
+    tests = pd.read_csv(ws / "metrics/synthetic/class_loss_tests.csv")
+    assert len(tests) == (2 * len(LEVELS) - 1) * len(classes)  # every block but the dense one, l1@0
+    assert (tests.loc[(tests["method"] == "random") & (tests["level"] == 0.0), "p_raw"] == 1.0).all()  # = dense
+    efficiency = pd.read_csv(ws / "metrics/synthetic/efficiency.csv")
+    assert list(efficiency.columns)[:9] == ["seed", "method", "level", "nonzero_params", "bytes", "engine",
+                                            "threads", "latency_ms_b1", "images_per_s_b64"]
+    pareto = pd.read_csv(ws / "plots/synthetic/pareto.csv")
+    assert set(pareto["method"]) == {"dense", "l1", "random"} and len(pareto) == 2 * len(LEVELS) + 1
+    assert (ws / "plots/synthetic/figures/pareto.png").is_file()
 
 
 @pytest.mark.slow
@@ -190,6 +207,17 @@ def test_second_repro_reruns_nothing_and_exp_show_has_summary(study):
                           stdin=subprocess.DEVNULL, check=True)
     text = json.dumps(json.loads(proc.stdout))
     assert "metrics/synthetic/summary.json" in text and "map_dense" in text and "first_drop_rho" in text
+    assert "operating_points" in text and "max_safe_level_all_classes" in text
+    # dvc renders the Pareto panels with the repository's template.
+    proc = subprocess.run(["dvc", "plots", "show", "--json"], cwd=ws, env=env(), capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, check=True)
+    shown = json.loads(proc.stdout)["data"]
+    pareto = [k for k in shown if k.startswith("Pareto")]
+    assert len(pareto) == 4, sorted(shown)
+    for key in pareto:
+        spec = shown[key][0]["content"]
+        assert "layer" in spec and spec["encoding"]["color"]["field"] == "method"
+        assert any(row.get("method") == "l1" for row in spec["data"]["values"])
 
 
 @pytest.mark.slow

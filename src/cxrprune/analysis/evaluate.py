@@ -7,6 +7,11 @@ across the levels). ``max_safe_sparsity`` is the largest ``k`` such that no ``k'
 significantly worse than the dense model -- the paper's "prune up to 65% with no
 significant impact", made testable.
 
+Every other compression method is tested the same way against the same dense model (``l1``
+at level 0 of the same seed), across its own levels (:func:`paired_tests_by_method`); a
+method's level-0 block that equals the dense model in every seed (any pruning method at 0)
+is the dense model itself and is not tested, as ``l1`` at 0 is not.
+
 The stage ``cxrprune.stages.evaluate`` only loads files and writes the tables built here.
 """
 
@@ -36,6 +41,8 @@ PAIRED_COLUMNS = ["sparsity", "n_seeds", "statistic", "p_raw", "p_adj", "signifi
 
 # Levels reported in evaluate.json as map_at_<percent>.
 REPORTED_LEVELS = (0.5, 0.9, 0.95)
+# The dense model every method is compared with: l1 at level 0 of the same seed.
+REFERENCE = ("l1", 0.0)
 
 
 # --- loading ----------------------------------------------------------------------------
@@ -221,25 +228,37 @@ def paired_test(
     correction: str = "holm",
     alpha: float = 0.05,
 ) -> PairedTestResult:
-    """One-sided paired test across seeds of ``mAP(k) < mAP(0)`` for every level ``k > 0``.
+    """One-sided paired test across seeds of ``mAP(method, k) < mAP(dense)`` for every level
+    ``k`` of ``method``; the dense model is ``l1`` at 0 (:data:`REFERENCE`).
 
     ``maps`` is a :func:`map_table`. ``test`` is ``wilcoxon`` (:func:`scipy.stats.wilcoxon`,
     zero differences dropped, exact or permutation null for small samples) or ``ttest``
     (:func:`scipy.stats.ttest_rel`); ``correction`` is ``holm`` (step-down, across the
-    levels) or ``none``. A level whose mAP equals the dense one at every seed has p = 1:
-    there is no evidence of a drop (scipy would warn and give NaN or raise).
+    method's tested levels) or ``none``. A level whose mAP equals the dense one at every seed
+    has p = 1: there is no evidence of a drop (scipy would warn and give NaN or raise).
+    Level 0 of ``l1`` is the dense model; level 0 of another method is tested unless it
+    equals the dense model at every seed (a pruning method at 0), so a single-level method
+    such as ``int8`` (level 0 only) is tested at its one level.
 
-    With fewer than two seeds no paired test is possible: the p-values and
-    ``max_safe_sparsity`` are null and ``note`` says why.
+    ``max_safe_sparsity`` is the largest level before the first significant one (an untested
+    level is safe); ``None`` when the method's lowest level is already significantly worse,
+    or with fewer than two seeds (no paired test is possible: the p-values are null and
+    ``note`` says why).
     """
     if test not in ("wilcoxon", "ttest"):
         raise ValueError(f"test must be 'wilcoxon' or 'ttest', got {test!r}")
     if correction not in ("holm", "none"):
         raise ValueError(f"correction must be 'holm' or 'none', got {correction!r}")
-    wide = _map_by_seed(maps, method)
-    levels = [k for k in wide.columns if k > 0]
+    reference = _map_by_seed(maps, REFERENCE[0], need_dense=True)
+    wide = reference if method == REFERENCE[0] else _map_by_seed(maps, method, need_dense=False)
+    if list(wide.index) != list(reference.index):
+        raise DataError(f"mAP table: method {method!r} has seeds {list(wide.index)} but the dense model "
+                        f"({REFERENCE[0]}@0) has {list(reference.index)}, so the test cannot pair seeds")
+    dense = reference[REFERENCE[1]].to_numpy()
+    all_levels = [float(k) for k in wide.columns]
+    levels = [k for k in all_levels
+              if k > 0 or (method != REFERENCE[0] and not np.array_equal(wide[k].to_numpy(), dense))]
     n_seeds = len(wide)
-    dense = wide[0.0].to_numpy()
     min_p = min_attainable_p(test, n_seeds)
     medians = [float(np.median(wide[k])) for k in levels]
     drops = [float(np.median(dense - wide[k].to_numpy())) for k in levels]
@@ -249,13 +268,33 @@ def paired_test(
         note = (f"only {n_seeds} seed: a paired test across seeds needs at least 2, "
                 "so p-values and max_safe_sparsity are null")
         return PairedTestResult(table, None, min_p, n_seeds, note)
-    tested = [_one_sided_test(wide[k].to_numpy(), dense, test) for k in levels]
-    p_raw = np.array([p for _, p in tested])
-    p_adj = holm(p_raw) if correction == "holm" else p_raw
+    tested = [one_sided_test(wide[k].to_numpy(), dense, test) for k in levels]
+    p_raw = np.array([p for _, p in tested], dtype=np.float64)
+    p_adj = (holm(p_raw) if correction == "holm" else p_raw) if levels else p_raw
     significant = p_adj <= alpha
     table = _paired_table(levels, n_seeds, [s for s, _ in tested], p_raw, p_adj, significant, medians, drops)
     note = _power_note(test, min_p, n_seeds, len(levels), alpha, correction)
-    return PairedTestResult(table, max_safe_sparsity(levels, significant), min_p, n_seeds, note)
+    unsafe = dict(zip(levels, significant))
+    return PairedTestResult(table, max_safe_level(all_levels, [bool(unsafe.get(k, False)) for k in all_levels]),
+                            min_p, n_seeds, note)
+
+
+def paired_tests_by_method(maps: pd.DataFrame, method_levels: dict[str, list[float]], test: str = "wilcoxon",
+                           correction: str = "holm", alpha: float = 0.05) -> dict[str, PairedTestResult]:
+    """:func:`paired_test` of every method, each against the dense model; ``method_levels``
+    maps each configured method to the levels it produced
+    (:func:`cxrprune.compression.methods.method_levels`), checked against ``maps`` so a stale
+    table is an error rather than a silently shorter curve."""
+    _require_columns(maps, ["seed", "method", "sparsity", "map"], "mAP table")
+    out = {}
+    for method, expected in method_levels.items():
+        got = np.sort(maps.loc[maps["method"] == method, "sparsity"].unique())
+        want = np.sort(np.asarray(expected, dtype=np.float64))
+        if len(got) != len(want) or not np.allclose(got, want, rtol=0, atol=LEVEL_TOLERANCE):
+            raise DataError(f"mAP table: method {method!r} has levels {[float(k) for k in got]}, expected "
+                            f"{[float(k) for k in want]}; rerun `dvc repro prune` and `dvc repro evaluate`")
+        out[method] = paired_test(maps, method, test, correction, alpha)
+    return out
 
 
 def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -291,6 +330,18 @@ def max_safe_sparsity(levels: Sequence[float], significant: Sequence[bool]) -> f
     return safe
 
 
+def max_safe_level(levels: Sequence[float], unsafe: Sequence[bool]) -> float | None:
+    """The largest level before the first unsafe one, scanning upwards; ``None`` when the
+    lowest level is already unsafe. Unlike :func:`max_safe_sparsity` the lowest level is
+    judged too: a method's level 0 (``int8``, ``fp16``) need not be the dense model."""
+    safe = None
+    for k, bad in sorted(zip(levels, unsafe)):
+        if bad:
+            break
+        safe = float(k)
+    return safe
+
+
 def min_attainable_p(test: str, n_seeds: int) -> float | None:
     """Smallest one-sided p-value of ``test`` with ``n_seeds`` pairs.
 
@@ -302,7 +353,7 @@ def min_attainable_p(test: str, n_seeds: int) -> float | None:
     return None
 
 
-def _map_by_seed(maps: pd.DataFrame, method: str) -> pd.DataFrame:
+def _map_by_seed(maps: pd.DataFrame, method: str, need_dense: bool = True) -> pd.DataFrame:
     _require_columns(maps, ["seed", "method", "sparsity", "map"], "mAP table")
     rows = maps[maps["method"] == method]
     if rows.empty:
@@ -310,7 +361,7 @@ def _map_by_seed(maps: pd.DataFrame, method: str) -> pd.DataFrame:
     if rows.duplicated(["seed", "sparsity"]).any():
         raise DataError(f"mAP table: duplicate (seed, sparsity) rows for method {method!r}")
     wide = rows.pivot(index="seed", columns="sparsity", values="map").sort_index(axis=1)
-    if 0.0 not in wide.columns:
+    if need_dense and 0.0 not in wide.columns:
         raise DataError(f"mAP table: method {method!r} has no dense level (sparsity 0)")
     if wide.isna().any().any():
         seed, k = wide.isna().stack().idxmax()
@@ -318,9 +369,10 @@ def _map_by_seed(maps: pd.DataFrame, method: str) -> pd.DataFrame:
     return wide
 
 
-def _one_sided_test(sparse: np.ndarray, dense: np.ndarray, test: str) -> tuple[float, float]:
-    """(statistic, p) of ``sparse < dense``; scipy's statistic (Wilcoxon: the rank sum of
-    the positive differences; t-test: t)."""
+def one_sided_test(sparse: np.ndarray, dense: np.ndarray, test: str) -> tuple[float, float]:
+    """(statistic, p) of the paired one-sided ``sparse < dense`` (``wilcoxon`` or ``ttest``);
+    scipy's statistic (Wilcoxon: the rank sum of the positive differences; t-test: t).
+    Identical samples give p = 1 (no evidence of a drop)."""
     if np.array_equal(sparse, dense):
         return 0.0, 1.0
     with warnings.catch_warnings():
@@ -368,12 +420,17 @@ def _power_note(test: str, min_p: float | None, n_seeds: int, n_levels: int,
 # --- summary ----------------------------------------------------------------------------
 
 
-def summarize(maps: pd.DataFrame, result: PairedTestResult, config: EvaluateConfig) -> dict[str, Any]:
+def summarize(maps: pd.DataFrame, result: PairedTestResult, config: EvaluateConfig,
+              by_method: dict[str, PairedTestResult] | None = None) -> dict[str, Any]:
     """The content of ``metrics/<name>/evaluate.json``: JSON-safe, NaN written as null.
 
     ``map_dense`` and ``map_at_<50|90|95>`` are L1 medians over seeds (null when that level
     was not evaluated); ``random_map_at_*`` likewise for random pruning when it is present.
-    ``paired_tests`` lists the per-level test table.
+    ``paired_tests`` lists the per-level test table of L1. ``methods`` (from
+    :func:`paired_tests_by_method`) has, per method: ``levels`` (all it produced),
+    ``max_safe_level`` (null when even its lowest level is significantly worse), ``n_seeds``,
+    ``min_attainable_p``, ``note`` and its ``paired_tests`` (the levels tested against the
+    dense model).
     """
     curve = map_curve(maps)
     out: dict[str, Any] = {"map_dense": _median_at(curve, "l1", 0.0)}
@@ -390,10 +447,22 @@ def summarize(maps: pd.DataFrame, result: PairedTestResult, config: EvaluateConf
         "n_seeds": result.n_seeds,
         "min_attainable_p": result.min_attainable_p,
         "note": result.note,
-        "paired_tests": [{k: json_clean(v) for k, v in row.items()}
-                         for row in result.table.to_dict(orient="records")],
+        "paired_tests": _records(result.table),
     })
+    if by_method is not None:
+        out["methods"] = {method: {
+            "levels": sorted(float(k) for k in maps.loc[maps["method"] == method, "sparsity"].unique()),
+            "max_safe_level": r.max_safe_sparsity,
+            "n_seeds": r.n_seeds,
+            "min_attainable_p": r.min_attainable_p,
+            "note": r.note,
+            "paired_tests": _records(r.table),
+        } for method, r in by_method.items()}
     return {k: json_clean(v) for k, v in out.items()}
+
+
+def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{k: json_clean(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
 
 
 def _median_at(curve: pd.DataFrame, method: str, k: float) -> float | None:

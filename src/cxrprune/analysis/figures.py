@@ -294,3 +294,52 @@ def weight_histogram(hist: pd.DataFrame, path: str | os.PathLike,
                      if k.startswith("frac_below_") and v is not None and math.isfinite(v)]
             ax.text(0.97, 0.95, "\n".join(lines), transform=ax.transAxes, ha="right", va="top", fontsize=7,
                     bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8, "edgecolor": "0.8"})
+
+
+def pareto(points: pd.DataFrame, path: str | os.PathLike,
+           operating: Mapping[str, Mapping[str, object]] | None = None) -> None:
+    """Accuracy against measured cost, one line per method, points labelled by level: x =
+    latency at batch 1 (left) and bytes of the deployable file (right), y = median mAP (top)
+    and the worst class's median relative AP change (bottom). ``points`` is
+    :func:`cxrprune.analysis.efficiency.pareto_table`; a method's operating point (the
+    largest level safe for every class) is ringed when ``operating`` gives it."""
+    panels = [("latency_ms_b1", "map"), ("megabytes", "map"),
+              ("latency_ms_b1", "worst_class_rel_dap"), ("megabytes", "worst_class_rel_dap")]
+    xlabels = {"latency_ms_b1": "Latency, batch 1 (ms, measured)", "megabytes": "Deployable file (MB, measured)"}
+    ylabels = {"map": "mAP (median over seeds)", "worst_class_rel_dap": "Worst class: relative change in AP"}
+    palette = colormaps["tab10"]
+    with matplotlib.rc_context(_STYLE):
+        fig = Figure(figsize=(10.0, 7.2), layout="constrained")
+        axes = fig.subplots(2, 2).ravel()
+        measured = points[["latency_ms_b1", "megabytes"]].notna().all(axis=1).any()
+        for ax, (x, y) in zip(axes, panels):
+            ax.set_xlabel(xlabels[x])
+            ax.set_ylabel(ylabels[y])
+            if not measured:
+                ax.text(0.5, 0.5, "no efficiency measurements\n(imported predictions come without models)",
+                        ha="center", va="center", transform=ax.transAxes)
+                continue
+            for i, (method, g) in enumerate(points.groupby("method", sort=False)):
+                g = g.sort_values("level")
+                color = METHOD_COLORS.get(str(method), palette(i % 10))
+                style = {"marker": "s", "markersize": 6, "color": "0.2"} if method == "dense" else \
+                    {"marker": "o", "markersize": 3.5, "color": color}
+                ax.plot(g[x], g[y], linewidth=1.0, label=METHOD_LABELS.get(str(method), str(method)), **style)
+                for xv, yv, k in zip(g[x], g[y], g["level"]):
+                    if np.isfinite(xv) and np.isfinite(yv) and method != "dense":
+                        ax.annotate(f"{k:g}", (xv, yv), textcoords="offset points", xytext=(3, 3), fontsize=5.5,
+                                    color=style["color"])
+                point = (operating or {}).get(str(method), {}).get("max_safe_level_all_classes")
+                hit = g[np.isclose(g["level"], point)] if point is not None else g.iloc[0:0]
+                if len(hit):
+                    ax.plot(hit[x], hit[y], marker="o", markersize=10, markerfacecolor="none",
+                            markeredgecolor=style["color"], linestyle="none")
+            if y == "worst_class_rel_dap":
+                ax.axhline(0.0, color="0.3", linestyle="--", linewidth=0.8)
+        if measured:  # one legend below the panels, clear of the data
+            handles, labels = axes[0].get_legend_handles_labels()
+            fig.legend(handles, labels, title="Method (ring: operating point, the largest level safe for every class)",
+                       loc="outside lower center", ncol=min(len(labels), 6))
+        fig.suptitle("What each compression method buys and what it forgets (labels: level)")
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI)

@@ -5,6 +5,9 @@ document and the tables and figures that go with it.
 :func:`analyze` computes everything from in-memory inputs (tests call it directly);
 :func:`write_outputs` writes the tables and figures where :class:`~cxrprune.core.layout.Layout`
 says. The stage only reads the inputs, calls these two and logs the summary to MLflow.
+:func:`tradeoffs` / :func:`write_tradeoffs` do the same for the operating points of every
+compression method and their measured efficiency (``summary.json`` keys ``operating_points``
+and ``operating_point_rule``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrprune.analysis import fcd, figures, forgetting, pies, weights
+from cxrprune.analysis import efficiency, fcd, figures, forgetting, operating_points, pies, weights
 from cxrprune.core.atomic import json_clean, write_csv, write_json
 from cxrprune.core.config import AnalyzeConfig
 from cxrprune.core.errors import DataError
@@ -174,3 +177,53 @@ def report_line(a: Analysis) -> str:
             f"dAP@95 r={show(f['dap95_r'])} rho={show(f['dap95_rho'])}; "
             f"FCD vs |d ln f| rho={show(c['freq_rho'])}, vs IoU^1/4 rho={show(c['iou_rho'])}; "
             f"{p['count']} PIEs, 3+ findings ratio {show(p['ratio_3plus_findings'])}")
+
+
+@dataclass
+class Tradeoffs:
+    """Operating points of every method and what they cost (:mod:`.operating_points`, :mod:`.efficiency`)."""
+
+    summary: dict[str, Any]  # summary.json keys operating_points, operating_point_rule
+    class_tests: pd.DataFrame  # per (method, level, class): the paired test of a loss beyond the tolerance
+    efficiency: pd.DataFrame  # every seed's efficiency rows joined with that model's accuracy
+    pareto: pd.DataFrame  # one point per (method, level) and the dense model
+
+
+def tradeoffs(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, evaluation: dict,
+              efficiency_rows: pd.DataFrame) -> Tradeoffs:
+    """Rule (a) comes from the evaluate stage (``evaluation["methods"]``), rule (b) is tested
+    here with the evaluate stage's test, correction and alpha and ``cfg.class_tolerance``;
+    ``efficiency_rows`` is :func:`cxrprune.analysis.efficiency.read_efficiency`'s table."""
+    methods = evaluation.get("methods")
+    if not isinstance(methods, dict) or not methods:
+        raise DataError("evaluate.json has no per-method paired tests ('methods'); rerun `dvc repro evaluate`")
+    efficiency.check_blocks(efficiency_rows, {m: e["levels"] for m, e in methods.items()})
+    rel = operating_points.relative_to_dense(per_class)
+    class_tests = operating_points.class_loss_tests(rel, cfg.class_tolerance, evaluation["test"],
+                                                    evaluation["correction"], float(evaluation["alpha"]))
+    joined = efficiency.join_accuracy(efficiency_rows, per_class)
+    pareto = efficiency.pareto_table(per_class, joined)
+    points = operating_points.operating_points(methods, class_tests, pareto)
+    rule = operating_points.rule(cfg.class_tolerance, evaluation, len(classes))
+    return Tradeoffs(json_clean({"operating_points": points, "operating_point_rule": rule}), class_tests, joined,
+                     pareto)
+
+
+def write_tradeoffs(t: Tradeoffs, out: Layout) -> None:
+    """The operating-point outputs: per-class tests, efficiency table, Pareto table and figure."""
+    write_csv(out.class_loss_tests, t.class_tests)
+    write_csv(out.efficiency, t.efficiency)
+    write_csv(out.pareto, t.pareto)
+    fig_dir = out.figures
+    figures.pareto(t.pareto, fig_dir / "pareto.png", t.summary["operating_points"])
+
+
+def tradeoff_line(t: Tradeoffs) -> str:
+    """One line for the terminal: each method's two levels and their gap."""
+    def show(x: Any) -> str:
+        return "none" if x is None else f"{x:g}"
+
+    parts = [f"{m} {show(p['max_safe_level_map'])}/{show(p['max_safe_level_all_classes'])}"
+             for m, p in t.summary["operating_points"].items()]
+    return ("analyze: safe level on average / for every class (tolerance "
+            f"{t.summary['operating_point_rule']['class_tolerance']:g}): " + ", ".join(parts))

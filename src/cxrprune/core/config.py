@@ -234,8 +234,13 @@ class AnalyzeConfig:
     pie_sparsity: float = 0.9
     pie_fraction: float = 0.05
     histogram_bins: int = 100
+    # Operating points: a class "loses" at a level when its relative AP change is significantly
+    # below -class_tolerance (paired across seeds, Holm across classes; analysis/operating_points.py).
+    class_tolerance: float = 0.05
 
     def __post_init__(self) -> None:
+        _require(0 < self.class_tolerance < 1, "analyze.class_tolerance", "a relative AP loss in (0, 1)",
+                 self.class_tolerance)
         _require(0 < self.drop_threshold < 1, "analyze.drop_threshold", "a number in (0, 1)", self.drop_threshold)
         _require(0 < self.pie_sparsity < 1, "analyze.pie_sparsity", "a sparsity in (0, 1)", self.pie_sparsity)
         _require(0 < self.pie_fraction < 0.5, "analyze.pie_fraction", "a fraction in (0, 0.5)", self.pie_fraction)

@@ -17,7 +17,7 @@ RAY_LOG_DIR = Path(".dvc/tmp/ray-logs")  # inside DVC's own git-ignored tmp fold
 
 # Figures of the analyze stage, in plots/<name>/figures/.
 ANALYZE_FIGURES = ("map_vs_sparsity.png", "forgettability_curves.png", "forgetting_vs_frequency.png", "fcd.png",
-                   "pie_ratios.png", "weight_histogram.png")
+                   "pie_ratios.png", "weight_histogram.png", "pareto.png")
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,10 @@ class Layout:
     def predictions_file(self, seed: int) -> Path:
         return self.predictions / f"seed-{seed}.parquet"
 
+    def efficiency_file(self, seed: int) -> Path:
+        """Measured size and speed of every model the seed's prune stage produced."""
+        return self.predictions / f"efficiency-seed-{seed}.csv"
+
     # --- evaluate / analyze -------------------------------------------------------------
     @property
     def metrics(self) -> Path:
@@ -106,6 +110,21 @@ class Layout:
     @property
     def forgettability(self) -> Path:
         return self.metrics / "forgettability.csv"
+
+    @property
+    def efficiency(self) -> Path:
+        """Every seed's efficiency rows, joined with the accuracy of the same model."""
+        return self.metrics / "efficiency.csv"
+
+    @property
+    def class_loss_tests(self) -> Path:
+        """Per (method, level, class): the paired test of a relative AP loss beyond the tolerance."""
+        return self.metrics / "class_loss_tests.csv"
+
+    @property
+    def pareto(self) -> Path:
+        """One point per (method, level): measured latency and bytes against mAP and the worst class."""
+        return self.plot_table("pareto")
 
     def plot_table(self, stem: str) -> Path:
         """``plots/<name>/<stem>.csv``: a long table for ``dvc plots``."""

@@ -4,12 +4,15 @@ Reads the evaluate stage's tables, the prepared labels, the L1 predictions at k 
 k = ``analyze.pie_sparsity`` of every seed, and the first seed's checkpoint; the analyses
 are :func:`cxrprune.analysis.summary.analyze`. Writes ``metrics/<name>/summary.json`` (the
 file ``dvc exp show`` reads), the PIE and forgettability tables, long CSVs for ``dvc plots``
-and PNG figures, all atomically; then logs the summary and the figures to one MLflow run
+and PNG figures, all atomically, with the operating points of every compression method
+(``summary.json`` ``operating_points``), their efficiency (``metrics/<name>/efficiency.csv``
+from the prune stage's per-seed files) and the Pareto figure; then logs the summary and the figures to one MLflow run
 ("analysis"), after the DVC outputs exist so a tracking failure loses no results.
 """
 
 from __future__ import annotations
 
+from cxrprune.analysis import efficiency
 from cxrprune.analysis import summary as analysis
 from cxrprune.compression import predictions
 from cxrprune.core import upstream
@@ -38,11 +41,18 @@ def run(params: Params) -> None:
     # Imported published predictions come without models (meta.json says "imported").
     model = None if "imported" in meta else load_checkpoint(out.model_file(params.seeds[0]))[0]
 
+    efficiency_rows = efficiency.read_efficiency({s: out.efficiency_file(s) for s in params.seeds})
+
+    trade = analysis.tradeoffs(cfg, classes, per_class, evaluation, efficiency_rows)
     result = analysis.analyze(cfg, classes, per_class, evaluation, train_labels, test_labels, dense, sparse,
                               truth, model)
-    analysis.write_outputs(result, out, map_curve, cfg)
+    result.summary.update(trade.summary)  # operating_points, operating_point_rule
+    analysis.write_tradeoffs(trade, out)
+    analysis.write_outputs(result, out, map_curve, cfg)  # summary.json last: it lists the operating points
     store.log_summary_run(params, "analyze", "analysis", result.summary,
                          {**store.flatten("analyze", to_dict(params)["analyze"]), "seeds": params.seeds,
                           "data.name": params.data.name},
-                         artifacts=[(out.figures, "figures")])
+                         artifacts=[(out.figures, "figures"), (out.efficiency, "tables"),
+                                    (out.class_loss_tests, "tables")])
     print(analysis.report_line(result))
+    print(analysis.tradeoff_line(trade))

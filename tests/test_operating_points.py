@@ -1,0 +1,383 @@
+"""Operating points per compression method, the per-class loss test, efficiency aggregation
+and the Pareto outputs, on hand-made tables with several methods (``int8``/``fp16`` with one
+level, as the prune stage writes them)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from cxrprune.analysis import efficiency, evaluate, summary
+from cxrprune.analysis import operating_points as op
+from cxrprune.compression.methods import method_levels
+from cxrprune.core import config
+from cxrprune.core.errors import ConfigError, DataError
+from cxrprune.core.layout import Layout
+
+CLASSES = ["A", "B", "C"]
+SEEDS = [0, 1, 2, 3, 4]
+LEVELS = [0.0, 0.25, 0.5, 0.75]
+# Zero-mean per-seed noise patterns: a level with only noise has a mean change of exactly 0.
+NOISE = np.array([[1, -1, 2, -2, 0], [0, 2, -1, 1, -2], [-2, 0, 1, 2, -1]], dtype=float) * 0.004
+
+
+def _ap0(seed: int, j: int) -> float:
+    return 0.5 + 0.05 * j + 0.01 * seed
+
+
+# Relative AP change per (method, level) and class, before the noise. l1: at 0.5 class A loses
+# 30% while B gains as much (mAP unchanged: safe on average, not for A); at 0.75 all lose.
+# random: A loses 50% at 0.25 (mAP significantly lower at once). int8: noise only.
+# fp16: C loses 30% while A gains (safe on average at its one level, not for C).
+REL = {
+    ("l1", 0.25): [0, 0, 0], ("l1", 0.5): [-0.3, 0.3 * 0.55 / 0.6, 0], ("l1", 0.75): [-0.6, -0.5, -0.4],
+    ("random", 0.0): [0, 0, 0], ("random", 0.25): [-0.5, 0, 0], ("random", 0.5): [-0.6, -0.2, -0.2],
+    ("random", 0.75): [-0.7, -0.6, -0.6],
+    ("int8", 0.0): [0, 0, 0], ("fp16", 0.0): [0.3 * 0.65 / 0.55, 0, -0.3],
+}
+METHODS = {"l1": LEVELS, "random": LEVELS, "int8": [0.0], "fp16": [0.0]}
+
+
+def _per_class() -> pd.DataFrame:
+    rows = []
+    for seed in SEEDS:
+        for j, c in enumerate(CLASSES):
+            base = _ap0(seed, j)
+            rows.append((seed, "l1", 0.0, c, base))
+            for (m, k), rel in REL.items():
+                noise = 0.0 if (m == "random" and k == 0.0) else NOISE[j, seed] * (1 + 3 * k)
+                rows.append((seed, m, k, c, base * (1 + rel[j] + noise)))
+    df = pd.DataFrame(rows, columns=["seed", "method", "sparsity", "class_name", "ap"])
+    return df.assign(auroc=0.7, f1=0.4)
+
+
+def _evaluation(per_class: pd.DataFrame, test: str = "ttest") -> dict:
+    maps = evaluate.map_table(per_class)
+    by_method = evaluate.paired_tests_by_method(maps, METHODS, test, "holm", 0.05)
+    return json.loads(json.dumps(evaluate.summarize(maps, by_method["l1"], config.EvaluateConfig(test=test),
+                                                    by_method)))
+
+
+def _efficiency() -> pd.DataFrame:
+    rows = []
+    for seed in SEEDS:
+        blocks = [("dense", 0.0)] + [(m, k) for m, levels in METHODS.items() for k in levels]
+        for m, k in blocks:
+            size = {"int8": 1e6, "fp16": 2e6}.get(m, 4e6 * (1 - k) + 5e4)
+            rows.append({"seed": seed, "method": m, "level": k, "nonzero_params": 1e6 * (1 - k) + 7,
+                         "bytes": size + seed, "engine": "onnxruntime-cpu" if m == "int8" else "torch-cpu",
+                         "threads": 1,
+                         "latency_ms_b1": (5.0 - 2 * k - 3 * (m == "int8")) if seed == 0 else np.nan,
+                         "images_per_s_b64": (200.0 + k) if seed == 0 else np.nan})
+    return pd.DataFrame(rows, columns=efficiency.EFFICIENCY_COLUMNS)
+
+
+# --- levels of a method ---------------------------------------------------------------------
+
+
+def test_method_levels():
+    assert method_levels("int8", LEVELS) == [0.0] and method_levels("bf16", LEVELS) == [0.0]
+    assert method_levels("fp16", [0.0, 0.5]) == [0.0]
+    assert method_levels("l1", LEVELS) == LEVELS and method_levels("channel", [0.0, 0.3]) == [0.0, 0.3]
+
+
+def test_class_tolerance_is_validated():
+    assert config.AnalyzeConfig().class_tolerance == 0.05
+    with pytest.raises(ConfigError, match="analyze.class_tolerance"):
+        config.AnalyzeConfig(class_tolerance=0.0)
+
+
+# --- rule (a): every method against the dense model -----------------------------------------
+
+
+def test_paired_test_per_method_against_the_dense_model():
+    per_class = _per_class()
+    maps = evaluate.map_table(per_class)
+    res = evaluate.paired_tests_by_method(maps, METHODS, "ttest", "holm", 0.05)
+    dense = maps[(maps["method"] == "l1") & (maps["sparsity"] == 0)].sort_values("seed")["map"].to_numpy()
+
+    def mapped(m, k):
+        return maps[(maps["method"] == m) & (maps["sparsity"] == k)].sort_values("seed")["map"].to_numpy()
+
+    # int8 is tested at its one level, 0, against l1@0 (scipy's paired t-test, one family of 1).
+    t8 = res["int8"].table
+    assert t8["sparsity"].tolist() == [0.0]
+    want = stats.ttest_rel(mapped("int8", 0.0), dense, alternative="less")
+    assert t8["p_raw"].iloc[0] == pytest.approx(want.pvalue) and t8["p_adj"].iloc[0] == pytest.approx(want.pvalue)
+    assert res["int8"].max_safe_sparsity == 0.0
+    # random at 0 equals the dense model at every seed: not tested, so Holm runs over 3 levels.
+    tr = res["random"].table
+    assert tr["sparsity"].tolist() == [0.25, 0.5, 0.75]
+    p = [stats.ttest_rel(mapped("random", k), dense, alternative="less").pvalue for k in (0.25, 0.5, 0.75)]
+    np.testing.assert_allclose(tr["p_raw"], p)
+    np.testing.assert_allclose(tr["p_adj"], evaluate.holm(p))
+    assert res["random"].max_safe_sparsity == 0.0  # 0.25 is already significantly worse
+    assert res["l1"].max_safe_sparsity == 0.5 and res["l1"].table["sparsity"].tolist() == [0.25, 0.5, 0.75]
+
+    doc = evaluate.summarize(maps, res["l1"], config.EvaluateConfig(test="ttest"), res)
+    assert doc["max_safe_sparsity"] == 0.5 and len(doc["paired_tests"]) == 3  # the existing keys: l1
+    assert set(doc["methods"]) == set(METHODS)
+    assert doc["methods"]["int8"]["levels"] == [0.0] and doc["methods"]["random"]["levels"] == LEVELS
+
+
+def test_a_method_whose_lowest_level_is_significant_has_no_safe_level():
+    maps = pd.DataFrame({"seed": [0, 1, 2] * 2, "method": ["l1"] * 3 + ["int8"] * 3, "sparsity": 0.0,
+                         "map": [0.6, 0.62, 0.61, 0.4, 0.43, 0.41], "mean_auroc": 0.7})
+    res = evaluate.paired_test(maps, "int8", "ttest", "holm", 0.05)
+    assert res.table["significant"].tolist() == [True] and res.max_safe_sparsity is None
+    assert evaluate.max_safe_level([0.0, 0.5], [True, False]) is None
+    assert evaluate.max_safe_level([0.0, 0.5, 0.9], [False, False, True]) == 0.5
+
+
+def test_per_method_tests_check_levels_and_seeds():
+    maps = evaluate.map_table(_per_class())
+    with pytest.raises(DataError, match=r"'int8' has levels \[0.0\], expected \[0.0, 0.5\]"):
+        evaluate.paired_tests_by_method(maps, {**METHODS, "int8": [0.0, 0.5]})
+    with pytest.raises(DataError, match="method 'fp16' has seeds"):
+        evaluate.paired_test(maps[~((maps["method"] == "fp16") & (maps["seed"] == 4))], "fp16")
+
+
+# --- rule (b): the per-class test -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("test", ["ttest", "wilcoxon"])
+def test_class_loss_test_matches_scipy_and_holm(test):
+    rng = np.random.default_rng(3)
+    n_seeds, tol, alpha = 8, 0.05, 0.05
+    shift = np.array([0.0, -0.06, -0.2, -0.12, 0.03])  # true mean relative change per class
+    rel = shift + rng.normal(0, 0.03, (n_seeds, len(shift)))
+    table = pd.DataFrame([{"seed": s, "method": "l1", "level": 0.5, "class_name": f"c{j}", "rel_dap": rel[s, j]}
+                          for s in range(n_seeds) for j in range(len(shift))])
+    got = op.class_loss_tests(table, tol, test, "holm", alpha).set_index("class_name")
+    p = []
+    for j in range(len(shift)):
+        x = rel[:, j] + tol  # H1: the relative change is below -tol
+        res = stats.ttest_1samp(x, 0.0, alternative="less") if test == "ttest" else \
+            stats.wilcoxon(x, alternative="less")
+        p.append(res.pvalue)
+    np.testing.assert_allclose(got["p_raw"].to_numpy(), p, rtol=1e-10)
+    np.testing.assert_allclose(got["median_rel_dap"].to_numpy(), np.median(rel, axis=0))
+    # Holm's step-down rejection, as defined: the i-th smallest p against alpha / (m - i).
+    reject = np.zeros(len(p), dtype=bool)
+    for i, j in enumerate(np.argsort(p)):
+        if p[j] > alpha / (len(p) - i):
+            break
+        reject[j] = True
+    assert got["loses"].tolist() == reject.tolist()
+    assert reject.any() and not reject.all()  # the data exercise both outcomes
+    none = op.class_loss_tests(table, tol, test, "none", alpha)
+    assert none["loses"].tolist() == (np.array(p) <= alpha).tolist()
+
+
+def test_class_loss_test_degenerate_blocks():
+    same = pd.DataFrame({"seed": [0, 1, 0, 1], "method": "random", "level": 0.0, "class_name": ["a", "a", "b", "b"],
+                         "rel_dap": 0.0})
+    got = op.class_loss_tests(same, 0.05)
+    assert got["p_raw"].tolist() == [1.0, 1.0] and not got["loses"].any()  # the dense model itself
+    one = same[same["seed"] == 0].assign(rel_dap=-0.9)
+    got = op.class_loss_tests(one, 0.05)
+    assert got["p_raw"].isna().all() and not got["loses"].any()  # no paired test with one seed
+    assert "1 seed" in op.power_note("ttest", 1, 20, 0.05, "holm")
+    assert "no class can be found to lose" in op.power_note("wilcoxon", 5, 20, 0.05, "holm")
+    assert op.power_note("ttest", 5, 20, 0.05, "holm") is None
+
+
+def test_relative_change_is_against_l1_at_zero_of_the_same_seed():
+    per_class = _per_class()
+    rel = op.relative_to_dense(per_class)
+    assert not ((rel["method"] == "l1") & (rel["level"] == 0)).any()
+    row = rel[(rel["method"] == "fp16") & (rel["seed"] == 2) & (rel["class_name"] == "C")].iloc[0]
+    assert row["rel_dap"] == pytest.approx(-0.3 + NOISE[2, 2], abs=1e-9)
+    with pytest.raises(DataError, match="dense model"):
+        op.relative_to_dense(per_class[per_class["method"] != "l1"])
+
+
+# --- operating points: every branch ----------------------------------------------------------
+
+
+def _entry(levels, significant, n_seeds=5):
+    return {"levels": levels, "n_seeds": n_seeds,
+            "paired_tests": [{"sparsity": k, "significant": s} for k, s in zip(levels, significant)
+                             if s is not None]}
+
+
+def _tests(method, losing: dict[float, list[str]], levels):
+    return pd.DataFrame([{"method": method, "level": k, "class_name": c, "loses": c in losing.get(k, [])}
+                         for k in levels for c in CLASSES])
+
+
+EMPTY_PARETO = pd.DataFrame({c: [] for c in efficiency.PARETO_COLUMNS})
+
+
+@pytest.mark.parametrize("name, entry, losing, expected", [
+    # mAP fails at 0.75, no class loses earlier: both rules agree, no gap.
+    ("agree", _entry(LEVELS, [None, False, False, True]), {0.75: ["A"]}, (0.5, 0.5, 0.0, 0)),
+    # A class loses at 0.5 while mAP holds there: safe on average to 0.5, for every class to 0.25.
+    ("class first", _entry(LEVELS, [None, False, False, True]), {0.5: ["A"], 0.75: ["A", "B"]}, (0.5, 0.25, 0.25, 1)),
+    # A class loses at 0.25 but not at 0.5: the scan stops at the first failure.
+    ("first failure stops", _entry(LEVELS, [None, False, False, False]), {0.25: ["C"]}, (0.75, 0.0, 0.75, 0)),
+    # mAP fails at the first pruned level: the dense level 0 is the answer.
+    ("first level", _entry(LEVELS, [None, True, True, True]), {}, (0.0, 0.0, 0.0, 0)),
+    # single level, safe on both counts.
+    ("int8 safe", _entry([0.0], [False]), {}, (0.0, 0.0, 0.0, 0)),
+    # single level, safe on average, a class loses: no operating point.
+    ("int8 class", _entry([0.0], [False]), {0.0: ["B", "C"]}, (0.0, None, None, 2)),
+    # single level, mAP significantly lower: nothing is safe.
+    ("int8 map", _entry([0.0], [True]), {}, (None, None, None, None)),
+    # one seed: no test, no operating point.
+    ("one seed", _entry(LEVELS, [None, False, False, False], n_seeds=1), {}, (None, None, None, None)),
+])
+def test_operating_point_rule(name, entry, losing, expected):
+    method = "l1" if len(entry["levels"]) > 1 else "int8"
+    tested = [k for k in entry["levels"] if not (method == "l1" and k == 0.0)]
+    points = op.operating_points({method: entry}, _tests(method, losing, tested), EMPTY_PARETO)[method]
+    got = (points["max_safe_level_map"], points["max_safe_level_all_classes"], points["gap"],
+           points["n_classes_losing_at_map_point"])
+    assert got == expected, name
+    assert list(points) == op.POINT_KEYS
+
+
+def test_operating_points_need_per_class_rows_for_every_level():
+    with pytest.raises(DataError, match=r"no rows for l1@0.75"):
+        op.operating_points({"l1": _entry(LEVELS, [None, False, False, False])},
+                            _tests("l1", {}, [0.25, 0.5]), EMPTY_PARETO)
+
+
+# --- efficiency aggregation and the Pareto outputs ---------------------------------------------
+
+
+def _write_efficiency(tmp_path, table):
+    files = {}
+    for seed, rows in table.groupby("seed"):
+        files[seed] = tmp_path / f"efficiency-seed-{seed}.csv"
+        rows.to_csv(files[seed], index=False)
+    return files
+
+
+def test_read_efficiency_checks_each_file(tmp_path):
+    table = _efficiency()
+    files = _write_efficiency(tmp_path, table)
+    got = efficiency.read_efficiency(files)
+    pd.testing.assert_frame_equal(got, table.reset_index(drop=True), check_dtype=False)
+    assert efficiency.read_efficiency({0: tmp_path / "none-0.csv", 1: tmp_path / "none-1.csv"}).empty
+    bad = table[table["seed"] == 1].copy()
+    for mutate, message in [
+        (lambda d: d.assign(bytes=0), "'bytes' must hold positive"),
+        (lambda d: d.assign(seed=7), "expected only 1"),
+        (lambda d: d.drop(columns="engine"), "columns"),
+        (lambda d: d[d["method"] != "dense"], "dense model"),
+        (lambda d: pd.concat([d, d.iloc[:1]]), "two rows"),
+        (lambda d: d.assign(latency_ms_b1=-1.0), "positive where measured"),
+    ]:
+        mutate(bad).to_csv(files[1], index=False)
+        with pytest.raises(DataError, match=message):
+            efficiency.read_efficiency(files)
+    files[1].unlink()
+    with pytest.raises(DataError, match=r"efficiency-seed-1.csv: not found.*prune@1"):
+        efficiency.read_efficiency(files)
+
+
+def test_efficiency_blocks_follow_method_levels():
+    table = _efficiency()
+    efficiency.check_blocks(table, {m: method_levels(m, LEVELS) for m in METHODS})
+    extra = pd.concat([table, table[table["method"] == "int8"].assign(level=0.5)])
+    with pytest.raises(DataError, match=r"unexpected \[\('int8', 0.5\)\]"):
+        efficiency.check_blocks(extra, {m: method_levels(m, LEVELS) for m in METHODS})
+
+
+def test_efficiency_joined_with_accuracy_and_pareto_points():
+    per_class = _per_class()
+    joined = efficiency.join_accuracy(_efficiency(), per_class)
+    assert list(joined.columns) == efficiency.JOINED_COLUMNS and len(joined) == len(_efficiency())
+    rel = op.relative_to_dense(per_class)
+    for row in joined.sample(12, random_state=0).itertuples():
+        ref = ("l1", 0.0) if row.method == "dense" else (row.method, row.level)
+        block = per_class[(per_class["seed"] == row.seed) & (per_class["method"] == ref[0])
+                          & np.isclose(per_class["sparsity"], ref[1])]
+        assert row.map == pytest.approx(block["ap"].mean())
+        if ref != ("l1", 0.0):
+            r = rel[(rel["seed"] == row.seed) & (rel["method"] == ref[0]) & np.isclose(rel["level"], ref[1])]
+            assert row.worst_class_rel_dap == pytest.approx(r["rel_dap"].min())
+        else:
+            assert row.worst_class_rel_dap == 0.0
+    pareto = efficiency.pareto_table(per_class, joined)
+    assert len(pareto) == sum(len(v) for v in METHODS.values()) + 1
+    int8 = pareto[pareto["method"] == "int8"].iloc[0]
+    assert int8["level"] == 0.0 and int8["latency_ms_b1"] == 2.0 and int8["engine"] == "onnxruntime-cpu"
+    assert int8["bytes"] == np.median([1e6 + s for s in SEEDS]) and int8["megabytes"] == pytest.approx(1.000002)
+    fp16 = pareto[pareto["method"] == "fp16"].iloc[0]
+    curve_c = rel[(rel["method"] == "fp16") & (rel["class_name"] == "C")]["rel_dap"].median()
+    assert fp16["worst_class_rel_dap"] == pytest.approx(curve_c)  # the worst class's median over seeds
+
+
+def test_tradeoffs_of_hand_made_methods(tmp_path, monkeypatch):
+    per_class = _per_class()
+    cfg = config.AnalyzeConfig(class_tolerance=0.1)
+    t = summary.tradeoffs(cfg, CLASSES, per_class, _evaluation(per_class), _efficiency())
+    points = t.summary["operating_points"]
+    assert list(points) == list(METHODS)
+    got = {m: (p["max_safe_level_map"], p["max_safe_level_all_classes"], p["gap"], p["classes_losing_at_map_point"])
+           for m, p in points.items()}
+    assert got == {"l1": (0.5, 0.25, 0.25, ["A"]), "random": (0.0, 0.0, 0.0, []), "int8": (0.0, 0.0, 0.0, []),
+                   "fp16": (0.0, None, None, ["C"])}
+    assert points["l1"]["latency_ms_b1"] == 4.5 and points["int8"]["latency_ms_b1"] == 2.0
+    assert points["fp16"]["bytes"] is None  # no operating point, nothing to cost
+    assert t.summary["operating_point_rule"] == {"class_tolerance": 0.1, "test": "ttest", "correction": "holm",
+                                                 "alpha": 0.05, "n_seeds": 5, "reference": "l1@0", "note": None}
+
+    monkeypatch.chdir(tmp_path)
+    out = Layout("tiny")
+    summary.write_tradeoffs(t, out)
+    assert (out.figures / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pareto = pd.read_csv(out.pareto)
+    assert list(pareto.columns) == efficiency.PARETO_COLUMNS and set(pareto["method"]) == {*METHODS, "dense"}
+    assert list(pd.read_csv(out.efficiency).columns) == efficiency.JOINED_COLUMNS
+    assert list(pd.read_csv(out.class_loss_tests).columns) == op.CLASS_TEST_COLUMNS
+
+    table = op.markdown_table(points, t.summary["operating_point_rule"])
+    assert "| l1 | 0.5 | 0.25 | 0.25 | A |" in table and "| fp16 | 0 | n/a | n/a | C |" in table
+
+    # Without efficiency measurements the figure says so and the costs are null.
+    empty = efficiency.read_efficiency({})
+    t = summary.tradeoffs(cfg, CLASSES, per_class, _evaluation(per_class), empty)
+    assert t.summary["operating_points"]["l1"]["bytes"] is None
+    summary.write_tradeoffs(t, out)
+    assert len(pd.read_csv(out.efficiency)) == 0
+
+
+def test_tradeoffs_need_the_per_method_tests():
+    per_class = _per_class()
+    old = {k: v for k, v in _evaluation(per_class).items() if k != "methods"}
+    with pytest.raises(DataError, match="rerun `dvc repro evaluate`"):
+        summary.tradeoffs(config.AnalyzeConfig(), CLASSES, per_class, old, _efficiency())
+
+
+def test_readme_table_is_rendered_from_the_outputs(tmp_path, monkeypatch, capsys):
+    from cxrprune.analysis import readme
+    from cxrprune.core.atomic import write_json
+
+    monkeypatch.chdir(tmp_path)
+    out = Layout("tiny")
+    per_class = _per_class()
+    t = summary.tradeoffs(config.AnalyzeConfig(class_tolerance=0.1), CLASSES, per_class, _evaluation(per_class),
+                          _efficiency())
+    summary.write_tradeoffs(t, out)
+    write_json(out.summary, {"map_dense": 0.5, **t.summary})
+    doc = tmp_path / "README.md"
+    doc.write_text(f"# x\n\nbefore\n{readme.BEGIN}\nplaceholder\n{readme.END}\nafter\n")
+    assert readme.main([str(doc), "--name", "tiny"]) == 0
+    text = doc.read_text()
+    assert "placeholder" not in text and text.startswith("# x\n\nbefore\n") and text.endswith("after\n")
+    assert "| l1 | 0.5 | 0.25 | 0.25 | A |" in text
+    dense = _efficiency().query("method == 'dense'")
+    assert f"{np.median(dense['bytes']):,.0f} bytes" in text and "5.00 ms at batch 1" in text
+    assert readme.main([str(doc), "--name", "tiny"]) == 0 and doc.read_text() == text  # idempotent
+
+    write_json(out.summary, {"map_dense": 0.5})
+    assert readme.main([str(doc), "--name", "tiny"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cxrprune: error:") and "dvc repro analyze" in err[0]
