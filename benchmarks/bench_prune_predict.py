@@ -49,7 +49,8 @@ from torch.nn.utils import prune as tprune
 from cxrprune.compression.masks import GlobalPruner
 from cxrprune.compression.predict import cpu_chunk
 from cxrprune.compression.prune import prune_and_predict
-from cxrprune.core.runtime import _LIBC, cpu_heap_reuse, pick_device, precision
+from cxrprune.core.numerics import precision
+from cxrprune.core.runtime import _LIBC, cpu_heap_reuse, pick_device
 from cxrprune.datasets.prepare import load_image, load_images
 from cxrprune.training.augment import normalize, to_unit
 from cxrprune.training.models import (

@@ -17,6 +17,7 @@ from typing import Iterator, Mapping
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cxrprune.core.runtime import cpu_heap_reuse, precision
+from cxrprune.core.numerics import precision
+from cxrprune.core.runtime import cpu_heap_reuse
 from cxrprune.training.augment import normalize, to_unit
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from cxrprune.compression import methods as compression_methods
 from cxrprune.compression.predict import predict_probs
 from cxrprune.compression.predictions import LevelResult
-from cxrprune.core.runtime import cpu_heap_reuse
+from cxrprune.core.runtime import cache_on_device, cpu_heap_reuse
 
 
 def prune_and_predict(model: nn.Module, images: torch.Tensor, methods: list[str], levels: list[float],
@@ -25,13 +25,13 @@ def prune_and_predict(model: nn.Module, images: torch.Tensor, methods: list[str]
     """Predictions for every (method, level); ``on_level(result)`` is called after each.
 
     ``autocast`` (``"bf16"``/``"fp16"``) and ``allow_tf32`` are opt-in lower precision for
-    GPUs (see :func:`cxrprune.core.runtime.precision`); the default is fp32. On the CPU all
+    GPUs (see :func:`cxrprune.core.numerics.precision`); the default is fp32. On the CPU all
     passes share one :func:`~cxrprune.core.runtime.cpu_heap_reuse` scope (the heap is not
     trimmed between levels).
     """
     device = torch.device(device)
     model = model.to(device, memory_format=torch.channels_last).eval()
-    images = _cache_on_device(images, device)
+    images = cache_on_device(images, device)
     with cpu_heap_reuse() if device.type == "cpu" else contextlib.nullcontext():
         return _prune_and_predict(model, images, methods, levels, seed, batch_size, device, on_level,
                                   autocast, allow_tf32)
@@ -49,15 +49,5 @@ def _prune_and_predict(model, images, methods, levels, seed, batch_size, device,
                 on_level(res)
     return results
 
-
-def _cache_on_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The uint8 test cache, copied once to a GPU for all 20 x methods passes when it fits
-    in a quarter of the free memory (21,000 images at 256x256 are 1.4 GB); else as is."""
-    if device.type != "cuda" or images.device == device:
-        return images
-    free, _ = torch.cuda.mem_get_info(device)
-    if images.numel() * images.element_size() > free // 4:
-        return images
-    return images.to(device)
 
 

@@ -169,9 +169,17 @@ class TrainConfig:
     hflip: bool = True
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads; 0 = torch's default
+    # Speed levers (issue 14; measured in benchmarks/bench_train_speed.py). The defaults here
+    # are the loop before them; params.yaml sets the measured ones.
+    schedule: Literal["constant", "cosine"] = "constant"  # learning rate after the warm-up
+    warmup_epochs: float = 0.0  # linear warm-up of the learning rate, in epochs (fractions allowed)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # auto: see cxrprune.core.numerics
+    compile: bool = False  # torch.compile of the training forward/backward
 
     def __post_init__(self) -> None:
         _require(1 <= self.epochs <= MAX_STEPS, "train.epochs", f"an integer in [1, {MAX_STEPS}]", self.epochs)
+        _require(0 <= self.warmup_epochs < self.epochs, "train.warmup_epochs",
+                 f"a number of epochs in [0, train.epochs = {self.epochs})", self.warmup_epochs)
         _require(1 <= self.patience <= MAX_STEPS, "train.patience", f"an integer in [1, {MAX_STEPS}]", self.patience)
         _require(1 <= self.batch_size <= MAX_BATCH, "train.batch_size", f"an integer in [1, {MAX_BATCH}]",
                  self.batch_size)

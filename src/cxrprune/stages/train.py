@@ -70,5 +70,5 @@ def run(params: Params, seed: int) -> None:
     resume_file.delete()
     best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
     print(f"seed {seed}: best epoch {result.best_epoch}, val loss {result.best_val_loss:.4f}, "
-          f"val mAP {best['val_map']:.3f} -> {out.model_dir(seed)}")
+          f"val mAP {best['val_map']:.3f}, precision {result.extra['precision']} -> {out.model_dir(seed)}")
     log.report()

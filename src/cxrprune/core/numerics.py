@@ -1,0 +1,112 @@
+"""The one place that decides numerics, for training and inference: the autocast dtype,
+the gradient scaler and fp32 on CUDA (IEEE or TF32).
+
+``train.precision`` is ``auto``, ``fp32``, ``bf16`` or ``fp16``. ``auto``: bf16 where the
+hardware multiplies bf16 natively at full rate (a CUDA device with bf16, a CPU with AMX),
+fp32 elsewhere; on a 2-core Xeon with AVX-512 BF16 but without AMX, bf16 autocast was
+0.7-0.9x the speed of fp32 for the default model (issue 14), so ``auto`` never picks it there.
+``benchmarks/bench_train_speed.py`` measures each precision's images/s on the machine it
+runs on (part 1) to check this rule (``benchmarks/README.md``).
+An explicit value is honoured, or refused with one error where the device would emulate
+it (a silently slow path is worse than an error): bf16 on a CPU without AVX-512 BF16 or
+AMX, fp16 on a CPU without AMX FP16, bf16 on a GPU without native bf16.
+fp16 training runs with a gradient scaler (fp16's small range underflows gradients).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+from cxrprune.core.errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_features() -> dict[str, bool]:
+    """The CPU's lower-precision features as torch's own dispatcher sees them."""
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    return {name: bool(caps.get(name, False)) for name in ("avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16",
+                                                            "amx_fp16")}
+
+
+def resolve_precision(setting: str, device: torch.device | str, key: str = "train.precision") -> str:
+    """``fp32``, ``bf16`` or ``fp16`` for ``setting`` on ``device`` (see the module text)."""
+    device = torch.device(device)
+    if setting not in PRECISIONS:
+        raise ConfigError(f"{key}: {setting!r} is not one of {', '.join(PRECISIONS)}")
+    if device.type == "cuda":
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+        if setting == "auto":
+            return "bf16" if bf16 else "fp32"
+        if setting == "bf16" and not bf16:
+            raise ConfigError(f"{key}: bf16 on {torch.cuda.get_device_name(device)}, which has no native bf16; "
+                              f"use fp16 or fp32 (or auto)")
+        return setting
+    if device.type != "cpu":
+        if setting in ("auto", "fp32"):
+            return "fp32"
+        raise ConfigError(f"{key}: {setting} is supported on cpu and cuda only, not {device.type}; use fp32 or auto")
+    f = cpu_features()
+    if setting == "auto":
+        return "bf16" if f["amx_bf16"] and f["amx_tile"] else "fp32"
+    if setting == "bf16" and not (f["avx512_bf16"] or f["amx_bf16"]):
+        raise ConfigError(f"{key}: bf16 on a CPU without AVX-512 BF16 or AMX is emulated and slower than fp32; "
+                          f"use fp32 (or auto)")
+    if setting == "fp16" and not f["amx_fp16"]:
+        # With AVX-512 FP16 but no AMX FP16 (a Sapphire Rapids Xeon) a tiny ResNet10 training
+        # took 32 s in fp16 vs 4 s in fp32 (one development run, issue 14): 8x, no fast fp16
+        # convolutions there.
+        raise ConfigError(f"{key}: fp16 on a CPU without AMX FP16 is several times slower than fp32; "
+                          f"use fp32, bf16 or auto (fp16 is for GPUs)")
+    return setting
+
+
+def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
+    """Autocast to the resolved ``precision`` (``fp32``: nothing)."""
+    device = torch.device(device)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+def grad_scaler(precision: str, device: torch.device | str) -> torch.amp.GradScaler:
+    """A gradient scaler, enabled for fp16 only (a disabled one passes ``step`` through).
+
+    fp16 gradients of a loss of order 1e-2 underflow; bf16 has fp32's range and needs none.
+    """
+    return torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
+
+
+@contextlib.contextmanager
+def precision(device: torch.device, autocast_dtype: str | None = None, allow_tf32: bool = False) -> Iterator[None]:
+    """Numerics of one pass: autocast dtype (None = fp32) and, on CUDA, IEEE fp32 or TF32.
+
+    CUDA settings (TF32, cuDNN autotuning) are restored on exit.
+    """
+    device = torch.device(device)
+    if autocast_dtype is not None and autocast_dtype not in AUTOCAST_DTYPES:
+        raise ValueError(f"autocast must be None or one of {sorted(AUTOCAST_DTYPES)}, not {autocast_dtype!r}")
+    with contextlib.ExitStack() as stack:
+        if device.type == "cuda":
+            stack.enter_context(_cuda_fp32_precision("tf32" if allow_tf32 else "ieee"))
+        if autocast_dtype is not None:
+            stack.enter_context(autocast(autocast_dtype, device))
+        yield
+
+
+@contextlib.contextmanager
+def _cuda_fp32_precision(mode: str) -> Iterator[None]:
+    conv = torch.backends.cudnn.conv
+    matmul = torch.backends.cuda.matmul
+    saved = (conv.fp32_precision, matmul.fp32_precision, torch.backends.cudnn.benchmark)
+    conv.fp32_precision = mode
+    matmul.fp32_precision = mode
+    torch.backends.cudnn.benchmark = True  # fixed shapes over many passes: autotune once
+    try:
+        yield
+    finally:
+        conv.fp32_precision, matmul.fp32_precision, torch.backends.cudnn.benchmark = saved
