@@ -66,6 +66,10 @@ class Layout:
     def predictions_file(self, seed: int) -> Path:
         return self.predictions / f"seed-{seed}.parquet"
 
+    def efficiency_file(self, seed: int) -> Path:
+        """Measured efficiency of every (method, level) of one seed's compressed models."""
+        return self.predictions / f"efficiency-seed-{seed}.csv"
+
     # --- evaluate / analyze -------------------------------------------------------------
     @property
     def metrics(self) -> Path:
