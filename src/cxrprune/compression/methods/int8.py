@@ -21,6 +21,7 @@ are deployed with), whatever device the stage uses for torch; intra-op threads =
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -94,9 +95,13 @@ class Int8Static(Method):
         fp32, pre, out = tmp / "fp32.onnx", tmp / "pre.onnx", tmp / "int8.onnx"
         cpu_model = _cpu_copy(model)
         example = torch.zeros(2, 3, ctx.image_size, ctx.image_size)
-        torch.onnx.export(cpu_model, (example,), str(fp32), input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET,
-                          dynamo=False, do_constant_folding=True)
+        # The TorchScript exporter (deprecated in favour of torch.export's, which needs
+        # onnxscript) gives the plain Conv/Relu/Add graph that quantize_static is built around.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(cpu_model, (example,), str(fp32), input_names=["input"], output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET,
+                              dynamo=False, do_constant_folding=True)
         q.shape_inference.quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
 
         class Reader(q.CalibrationDataReader):
