@@ -1,6 +1,7 @@
 """What each compression method costs the prune stage, and what it buys (issue 10).
 
-Part 1, cost: the seconds each method adds to ``prune@<seed>``: ``prune_and_predict`` (the
+Part 1, cost: the seconds (wall and this process's CPU time: on a shared machine the wall
+time mostly measures the other jobs) each method adds to ``prune@<seed>``: ``prune_and_predict`` (the
 prune stage's code path) with that method alone at the study's 20 levels on the default
 model and test-set size, with its efficiency rows, once as the first seed (latency and
 throughput timed) and once as any other seed (sizes only). The methods are alternated and
@@ -73,23 +74,28 @@ def main() -> None:
     ctx = Context(0, cfg, TrainConfig(), torch.device("cpu"), s, lambda split: splits[split])
 
     seconds: dict[tuple[str, bool], list[float]] = {}
+    cpu_seconds: dict[tuple[str, bool], list[float]] = {}  # this process's CPU time: fairer on a shared machine
     rows: list[dict] = []
     for rep in range(args.repeats):
         order = args.methods[rep % len(args.methods):] + args.methods[:rep % len(args.methods)]  # alternate
         for timed in (True, False):
             for method in order:
                 eff: list[dict] = []
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 prune_and_predict(model, images, [method], STUDY_LEVELS, 0, cfg.batch_size, "cpu", context=ctx,
                                   efficiency=eff, timed=timed)
                 seconds.setdefault((method, timed), []).append(time.perf_counter() - start)
+                cpu_seconds.setdefault((method, timed), []).append(time.process_time() - cpu)
                 if timed:
                     rows += [{**r, "repeat": rep} for r in eff]
-                print(f"  repeat {rep} {method:>11} {'timed' if timed else 'sizes'}: "
-                      f"{seconds[(method, timed)][-1]:.1f} s, load {os.getloadavg()[0]:.1f}", flush=True)
+                wall, used = seconds[(method, timed)][-1], cpu_seconds[(method, timed)][-1]
+                print(f"  repeat {rep} {method:>11} {'timed' if timed else 'sizes'}: {wall:.1f} s wall, "
+                      f"{used:.1f} s CPU (CPU share {used / wall / torch.get_num_threads():.0%} of "
+                      f"{torch.get_num_threads()} threads), load {os.getloadavg()[0]:.1f}", flush=True)
 
-    print_table(["method", "first seed (timed) s", "other seeds s", "levels"],
-                [[m, median(seconds[(m, True)]), median(seconds[(m, False)]),
+    print_table(["method", "first seed (timed) s wall", "CPU s", "other seeds s wall", "CPU s", "levels"],
+                [[m, median(seconds[(m, True)]), median(cpu_seconds[(m, True)]), median(seconds[(m, False)]),
+                  median(cpu_seconds[(m, False)]),
                   len(PruneConfig().levels) if m not in ("int8", "fp16", "bf16") else 1] for m in args.methods],
                 title=f"Part 1: seconds of prune_and_predict per method (medians of {args.repeats}), "
                       f"{args.test_images} test images, {args.arch} at {s} px")
