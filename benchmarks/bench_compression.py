@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -100,10 +101,12 @@ def main() -> None:
                 title=f"Part 1: seconds of prune_and_predict per method (medians of {args.repeats}), "
                       f"{args.test_images} test images, {args.arch} at {s} px")
     table = efficiency_table([{k: v for k, v in r.items() if k != "repeat"} for r in rows])
-    med = table.groupby(["method", "level"], sort=False).agg(
-        engine=("engine", "first"), threads=("threads", "first"), latency_ms_b1=("latency_ms_b1", "median"),
-        images_per_s_b64=("images_per_s_b64", "median"), bytes=("bytes", "median"),
-        nonzero_params=("nonzero_params", "median")).reset_index()
+    numbers = ["latency_ms_b1", "images_per_s_b64", "bytes", "nonzero_params"]
+    med = table.groupby(["method", "level"], sort=False)[numbers].median().reset_index().merge(
+        table[["method", "level", "engine", "threads"]].drop_duplicates(["method", "level"]), on=["method", "level"])
+    raw = Path(__file__).with_name("bench_compression_efficiency.csv")
+    table.to_csv(raw, index=False)
+    print(f"\nevery efficiency row of the timed runs: {raw.name}")
     pick = med[(med["method"] == "dense") | np.isclose(med["level"], args.level) |
                med["method"].isin(["int8", "fp16", "bf16"])].drop_duplicates(["method", "level"])
     dense = pick[pick["method"] == "dense"].iloc[0]
