@@ -38,7 +38,9 @@ from cxrprune.compression.masks import single_thread
 from cxrprune.compression.methods.base import Compressed, Context, Method
 from cxrprune.core.errors import ConfigError
 
-CALIBRATION_STEPS = 20  # channel-fraction steps of the first pass (parameters removed vs channels)
+# Channel-fraction steps of the first pass: with 20, the achieved level of a ResNet10 was up to
+# 0.024 off the requested one; with 40, within 0.009 (at 20 levels, ~2x the pruning time).
+CALIBRATION_STEPS = 40
 MAX_CHANNEL_FRACTION = 0.99  # torch-pruning keeps at least one channel per layer
 LEVEL_SLACK = 0.005  # a level is reachable if the first pass removed at least level - slack
 
