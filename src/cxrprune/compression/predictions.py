@@ -87,8 +87,8 @@ def check_predictions(table: pd.DataFrame, where: str, test_ids: Sequence[str], 
     n_test, n_blocks = len(test_ids), n_blocks_of(methods, levels)
     if len(table) != n_test * n_blocks:
         raise DataError(f"{where}: {len(table)} rows, expected {n_test * n_blocks} = {n_test} test images x "
-                        f"{n_blocks} (method, level) blocks ({', '.join(methods)} x {len(levels)} level(s); one level for "
-                        f"int8/fp16/bf16); truncated or stale, {fix}")
+                        f"{n_blocks} (method, level) blocks ({', '.join(methods)} x {len(levels)} level(s); "
+                        f"one level for int8/fp16/bf16); truncated or stale, {fix}")
     if table["sparsity"].dtype != np.float64 or not all(table[c].dtype == np.float32 for c in classes):
         wrong = [f"{c} {table[c].dtype}" for c in ("sparsity", *classes)
                  if table[c].dtype != (np.float64 if c == "sparsity" else np.float32)]
