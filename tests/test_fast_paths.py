@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.utils import prune as tprune
 
 from cxrprune.compression.masks import GlobalPruner, n_pruned
-from cxrprune.compression.methods import RANDOM_PRUNE_SEED_OFFSET
+from cxrprune.compression.methods.random import RANDOM_PRUNE_SEED_OFFSET
 from cxrprune.compression.predict import predict_probs
 from cxrprune.compression.prune import prune_and_predict
 from cxrprune.core.config import TrainConfig

@@ -61,6 +61,7 @@ def _layout_paths(out: Layout) -> set[str]:
             paths.add(value)
     seeds = [0]
     paths |= {out.model_dir(s) for s in seeds} | {out.predictions_file(s) for s in seeds}
+    paths |= {out.efficiency_file(s) for s in seeds}
     for stem in ("map_vs_sparsity", "forgettability_curves", "forgetting_vs_frequency", "fcd_pairs",
                  "pie_class_ratios", "pie_findings_ratios", "weight_histogram", "reader_ratings"):
         paths.add(out.plot_table(stem))

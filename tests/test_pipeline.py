@@ -26,6 +26,8 @@ from cxrprune.core.classes import NIH_CXR_LT_CLASSES
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = [0, 1]
 LEVELS = [0.0, 0.5, 0.9]
+METHODS = ["l1", "random", "channel", "int8"]  # the default's methods: int8 has one level, 0.0
+N_BLOCKS = 3 * len(LEVELS) + 1  # (method, level) blocks per seed
 
 TINY = {
     "seeds": SEEDS,
@@ -33,7 +35,8 @@ TINY = {
     "synthetic": {"n_patients": 100, "images_per_patient": 2.0, "image_size": 48, "min_positives": 2,
                   "val_fraction": 0.25, "test_fraction": 0.3},
     "train": {"arch": "resnet10", "epochs": 2, "patience": 1, "batch_size": 64, "threads": 1},
-    "prune": {"methods": ["l1", "random"], "levels": LEVELS, "batch_size": 256},
+    "prune": {"methods": METHODS, "levels": LEVELS, "batch_size": 256, "calibration_images": 16,
+              "efficiency_repeats": 1},
     "evaluate": {"test": "ttest"},
     "reader": {"per_group": 2, "forms": 2, "simulated_readers": 2, "image_size": 64},
 }
@@ -115,13 +118,20 @@ def test_repro_runs_every_stage_and_writes_the_contracts(study):
         assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_map", "val_auroc", "seconds"]
         preds = pd.read_parquet(ws / f"data/predictions/synthetic/seed-{s}.parquet")
         assert list(preds.columns) == ["image_id", "method", "sparsity", *classes]
-        assert len(preds) == len(labels) * 2 * len(LEVELS)
-        assert set(preds["method"]) == {"l1", "random"} and sorted(preds["sparsity"].unique()) == LEVELS
+        assert len(preds) == len(labels) * N_BLOCKS
+        assert set(preds["method"]) == set(METHODS) and sorted(preds["sparsity"].unique()) == LEVELS
+        assert preds.loc[preds["method"] == "int8", "sparsity"].eq(0.0).all()
+        eff = pd.read_csv(ws / f"data/predictions/synthetic/efficiency-seed-{s}.csv")
+        assert list(eff.columns) == ["seed", "method", "level", "nonzero_params", "bytes", "engine", "threads",
+                                     "latency_ms_b1", "images_per_s_b64"]
+        assert len(eff) == N_BLOCKS + 1 and eff["method"].iloc[0] == "dense" and (eff["bytes"] > 0).all()
+        assert eff["latency_ms_b1"].notna().all() if s == SEEDS[0] else eff["latency_ms_b1"].isna().all()
+        assert set(eff.loc[eff["method"] == "int8", "engine"]) == {"onnxruntime-cpu"}
         assert preds[classes].dtypes.eq("float32").all()
         assert preds[classes].to_numpy().min() >= 0 and preds[classes].to_numpy().max() <= 1
     per_class = pd.read_csv(ws / "metrics/synthetic/per_class.csv")
     assert list(per_class.columns) == ["seed", "method", "sparsity", "class_name", "ap", "auroc", "f1"]
-    assert len(per_class) == len(SEEDS) * 2 * len(LEVELS) * len(classes)
+    assert len(per_class) == len(SEEDS) * N_BLOCKS * len(classes)
     values = per_class[["ap", "auroc", "f1"]].to_numpy()
     assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
     # One AP recomputed from the predictions with scikit-learn, and the summary's dense mAP
@@ -191,9 +201,12 @@ def test_mlflow_has_one_run_per_seed_and_one_child_per_level(study):
     for _, parent in seeds.iterrows():
         children = mlflow.search_runs([exp.experiment_id],
                                       filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}'")
-        assert len(children) == 2 * len(LEVELS)
+        assert len(children) == N_BLOCKS
         assert {"metrics.map", "metrics.mean_auroc", "metrics.measured_sparsity", "metrics.ap/Hernia"} <= set(children)
-        assert children["metrics.measured_sparsity"].sub(children["metrics.sparsity"]).abs().max() < 1e-6
+        unstructured = children[children["tags.method"].isin(["l1", "random"])]
+        assert unstructured["metrics.measured_sparsity"].sub(unstructured["metrics.sparsity"]).abs().max() < 1e-6
+        channel = children[children["tags.method"] == "channel"]  # the achieved fraction of parameters removed
+        assert channel["metrics.measured_sparsity"].sub(channel["metrics.sparsity"]).abs().max() < 0.02
         assert {"tags.git_commit", "tags.checkpoint_md5", "tags.dvc_stage"} <= set(seeds.columns)
         assert parent["tags.dvc_stage"] == f"train@{parent['tags.seed']}"
 

@@ -2,9 +2,10 @@
 
 ``data/predictions/<name>/seed-<s>.parquet`` (one per seed, the ``prune@<seed>`` output):
 ``image_id`` (str), ``method`` (str), ``sparsity`` (float64: the method's level), then one
-float32 probability column per class in the canonical order. Rows are test images x
-methods x levels, one block per configured (method, level) listing the test images in the
-order of ``labels_test.parquet``. Every consumer (evaluate, analyze, log-mlflow, the
+float32 probability column per class in the canonical order. Rows are one block per
+configured method and each of its levels (``method_levels(method, prune.levels)``: the
+configured levels, or ``[0.0]`` for int8/fp16/bf16), each block listing the test images in
+the order of ``labels_test.parquet``. Every consumer (evaluate, analyze, log-mlflow, the
 importer of published predictions) goes through this module.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from cxrprune.compression.methods import method_levels
 from cxrprune.core.atomic import write_parquet
 from cxrprune.core.config import Params
 from cxrprune.core.errors import DataError
@@ -39,6 +41,11 @@ class LevelResult:
 
 def columns(classes: Sequence[str]) -> list[str]:
     return ["image_id", "method", "sparsity", *classes]
+
+
+def n_blocks_of(methods: Sequence[str], levels: Sequence[float]) -> int:
+    """How many (method, level) blocks a table of ``methods`` at ``levels`` holds."""
+    return sum(len(method_levels(m, levels)) for m in methods)
 
 
 def write_predictions(path, results: list[LevelResult], image_ids: list[str], classes: list[str]) -> None:
@@ -77,10 +84,11 @@ def check_predictions(table: pd.DataFrame, where: str, test_ids: Sequence[str], 
         raise DataError(f"{where}: columns differ from image_id, method, sparsity and the {len(classes)} classes "
                         f"(missing {missing[:5]}, unexpected {extra[:5]}, duplicated {dup[:5]}"
                         f"{', or out of order' if not (missing or extra or dup) else ''}); {fix}")
-    n_test, n_blocks = len(test_ids), len(methods) * len(levels)
+    n_test, n_blocks = len(test_ids), n_blocks_of(methods, levels)
     if len(table) != n_test * n_blocks:
         raise DataError(f"{where}: {len(table)} rows, expected {n_test * n_blocks} = {n_test} test images x "
-                        f"{len(methods)} method(s) x {len(levels)} level(s); truncated or stale, {fix}")
+                        f"{n_blocks} (method, level) blocks ({', '.join(methods)} x {len(levels)} level(s); "
+                        f"one level for int8/fp16/bf16); truncated or stale, {fix}")
     if table["sparsity"].dtype != np.float64 or not all(table[c].dtype == np.float32 for c in classes):
         wrong = [f"{c} {table[c].dtype}" for c in ("sparsity", *classes)
                  if table[c].dtype != (np.float64 if c == "sparsity" else np.float32)]
@@ -97,7 +105,7 @@ def check_predictions(table: pd.DataFrame, where: str, test_ids: Sequence[str], 
     sparsity = table["sparsity"].to_numpy()
     image_id = table["image_id"].astype(str).to_numpy()
     for m in methods:
-        for k in sorted(levels):
+        for k in method_levels(m, levels):
             rows = np.flatnonzero((method == m) & np.isclose(sparsity, k, rtol=0, atol=LEVEL_TOLERANCE))
             if len(rows) != n_test or not np.array_equal(image_id[rows], ids):
                 raise DataError(f"{where}: the block {m}@{k:g} has {len(rows)} row(s) that are not the {n_test} test "
@@ -143,11 +151,11 @@ def read_blocks(params: Params, seed: int, method: str, levels: Sequence[float],
         raise DataError(f"{path}: not found; run `dvc repro prune@{seed}` first") from None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid/KeyError for a bad file or column
         raise DataError(f"{path}: unreadable or lacks columns ({type(exc).__name__}: {exc}); {fix}") from None
-    n_rows = len(params.prune.methods) * len(params.prune.levels) * n_test
+    n_rows = n_blocks_of(params.prune.methods, params.prune.levels) * n_test
     names = meta.schema.to_arrow_schema().names
     if meta.num_rows != n_rows or names != cols:
         raise DataError(f"{path}: {meta.num_rows} rows and columns {names[:4]}..., expected {n_rows} rows "
-                        f"(test images x methods x levels) and {cols[:4]}...; {fix}")
+                        f"(test images x (method, level) blocks) and {cols[:4]}...; {fix}")
     out = []
     for k in levels:
         rows = table.loc[np.isclose(table["sparsity"].to_numpy(), k, atol=tol, rtol=0)]

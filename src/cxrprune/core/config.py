@@ -194,17 +194,24 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """One-shot, post-training global unstructured pruning."""
+    """Post-training compression: every method of ``methods`` at its levels (see
+    ``cxrprune.compression.methods``; int8/fp16/bf16 have one level, 0.0)."""
 
-    methods: list[Literal["l1", "random"]] = field(default_factory=lambda: ["l1", "random"])
+    methods: list[Literal["l1", "random", "l1_layer", "channel", "int8", "fp16", "bf16", "l1_finetune"]] = field(
+        default_factory=lambda: ["l1", "random"])
     levels: list[float] = field(default_factory=default_levels)
     batch_size: int = 512
     # Lower precision is an option only: its AP deviation is measured in benchmarks/README.md.
     autocast: Literal["none", "bf16", "fp16"] = "none"
     allow_tf32: bool = False  # CUDA only
+    random_masks: Literal["independent", "nested"] = "independent"  # random: a new mask per level, or nested ones
+    finetune_epochs: int = 1  # l1_finetune: training epochs per level with the mask fixed
+    calibration_images: int = 256  # int8: validation images that calibrate the activation ranges
+    efficiency_threads: int = 1  # CPU threads (torch and ONNX Runtime) of the latency/throughput timing
+    efficiency_repeats: int = 3  # timed repeats (after one warm-up); the median is reported
 
     def __post_init__(self) -> None:
-        _require(len(self.methods) > 0, "prune.methods", "a non-empty list of l1/random", self.methods)
+        _require(len(self.methods) > 0, "prune.methods", "a non-empty list of compression methods", self.methods)
         _require(len(set(self.methods)) == len(self.methods), "prune.methods", "no duplicates", self.methods)
         _require("l1" in self.methods, "prune.methods", "a list that contains l1 (the analyses use it)",
                  self.methods)
@@ -216,6 +223,14 @@ class PruneConfig:
                  "strictly increasing values", self.levels)
         _require(1 <= self.batch_size <= MAX_BATCH, "prune.batch_size", f"an integer in [1, {MAX_BATCH}]",
                  self.batch_size)
+        _require(0 <= self.finetune_epochs <= MAX_STEPS, "prune.finetune_epochs", f"an integer in [0, {MAX_STEPS}]",
+                 self.finetune_epochs)
+        _require(1 <= self.calibration_images <= 1_000_000, "prune.calibration_images", "an integer in [1, 1000000]",
+                 self.calibration_images)
+        _require(1 <= self.efficiency_threads <= MAX_COUNT, "prune.efficiency_threads",
+                 f"an integer in [1, {MAX_COUNT}]", self.efficiency_threads)
+        _require(1 <= self.efficiency_repeats <= 1000, "prune.efficiency_repeats", "an integer in [1, 1000]",
+                 self.efficiency_repeats)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""DVC stage ``prune@<seed>``: predictions of one seed at every method and sparsity level.
+"""DVC stage ``prune@<seed>``: predictions of one seed at every method and level, and the
+measured efficiency of every compressed model (``efficiency-seed-<s>.csv``; latency and
+throughput for the first seed of ``seeds`` only).
 
 The prediction table is a DVC output written first (atomically); MLflow children (one per
 method and level, under the seed's training run, tagged with the table's md5) are logged
@@ -14,7 +16,10 @@ import torch
 
 from cxrprune.analysis.metrics import average_precision, child_metrics
 from cxrprune.compression import predictions
+from cxrprune.compression.efficiency import efficiency_table
+from cxrprune.compression.methods.base import Context
 from cxrprune.compression.prune import prune_and_predict
+from cxrprune.core.atomic import write_csv
 from cxrprune.core.config import Params
 from cxrprune.core.errors import ConfigError
 from cxrprune.core.runtime import pick_device, set_threads
@@ -35,16 +40,34 @@ def run(params: Params, seed: int) -> None:
 
     model, _ = load_checkpoint(out.model_file(seed))
     x = torch.from_numpy(np.array(images))  # one read of the memory-mapped cache into RAM
+    context = Context(seed, params.prune, params.train, device, int(x.shape[-1]), _split_reader(out.prepared, classes))
+    efficiency: list[dict] = []
     results = prune_and_predict(model, x, params.prune.methods, params.prune.levels, seed,
                                 params.prune.batch_size, device,
                                 autocast=None if params.prune.autocast == "none" else params.prune.autocast,
-                                allow_tf32=params.prune.allow_tf32)
+                                allow_tf32=params.prune.allow_tf32, context=context, efficiency=efficiency,
+                                timed=seed == params.seeds[0])
     path = out.predictions_file(seed)
     predictions.write_predictions(path, results, labels["image_id"].tolist(), classes)
+    write_csv(out.efficiency_file(seed), efficiency_table(efficiency))
     log = store.SafeLogger(seed, "pruning")
     log.call(runs.log_children, params, seed, experiment_id, results,
              child_metrics(results, labels[classes].to_numpy(), classes), predictions_md5=store.file_md5(path))
     log.report()
-    dense = next(r for r in results if r.sparsity == 0.0)
+    dense = next(r for r in results if r.method == "l1" and r.sparsity == 0.0)  # every method's reference
     print(f"seed {seed}: {len(results)} (method, level) predictions over {len(labels)} test images, "
           f"dense mAP {np.nanmean(average_precision(labels[classes].to_numpy(), dense.probs)):.3f}")
+
+
+def _split_reader(prepared, classes: list[str]):
+    """``split(name) -> (uint8 images, float32 labels)``, read once, when a method asks
+    (int8 calibrates on ``val``, l1_finetune trains on ``train``)."""
+    cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def split(name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name not in cache:
+            labels, images = load_split(prepared, name, verify="full")
+            cache[name] = np.array(images), labels[classes].to_numpy(np.float32, copy=True)
+        return cache[name]
+
+    return split

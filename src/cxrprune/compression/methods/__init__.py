@@ -1,37 +1,30 @@
-"""Compression methods, one module each behind :class:`~cxrprune.compression.methods.base.Method`.
+"""Compression methods, one module each behind :class:`~cxrprune.compression.methods.base.Method`
+(``registry.get(name)`` gives one).
 
-To add one: a module here with a ``Method`` subclass, an entry in :data:`REGISTRY`, and
-its name in the ``prune.methods`` choices of :mod:`cxrprune.core.config`.
+This package's top level stays free of torch and of the methods' code: the prediction-table
+contract (:mod:`cxrprune.compression.predictions`), evaluate and analyze need to know only
+which levels each method produces (:func:`method_levels`), and importing the methods would
+make every edit of a method a dependency of those stages.
+
+To add a method: a module here with a ``Method`` subclass, an entry in
+:data:`~cxrprune.compression.methods.registry.REGISTRY`, its name in :data:`NAMES` (and in
+:data:`SINGLE_LEVEL` if it has no sparsity levels), and in the ``prune.methods`` choices of
+:mod:`cxrprune.core.config`.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from cxrprune.compression.methods.base import Compressed, Method
-from cxrprune.compression.methods.l1 import GlobalL1
-from cxrprune.compression.methods.random import RANDOM_PRUNE_SEED_OFFSET, RandomPruning
-
-REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (GlobalL1, RandomPruning)}
-
-# Methods that change the weights' number format, not their count: one level, 0.0 (no sparsity).
-SINGLE_LEVEL_METHODS = frozenset({"int8", "fp16", "bf16"})
+NAMES = ("l1", "random", "l1_layer", "channel", "int8", "fp16", "bf16", "l1_finetune")
+# Methods without sparsity levels: one model each, its block at level 0.0.
+SINGLE_LEVEL = frozenset({"int8", "fp16", "bf16"})
 
 
 def method_levels(method: str, requested: Sequence[float]) -> list[float]:
-    """The levels ``method`` produces when ``prune.levels`` asks for ``requested``: one block
-    of the prediction table per level. Weight-format methods (int8, fp16, bf16) have one
-    level, 0.0; every pruning method takes the requested levels."""
-    return [0.0] if method in SINGLE_LEVEL_METHODS else [float(k) for k in requested]
-
-
-def get(name: str) -> Method:
-    """The method called ``name`` (``prune.methods`` was validated against the registry)."""
-    try:
-        return REGISTRY[name]()
-    except KeyError:
-        raise ValueError(f"unknown compression method {name!r}; choose one of {sorted(REGISTRY)}") from None
-
-
-__all__ = ["Compressed", "Method", "REGISTRY", "RANDOM_PRUNE_SEED_OFFSET", "SINGLE_LEVEL_METHODS", "get",
-           "method_levels"]
+    """The levels ``method`` produces (its blocks in the prediction table) for the configured
+    ``prune.levels``: the requested levels, sorted, or ``[0.0]`` for a method without
+    sparsity levels (int8, fp16, bf16)."""
+    if method not in NAMES:
+        raise ValueError(f"unknown compression method {method!r}; choose one of {', '.join(NAMES)}")
+    return [0.0] if method in SINGLE_LEVEL else sorted(float(k) for k in requested)

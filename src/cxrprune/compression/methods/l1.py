@@ -12,18 +12,19 @@ from typing import Iterator, Sequence
 
 from torch import nn
 
+from cxrprune.compression.artifacts import save_sparse
 from cxrprune.compression.masks import GlobalPruner
-from cxrprune.compression.methods.base import Compressed, Method
+from cxrprune.compression.methods.base import Compressed, Context, Method
 
 
 class GlobalL1(Method):
     name = "l1"
 
-    def compress(self, model: nn.Module, levels: Sequence[float], seed: int) -> Iterator[Compressed]:
+    def compress(self, model: nn.Module, levels: Sequence[float], ctx: Context) -> Iterator[Compressed]:
         pruner = GlobalPruner(model)
         pruner.reset("l1")
         try:
             for level in sorted(levels):
-                yield Compressed(float(level), model, pruner.apply(level))
+                yield Compressed(float(level), pruner.apply(level), lambda path: save_sparse(model, path), model)
         finally:
             pruner.restore()
