@@ -12,7 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 RAY_ADDRESS ?=
 
-.PHONY: install repro repro-ray test test-fast ui plots bench clean
+.PHONY: install repro repro-ray test test-fast ui plots bench readme-numbers clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ plots: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_evaluate.py --blocks 60
+
+readme-numbers: install  # refresh every README result/benchmark number from the committed outputs
+	$(BIN)/python benchmarks/readme_numbers.py --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache
