@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-import readme_numbers as rn  # noqa: E402
+import readme_numbers as rn
 
 EXPECTED = {"README.md": {"findings", "why", "benchmarks"}, "benchmarks/README.md": {"benchmarks"},
             "docs/SCALEOUT.md": {"scaleout"}}
