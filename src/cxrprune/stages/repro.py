@@ -14,6 +14,7 @@ from pathlib import Path
 from cxrprune.core.config import Params
 from cxrprune.core.errors import CxrpruneError
 from cxrprune.scaleout import common, session
+from cxrprune.scaleout.resources import parse_resources
 
 
 def _workspace_root() -> Path:
@@ -38,7 +39,7 @@ def run(params: Params, ray: str | None = None, targets: list[str] | None = None
         raise CxrpruneError(f"--max-parallel must be >= 1, got {max_parallel}")
     opts = session.Options(address=ray, targets=list(targets or []), max_parallel=max_parallel,
                             local_cpus=cpus, task_cpus=task_cpus, task_gpus=task_gpus,
-                            resources=resources.parse_resources(resources), remote=remote, retries=retries,
+                            resources=parse_resources(resources), remote=remote, retries=retries,
                             log_dir=Path(log_dir), progress=progress, tracking=params.mlflow)
     report = session.reproduce(root, opts)
     done = sum(s.state == "done" for s in report.states.values())
