@@ -203,7 +203,7 @@ def record(script: str, args: object | None = None) -> Iterator[dict]:
         sys.stdout = old
     wall, cpu_s = time.perf_counter() - wall0, _cpu_seconds() - cpu0
     meta = {
-        "script": f"benchmarks/{script}.py",
+        "script": f"benchmarks/{Path(sys.argv[0]).name}",
         "argv": sys.argv[1:],
         "args": vars(args) if args is not None and hasattr(args, "__dict__") else None,
         "started_utc": started,
@@ -221,7 +221,7 @@ def record(script: str, args: object | None = None) -> Iterator[dict]:
     footer = (f"\n--- run: {started}, wall {wall:.1f} s, CPU {cpu_s:.1f} s (this process and its children) -> "
               f"CPU share {meta['cpu_share']:.2f} of {os.cpu_count()} cores; torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads\nCPU: {cpu['model_name']}\nflags: {cpu['flags']}\n"
-              f"command: python benchmarks/{script}.py {' '.join(sys.argv[1:])}\n")
+              f"command: python benchmarks/{Path(sys.argv[0]).name} {' '.join(sys.argv[1:])}\n")
     print(footer, end="")
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_text(RESULTS / f"{script}.txt", buf.getvalue() + footer)
