@@ -167,16 +167,17 @@ def bench_rows(o: Outputs) -> list[tuple[str, str, str, str, str]]:
                 (f"**{x['ratio_full']:.2f}x** (at {x['images_per_level']} images: {x['ratio_at_measured_size']:.2f}x); "
                 f"max \\|Δp\\| {f['max_abs_prob_diff']:.1e}"),
                 _machine(pp)))
-            if "hooks_over_removed" in x:
-                fw = x["forward_ms_per_image"]
-                rows.append((
-                    (f"forward alone, batch {b}, same pruned model: hooks on vs after `prune.remove` (NCHW), "
-                    "and ours' settings (the pure forward limit)"),
-                    f"hooked {fw['hooked NCHW']:.0f} ms/image",
-                    (f"removed {fw['removed NCHW']:.0f}, channels-last {fw['removed channels-last']:.0f}, "
-                    f"limit {fw[LIMIT]:.0f} ms/image"),
-                    f"hooks cost **{x['hooks_over_removed']:.2f}x**; ours / limit {x['ours_over_limit']:.2f}",
-                    _machine(pp)))
+        for b, x in sorted(f.get("forward", {}).items(), key=lambda kv: int(kv[0])):
+            fw = x["ms_per_image"]
+            rows.append((
+                (f"forward alone, {f['arch']} {f['image_size']} px, batch {b}, {x['images']} images in memory, same "
+                "pruned model: hooks on vs after `prune.remove` (NCHW); channels-last; ours' settings (the pure "
+                "forward limit)"),
+                f"hooked {fw['hooked NCHW']:.0f} ms/image",
+                (f"removed {fw['removed NCHW']:.0f}, channels-last {fw['removed channels-last']:.0f}, "
+                f"limit {fw[LIMIT]:.0f} ms/image"),
+                f"hooks cost **{x['hooks_over_removed']:.2f}x**",
+                _machine(pp)))
     else:
         rows.append(("prune + predict (`bench_prune_predict.py`)", "", "", "no committed output", ""))
     low = o.bench("bench_prune_predict-batch256-96px")
@@ -218,8 +219,8 @@ def bench_rows(o: Outputs) -> list[tuple[str, str, str, str, str]]:
         f = ti["figures"]
         rows.append((
             f"training input, {f['arch']} {f['image_size']} px, batch {f['batch_size']} (`bench_train_input.py`)",
-            f"model's own step on in-memory tensors {f['ref_same_img_s']:.0f} img/s",
-            f"full loop from the uint8 cache {f['ours_img_s']:.0f} img/s",
+            f"model's own step on in-memory tensors {f['ref_same_img_s']:.3g} img/s",
+            f"full loop from the uint8 cache {f['ours_img_s']:.3g} img/s",
             f"**{f['ours_over_ref_same']:.2f}**", _machine(ti)))
     else:
         rows.append(("training input (`bench_train_input.py`)", "", "", ("no committed output (not rerun in this "
