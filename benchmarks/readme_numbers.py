@@ -149,6 +149,10 @@ def _machine(b: dict) -> str:
             f"{'s' * (m['torch_threads'] != 1)}), CPU share {m['cpu_share']:.2f}, {m['started_utc']}")
 
 
+def rounds(n: int) -> str:
+    return "1 round (not repeated, so not alternated)" if n == 1 else f"{n} alternated rounds"
+
+
 def bench_rows(o: Outputs) -> list[tuple[str, str, str, str, str]]:
     """(benchmark, baseline, ours, ratio, run) for every benchmark; a missing output says so."""
     rows = []
@@ -230,7 +234,7 @@ def bench_rows(o: Outputs) -> list[tuple[str, str, str, str, str]]:
         f = ray["figures"]
         rows.append((
             (f"`cxrprune repro --ray` vs one `dvc repro`, {f['seeds']} seeds, tiny config, train.threads "
-            f"{f['threads_per_stage']} on both sides, {f['repeats']} alternated rounds (`bench_ray.py`)"),
+            f"{f['threads_per_stage']} on both sides, {rounds(f['repeats'])} (`bench_ray.py`)"),
             f"{f['sequential_median_s']:.1f} s", f"{f['ray_median_s']:.1f} s", f"**{f['ratio']:.2f}x**",
             _machine(ray)))
     else:
@@ -252,7 +256,7 @@ def scaleout(o: Outputs) -> str:
     pr = f["projection"]
     ks = [k for k in (2, 4, 8) if f"N30_k{k}" in pr]
     return (f"Measured ({_machine(ray)}; `python benchmarks/bench_ray.py`, tiny config, {f['seeds']} seeds,\n"
-            f"train.threads {f['threads_per_stage']} on both sides, {f['repeats']} alternated rounds): one sequential "
+            f"train.threads {f['threads_per_stage']} on both sides, {rounds(f['repeats'])}): one sequential "
             f"`dvc repro` {f['sequential_median_s']:.1f} s vs\n`cxrprune repro --ray` {f['ray_median_s']:.1f} s "
             f"({f['ratio']:.2f}x, medians). With N seeds, k parallel workers (GPUs), per-seed time t_seed,\n"
             "Ray start T_start and the stages after the seeds T_rest:\n\n"
