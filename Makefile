@@ -24,7 +24,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 RAY_ADDRESS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install repro repro-ray test test-fast browser exp-show metrics plots ui bench lock readme-points clean
+.PHONY: help install repro repro-ray test test-fast browser exp-show metrics plots ui bench lock readme-numbers clean
 
 help: ## list the targets
 	@echo "usage: make TARGET   (then, for dvc/mlflow/cxrprune commands: source $(VENV)/bin/activate)"
@@ -111,9 +111,11 @@ lock: ## regenerate requirements.lock from pyproject.toml (UPGRADE=1: newest of 
 	@# pip-compile pins what this machine resolves; say for which platform, on top.
 	@sed -i '1i # For Linux x86_64 and Python 3.11 (torch wheels pull in nvidia-* there). `make lock` regenerates it.' $(LOCK)
 
-# The README's operating-point table, rendered from metrics/synthetic/ (after make repro).
-readme-points: install ## the README's operating-point table from metrics/synthetic/ (after make repro)
+# Every number in README.md, benchmarks/README.md and docs/SCALEOUT.md that comes from an
+# output: the operating-point table and the <!-- numbers:NAME --> blocks (after make repro).
+readme-numbers: install ## refresh every README number from the committed outputs
 	$(BIN)/python -m cxrprune.analysis.readme README.md --name synthetic
+	$(BIN)/python benchmarks/readme_numbers.py --write
 
 clean: ## remove .venv and the test caches
 	rm -rf $(VENV) $(LOCK_TOOLS) .pytest_cache

@@ -9,8 +9,9 @@ classes, float32 probabilities like the prediction files), then times
   class, with 1 thread and with ``--workers`` threads;
 - sklearn: ``average_precision_score`` called per class and block -- AP only;
 
-and prints the median time of ``--repeats`` runs, the speed-up and the largest absolute
-AP difference. The ratio is per block, so a smaller ``--blocks`` gives the same ratio
+Same process, interleaved: each of ``--repeats`` rounds runs the three once, in an order
+that rotates every round; printed are the median times, the speed-up and the largest
+absolute AP difference. The ratio is per block, so a smaller ``--blocks`` gives the same ratio
 sooner::
 
     python benchmarks/bench_evaluate.py --blocks 600 --images 21000 --classes 20 --repeats 3
@@ -22,9 +23,10 @@ import argparse
 import os
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
+from common import record
 from sklearn.metrics import average_precision_score
 
 from cxrprune.analysis.metrics import metrics_for_blocks
@@ -50,13 +52,18 @@ def make_data(blocks: int, images: int, classes: int, seed: int = 0) -> tuple[np
     return y, scores
 
 
-def timed(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> tuple[dict[str, float], dict[str, object]]:
+    """Median seconds and last result of each function; each round runs all of them once, the
+    order rotating every round, so machine load falls on all alike."""
+    names = list(fns)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    results: dict[str, object] = {}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            start = time.perf_counter()
+            results[name] = fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}, results
 
 
 def sklearn_ap(y: np.ndarray, blocks: list[np.ndarray]) -> np.ndarray:
@@ -71,16 +78,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     args = parser.parse_args(argv)
+    with record("bench_evaluate", args) as fig:
+        _measure(args, fig)
 
+
+def _measure(args, fig: dict) -> None:
     print(f"blocks={args.blocks} images={args.images} classes={args.classes} repeats={args.repeats} "
           f"workers={args.workers} cpus={os.cpu_count()}")
     start = time.perf_counter()
     y, blocks = make_data(args.blocks, args.images, args.classes)
     print(f"generated data in {time.perf_counter() - start:.1f} s (not timed)")
 
-    t_ours, ours = timed(lambda: metrics_for_blocks(y, blocks, threshold=0.5, workers=1), args.repeats)
-    t_threads, _ = timed(lambda: metrics_for_blocks(y, blocks, threshold=0.5, workers=args.workers), args.repeats)
-    t_sk, reference = timed(lambda: sklearn_ap(y, blocks), args.repeats)
+    t, res = interleaved({"ours": lambda: metrics_for_blocks(y, blocks, threshold=0.5, workers=1),
+                          "threads": lambda: metrics_for_blocks(y, blocks, threshold=0.5, workers=args.workers),
+                          "sklearn": lambda: sklearn_ap(y, blocks)}, args.repeats)
+    t_ours, t_threads, t_sk = t["ours"], t["threads"], t["sklearn"]
+    ours, reference = res["ours"], res["sklearn"]
     max_diff = float(np.max(np.abs(np.array([m.ap for m in ours]) - reference)))
 
     per_block = 1000 / args.blocks
@@ -90,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"cxrprune metrics_for_blocks, {args.workers} threads (AP+AUROC+F1): {t_threads:8.2f} s  "
           f"({t_threads * per_block:.2f} ms/block)  speed-up {t_sk / t_threads:.1f}x")
     print(f"max |AP ours - AP sklearn| = {max_diff:.3e}")
+    fig.update(blocks=args.blocks, images=args.images, classes=args.classes, repeats=args.repeats,
+               workers=args.workers, sklearn_s=t_sk, ours_1thread_s=t_ours, ours_threads_s=t_threads,
+               speedup_1thread=t_sk / t_ours, speedup_threads=t_sk / t_threads, max_ap_diff=max_diff)
 
 
 if __name__ == "__main__":

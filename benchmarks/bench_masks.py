@@ -14,7 +14,8 @@ Memory: each measurement runs in a fresh subprocess. After the model is built, f
 is trimmed (``malloc_trim``) and the kernel's resident-set high-water mark is reset
 (``/proc/self/clear_refs`` = 5); peak extra = ``VmHWM`` after the 20 levels minus ``VmRSS``
 before them. RSS sees every allocation (torch's CPU allocator, numpy, Python), unlike
-tracemalloc. Runs alternate ours / baseline, ``--repeats`` times; medians are reported.
+tracemalloc. Subprocesses, interleaved: runs alternate ours / baseline (the order flips
+each repeat), ``--repeats`` times; medians are reported.
 One more (untimed) baseline worker checks that both give the same masks at every level
 (differences are only allowed among weights tied at the threshold).
 """
@@ -32,10 +33,10 @@ from pathlib import Path
 import torch
 from common import (
     STUDY_LEVELS,
-    machine,
     median,
     peak_rss_bytes,
     print_table,
+    record,
     reset_peak_rss,
     rss_bytes,
     spread,
@@ -136,7 +137,11 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.arch, args.check)))
         return
-    print(machine())
+    with record("bench_masks", args) as fig:
+        _measure(args, fig)
+
+
+def _measure(args, fig: dict) -> None:
     results: dict[str, list[dict]] = {"ours": [], "baseline": []}
     for r in range(args.repeats):
         for method in (("ours", "baseline") if r % 2 == 0 else ("baseline", "ours")):
@@ -163,9 +168,13 @@ def main() -> None:
     print(f"memory: ours {median(m_ours):.3f} GB vs baseline {median(m_base):.3f} GB "
           f"(targets: < 2 s and < 0.6 GB extra)")
     print(f"ours' own buffers: original weights {n * 4 / 1e9:.3f} GB + sorted |w| {n * 4 / 1e9:.3f} GB")
+    fig.update(weights=n, repeats=args.repeats, baseline_s=median(t_base), baseline_prune_only_s=median(t_base_p),
+               ours_s=median(t_ours), speedup=median(t_base) / median(t_ours),
+               baseline_peak_extra_gb=median(m_base), ours_peak_extra_gb=median(m_ours))
     if args.no_check:
         return
     chk = _run("baseline", args.arch, check=True)  # untimed: it keeps 20 masks for the comparison
+    fig.update(mask_positions_differing=chk["mask_positions_differing"])
     print(f"masks: {chk['mask_positions_differing']} positions differ over 20 levels "
           f"(only among weights tied at the threshold: {chk['differences_only_at_ties']})")
 

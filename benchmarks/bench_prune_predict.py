@@ -1,39 +1,55 @@
-"""Prune + predict for one seed: the authors' approach vs the prune stage, and the pure forward limit.
+"""Prune + predict for one seed, the authors' approach vs the prune stage, extrapolated to the test set.
 
-Baseline (the authors' approach, Holste et al. 2023, VITA-Group/PruneCXR ``src/prune.py``):
-for every level a fresh ResNet (constructor + ``load_state_dict``),
+Baseline (the authors' approach, Holste et al. 2023, VITA-Group/PruneCXR ``src/prune.py``),
+per level: a fresh ResNet (constructor + ``load_state_dict``),
 ``torch.nn.utils.prune.global_unstructured`` with ``L1Unstructured`` over every Conv2d/Linear
-weight, inference under ``torch.no_grad`` with the pruning hooks on (NCHW, the model's
-default), and a ``DataLoader`` over a ``Dataset`` that decodes and resizes the 1024x1024
-source PNGs on every pass, then ToTensor + ImageNet ``Normalize`` (the authors decode with
-cv2; here the same PIL decode+resize as the prepare stage, so both paths see identical
-pixels and their probabilities can be compared to 1e-5).
+weight, inference under ``torch.no_grad`` with the pruning hooks on (NCHW), through a
+``DataLoader`` (``--workers``, default 0) over a ``Dataset`` that decodes and resizes the
+1024x1024 source PNGs on every pass, then ToTensor + ImageNet ``Normalize`` (the authors
+decode with cv2; here the prepare stage's PIL decode + resize, so both paths see the same
+pixels and their probabilities can be compared).
 
-Ours: ``cxrprune.compression.prune.prune_and_predict`` (the prune stage's code path) over the uint8
-cache; the one-time cache creation (decode + resize of the same PNGs) is timed separately.
+Ours: ``cxrprune.compression.prune.prune_and_predict``, the prune stage's code, called as the
+stage calls it (one call per seed and method with all its levels) over the uint8 cache.
 
-Pure forward limit: the same dense model with the same settings (channels-last,
-inference_mode, same batches) on inputs already converted and normalised in memory: only
-``model(x)`` and the sigmoid. ``ours / limit`` is what pruning, input conversion and
-bookkeeping add.
+How it is measured -- one process, no subprocesses; each step is interleaved:
 
-Interleaving: ``prune_and_predict`` calls back after every level; the callback runs one
-limit pass and, at the baseline's levels, one baseline level, so the three are measured
-side by side under the same machine load. Time spent in the callback is excluded from ours.
+1. Fixed costs at all 20 study levels, once each, level by level: the baseline's model
+   rebuild + ``global_unstructured`` (a pass without images); ours' ``model.to``
+   (channels-last) + ``GlobalPruner`` init + sort, once per seed, and ``apply(level)``.
+2. Full passes at each batch size of ``--batch-sizes`` (default 32 and the authors' 256)
+   over ``--batches`` x batch images (default 2: two batches per level for both paths), at
+   the levels of ``--levels`` (default 0.5, 0.9). Before the timed rounds each path gets
+   the same untimed warm-up: one pass over one batch of that size. Then ``--rounds``
+   rounds; each runs the baseline at every level and one ``prune_and_predict`` call with
+   those levels, the order of the two paths flipping every round and between batch sizes.
+   Per-image cost, measured directly in every pass: the baseline's decode + forward loop
+   time over the images; ours' time inside ``predict_probs`` (the stage's forward over the
+   cache; the benchmark wraps that name to time it) over the images.
+3. The forward alone on the same normalised inputs in memory, at each batch size over the
+   same images, ``--rounds`` rounds rotating the order, after one untimed pass each: the
+   baseline's pruned model **with its hooks**, the **same model after** ``prune.remove``
+   (NCHW, no_grad), the same in channels-last, and ours' settings (channels-last,
+   ``inference_mode``, ours' CPU chunk, inside ``cpu_heap_reuse``: the pure forward limit).
+   Hooks vs layout vs heap: what the baseline's slower forward is attributable to.
 
-Default: ResNet50 at 256x256, 32 images, 20 levels for ours and the limit, 4 of them for
-the baseline (scaled to 20 per level; say so). ``--images 21000 --baseline-levels 20`` is
-the full per-seed run. Also extrapolates each path to ``--full-n`` test images from its
-measured fixed (per level / per seed) and per-image costs.
+Extrapolated, not measured: the per-seed time at ``--full-n`` images (default 21,000, the
+NIH-CXR-LT test set) and 20 levels, ``T = fixed costs of the 20 levels (1.) + 20 x N x
+per-image cost (2.)``, for each path and batch size. The headline is that ratio at the
+authors' batch size; the ratio at the measured size is printed beside it.
+
+The model is a seeded ResNet50 whose BatchNorm statistics come from the benchmark images
+(outputs spread like a trained model's, not saturated). The sources are generated
+CXR-like 8-bit 1024x1024 PNGs (``common.make_pngs``).
 
 ``--ap-check``: bf16 autocast deviation (probabilities and per-class AP) against fp32 on
-the synthetic study data (data/raw/synthetic) with a quickly trained ResNet18 at 48 px.
+the synthetic study data (data/raw/synthetic) with a quickly trained ResNet18 at 48 px;
+its output goes to ``results/bench_prune_predict_ap.*``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import tempfile
 import time
@@ -42,15 +58,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from common import STUDY_LEVELS, machine, make_pngs, median, print_table, spread, timed
+from common import STUDY_LEVELS, make_pngs, median, print_table, record, spread, timed
 from torch import nn
 from torch.nn.utils import prune as tprune
 
 from cxrprune.compression.masks import GlobalPruner
 from cxrprune.compression.predict import cpu_chunk
 from cxrprune.compression.prune import prune_and_predict
-from cxrprune.core.numerics import precision
-from cxrprune.core.runtime import _LIBC, cpu_heap_reuse, pick_device
+from cxrprune.core.runtime import cpu_heap_reuse, pick_device
 from cxrprune.datasets.prepare import load_image, load_images
 from cxrprune.training.augment import normalize, to_unit
 from cxrprune.training.models import (
@@ -59,28 +74,6 @@ from cxrprune.training.models import (
     build_model,
     prunable_parameters,
 )
-
-
-@contextlib.contextmanager
-def glibc_defaults():
-    """Inside ours' :func:`cpu_heap_reuse` scope (the callbacks run there), put glibc back to
-    what a standalone process settles at (mmap above 32 MB, trim above 64 MB) for the
-    baseline and the plain settings, then restore ours' settings. The heap is not trimmed
-    on entry: the baseline may reuse memory ours left there (if anything, in its favour),
-    and ours does not pay for page-faulting its heap in again after each baseline level."""
-    import cxrprune.compression.predict as cp
-
-    if _LIBC is None or cp._heap_depth == 0:  # not inside ours' scope: already the defaults
-        yield
-        return
-    _LIBC.mallopt(-4, 65536)       # M_MMAP_MAX
-    _LIBC.mallopt(-3, 32 << 20)    # M_MMAP_THRESHOLD
-    _LIBC.mallopt(-1, 64 << 20)    # M_TRIM_THRESHOLD
-    try:
-        yield
-    finally:
-        _LIBC.mallopt(-1, 2**31 - 1)
-        _LIBC.mallopt(-4, 0)
 
 
 class PngDataset(torch.utils.data.Dataset):
@@ -129,7 +122,7 @@ def baseline_level(arch: str, n_classes: int, state: dict, level: float, paths: 
             probs.append(torch.sigmoid(model(x.to(device))).cpu().numpy())
             t["decode+resize"] += b - a
             t["forward(hooks)"] += time.perf_counter() - b
-    return np.concatenate(probs), t
+    return (np.concatenate(probs) if probs else np.zeros((0, n_classes), np.float32)), t
 
 
 def calibrated_model(arch: str, n_classes: int, cache: np.ndarray, batch_size: int, seed: int) -> nn.Module:
@@ -156,225 +149,268 @@ def main() -> None:
     ap.add_argument("--arch", default="resnet50")
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--source-size", type=int, default=1024)
-    ap.add_argument("--images", type=int, default=32, help="test images (the real test set: ~21,000)")
-    ap.add_argument("--levels", type=int, default=20, help="first k of the study's 20 levels for ours and the limit")
-    ap.add_argument("--baseline-levels", type=int, default=4, help="levels run the authors' way (evenly spread)")
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-sizes", default="32,256", help="comma-separated; 256 is the authors' (default 32,256)")
+    ap.add_argument("--batches", type=int, default=2, help="batches per level and batch size (default 2, at least 2)")
+    ap.add_argument("--levels", default="0.5,0.9", help="levels of the full passes (default 0.5,0.9)")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of full and forward-only passes")
+    ap.add_argument("--fixed-levels", type=int, default=20,
+                    help="study levels whose fixed costs are measured, evenly spread (default all 20); the others "
+                         "are interpolated linearly in the level")
+    ap.add_argument("--forward-batch-sizes", default=None, help="batch sizes of step 3 (default: --batch-sizes; 'none': skip step 3)")
+    ap.add_argument("--sources", type=int, default=None,
+                    help="distinct generated PNGs, cycled to the images needed (default: one per image); decoding "
+                         "a repeated file costs the same")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for both paths (default: torch's)")
     ap.add_argument("--workers", type=int, default=0, help="baseline DataLoader workers (the authors: 8)")
     ap.add_argument("--classes", type=int, default=20)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--autocast", choices=["none", "bf16", "fp16"], default="none", help="ours only")
-    ap.add_argument("--allow-tf32", action="store_true", help="ours only (CUDA)")
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--full-n", type=int, default=21000, help="test-set size for the extrapolation")
     ap.add_argument("--src-dir", type=Path, help="keep/reuse the generated PNGs here (default: a temp dir)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ap-check", action="store_true", help="only the bf16-vs-fp32 AP deviation check")
-    ap.add_argument("--no-settings", action="store_true", help="skip the forward-settings comparison")
-    ap.add_argument("--settings-repeats", type=int, default=3)
     ap.add_argument("--ap-epochs", type=int, default=3)
+    ap.add_argument("--tag", default="", help="results/bench_prune_predict-<tag>.* instead of the default name")
     args = ap.parse_args()
-    print(machine())
-    if args.ap_check:
-        return ap_check(args)
-    device = pick_device(args.device)
-    autocast = None if args.autocast == "none" else args.autocast
-    levels = STUDY_LEVELS[:args.levels]
-    pick = np.unique(np.round(np.linspace(0, len(levels) - 1, min(args.baseline_levels, len(levels)))).astype(int))
-    base_levels = {levels[i] for i in pick}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.batches < 2:
+        ap.error("--batches must be at least 2 (two batches per level)")
+    name = "bench_prune_predict" + ("_ap" if args.ap_check else "") + (f"-{args.tag}" if args.tag else "")
+    with record(name, args) as fig:
+        if args.ap_check:
+            ap_check(args)
+        else:
+            measure(args, fig)
 
+
+def measure(args, fig: dict) -> None:
+    device = pick_device(args.device)
+    # Ours' per-image cost is the time inside predict_probs (the stage's forward over the
+    # cache), timed by wrapping the name prune_and_predict calls; nothing else changes.
+    import cxrprune.compression.prune as stage_prune
+
+    predict_s: list[float] = []
+    real_predict = stage_prune.predict_probs
+
+    def timed_predict(*a, **kw):
+        out, t = timed(real_predict, *a, **kw)
+        predict_s.append(t)
+        return out
+
+    stage_prune.predict_probs = timed_predict
+    sizes = [int(b) for b in args.batch_sizes.split(",")]
+    levels = [float(k) for k in args.levels.split(",")]
+    n_max = args.batches * max(sizes)
     with tempfile.TemporaryDirectory() as tmp:
         src = args.src_dir or Path(tmp)
-        paths = [str(p) for p in make_pngs(src, args.images, args.source_size, args.seed)]
-        # One-time cache creation: what the prepare stage does, once per dataset (all seeds).
+        distinct = [str(p) for p in make_pngs(src, min(args.sources or n_max, n_max), args.source_size, args.seed)]
+        paths = [distinct[i % len(distinct)] for i in range(n_max)]
         cache, t_cache = timed(load_images, pd.DataFrame({"path": paths}), args.image_size, 0, "cache")
-        model = calibrated_model(args.arch, args.classes, cache, args.batch_size, args.seed)
+        model = calibrated_model(args.arch, args.classes, cache[:64], 32, args.seed)
         state = copy.deepcopy(model.state_dict())
         images = torch.from_numpy(cache)
+        print(f"{args.arch} at {args.image_size} px from {args.source_size} px 8-bit PNGs; batch sizes {sizes}, "
+              f"{args.batches} batches per level; levels {levels}; {args.rounds} rounds; one-time cache creation "
+              f"{t_cache / n_max * 1000:.1f} ms/image (not counted)", flush=True)
 
-        # The limit: same model settings as ours (channels-last, inference_mode, ours' CPU
-        # chunk and heap reuse, as it runs inside ours' scope), inputs ready in memory.
-        step = args.batch_size if device.type != "cpu" else min(args.batch_size, cpu_chunk(args.image_size))
-        limit_model = copy.deepcopy(model).to(device, memory_format=torch.channels_last).eval()
-        limit_inputs = [normalize(to_unit(images[s:s + step], device)) for s in range(0, len(images), step)]
+        def run_base(b: int, n: int, k: float) -> tuple[np.ndarray, dict, float]:
+            (probs, parts), t = timed(baseline_level, args.arch, args.classes, state, k, paths[:n], args.image_size,
+                                      b, args.workers, device)
+            return probs, parts, t
 
-        @torch.inference_mode()
-        def limit_pass() -> np.ndarray:
-            with precision(device, autocast, args.allow_tf32):
-                return torch.cat([torch.sigmoid(limit_model(x).float()) for x in limit_inputs]).cpu().numpy()
+        def run_ours(b: int, n: int, ks: list[float]) -> tuple[dict, list[float], list[float]]:
+            """Probabilities, seconds per level and seconds inside ``predict_probs`` per level."""
+            m = copy.deepcopy(model)
+            times, probs, mark = [], {}, [time.perf_counter()]
+            del predict_s[:]
 
-        # Forward settings, dense model, same cached inputs: what each choice is worth.
-        nchw_model = copy.deepcopy(model).to(device).eval()
-        nchw_inputs = [x.contiguous() for x in [normalize(to_unit(images[s:s + args.batch_size], device))
-                                                for s in range(0, len(images), args.batch_size)]]
-        cl_inputs = [x.contiguous(memory_format=torch.channels_last) for x in nchw_inputs]
+            def on_level(res) -> None:
+                times.append(time.perf_counter() - mark[0])
+                probs[res.sparsity] = res.probs
+                mark[0] = time.perf_counter()
 
-        @torch.no_grad()
-        def settings_pass(which: str) -> None:  # run inside one cpu_heap_reuse scope
-            if which == "ours":
-                limit_pass()
-                return
-            with glibc_defaults():
-                for x in (nchw_inputs if which == "nchw" else cl_inputs):
-                    torch.sigmoid((nchw_model if which == "nchw" else limit_model)(x))
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            prune_and_predict(m, images[:n], ["l1"], ks, args.seed, b, device, on_level)
+            times[-1] += time.perf_counter() - mark[0]  # the return after the last callback
+            return probs, times, list(predict_s)
 
-        limit_pass()  # warm-up (oneDNN primitives for these shapes), untimed
-        ours_t, limit_t, base_t, base_parts = [], [], {}, {}
-        ours_probs, base_probs, limit_probs = {}, {}, None
-        mark = [0.0, 0.0]
+        # 2. Fixed costs at all 20 levels (measured first, so 1. can subtract them).
+        fixed_base, fixed_ours_apply = {}, {}
+        prof = copy.deepcopy(model)
+        start = time.perf_counter()
+        pruner = GlobalPruner(prof.to(device, memory_format=torch.channels_last))
+        t_seed = time.perf_counter() - start
+        _, t_sort = timed(pruner.reset, "l1")
+        fixed_ours_seed = t_seed + t_sort
+        pick = np.unique(np.round(np.linspace(0, len(STUDY_LEVELS) - 1, args.fixed_levels)).astype(int))
+        measured = [STUDY_LEVELS[i] for i in pick]
+        for k in STUDY_LEVELS:
+            if k in measured:
+                _, parts, _ = run_base(max(sizes), 0, k)  # no images: rebuild + global_unstructured only
+                fixed_base[k] = parts["build+load"] + parts["global_unstructured"]
+            fixed_ours_apply[k] = timed(pruner.apply, k)[1]
+        del prof, pruner
+        print(f"baseline fixed costs measured at levels {measured}: "
+              + ", ".join(f"{fixed_base[k]:.2f}" for k in measured) + " s", flush=True)
+        if len(measured) < len(STUDY_LEVELS):  # interpolated, not measured: said in the output
+            fixed_base = dict(zip(STUDY_LEVELS, np.interp(STUDY_LEVELS, measured, [fixed_base[k] for k in measured]),
+                                  strict=True))
+        print(f"fixed costs, 20 levels: baseline rebuild + global_unstructured {sum(fixed_base.values()):.1f} s; "
+              f"ours model.to + GlobalPruner init + sort {fixed_ours_seed:.2f} s + apply x 20 "
+              f"{sum(fixed_ours_apply.values()):.2f} s", flush=True)
 
-        def on_level(res) -> None:
-            nonlocal limit_probs
-            ours_t.append(time.perf_counter() - mark[0])
-            cpu["ours"].append(time.process_time() - mark[1])
-            ours_probs[res.sparsity] = res.probs
-            c = time.process_time()
-            probs, t = timed(limit_pass)
-            limit_t.append(t)
-            cpu["limit"].append(time.process_time() - c)
-            limit_probs = probs if limit_probs is None else limit_probs
-            if res.sparsity in base_levels:
-                c = time.process_time()
-                with glibc_defaults():
-                    (probs, parts), t = timed(baseline_level, args.arch, args.classes, state, res.sparsity,
-                                              paths, args.image_size, args.batch_size, args.workers, device)
-                base_t[res.sparsity], base_parts[res.sparsity], base_probs[res.sparsity] = t, parts, probs
-                cpu["base"].append(time.process_time() - c)
-            print(f"  level {res.sparsity:.2f}: ours {ours_t[-1]:.2f} s, limit {limit_t[-1]:.2f} s"
-                  + (f", baseline {base_t[res.sparsity]:.2f} s" if res.sparsity in base_t else ""), flush=True)
-            mark[:] = [time.perf_counter(), time.process_time()]
+        # 1. Full passes, interleaved.
+        full: dict[int, dict] = {}
+        maxdiff = 0.0
+        for i, b in enumerate(sizes):
+            n = args.batches * b
+            run_base(b, b, levels[0])  # equal warm-up: one batch through each path
+            run_ours(b, b, levels[:1])
+            res = {"base_pass": [], "base_img": [], "ours_pass": [], "ours_img": [], "base_parts": []}
+            for r in range(args.rounds):
+                order = ("base", "ours") if (r + i) % 2 == 0 else ("ours", "base")
+                for path in order:
+                    if path == "base":
+                        bp = {}
+                        for k in levels:
+                            probs, parts, t = run_base(b, n, k)
+                            bp[k] = probs
+                            res["base_pass"].append(t)
+                            res["base_parts"].append(parts)
+                            res["base_img"].append((parts["decode+resize"] + parts["forward(hooks)"]) / n)
+                    else:
+                        op, times, inside = run_ours(b, n, levels)
+                        res["ours_pass"] += times
+                        res["ours_img"] += [t / n for t in inside]
+                maxdiff = max(maxdiff, max(float(np.abs(bp[k] - op[k]).max()) for k in levels))
+                print(f"  batch {b}, round {r} ({' then '.join(order)}): baseline "
+                      f"{', '.join(f'{t:.2f}' for t in res['base_pass'][-len(levels):])} s, ours "
+                      f"{', '.join(f'{t:.2f}' for t in res['ours_pass'][-len(levels):])} s per level", flush=True)
+            full[b] = res
 
-        ours_model = copy.deepcopy(model)
-        cpu: dict[str, list[float]] = {"ours": [], "limit": [], "base": []}
-        cpu_start = time.process_time()
-        mark[:] = [time.perf_counter(), time.process_time()]
-        prune_and_predict(ours_model, images, ["l1"], levels, args.seed, args.batch_size, device, on_level,
-                          autocast=autocast, allow_tf32=args.allow_tf32)
-        ours_t[-1] += time.perf_counter() - mark[0]  # the return after the last callback
-        cpu["ours"][-1] += time.process_time() - mark[1]
-        share = (time.process_time() - cpu_start) / max(sum(ours_t) + sum(limit_t) + sum(base_t.values()), 1e-9)
+        # 3. Forward alone, same inputs in memory: hooks vs prune.remove vs layout vs ours' settings.
+        def pruned_with_hooks() -> nn.Module:  # the baseline's model at the first level
+            m = build_model(args.arch, args.classes)
+            m.load_state_dict(state)
+            tprune.global_unstructured(prunable_parameters(m), pruning_method=tprune.L1Unstructured,
+                                       amount=levels[0])
+            return m.eval()
 
-        settings_t: dict[str, list[float]] = {"nchw": [], "cl": [], "ours": []}
-        if not args.no_settings:
-            with cpu_heap_reuse() if device.type == "cpu" else contextlib.nullcontext():
-                for r in range(args.settings_repeats):
-                    for which in (("nchw", "cl", "ours") if r % 2 == 0 else ("ours", "cl", "nchw")):
-                        settings_t[which].append(timed(settings_pass, which)[1])
+        hooked, removed = pruned_with_hooks(), pruned_with_hooks()  # L1 masks are deterministic: the same
+        for mod, name in prunable_parameters(removed):
+            tprune.remove(mod, name)  # weight = weight_orig * mask, hooks gone
+        removed_cl = copy.deepcopy(removed).to(memory_format=torch.channels_last)
+        fwd: dict[int, dict[str, list[float]]] = {}
+        hook_diff = 0.0
+        fwd_sizes = sizes if args.forward_batch_sizes is None else [
+            int(x) for x in args.forward_batch_sizes.split(",") if x.strip() not in ("", "none")]
+        for b in fwd_sizes:
+            fwd[b], d = forward_alone(hooked, removed, removed_cl, images[:args.batches * b], b, args.rounds, device)
+            hook_diff = max(hook_diff, d)
+            print(f"  forward alone, batch {b}: " + ", ".join(f"{nm} {median(v) * 1000:.1f} ms/img"
+                                                            for nm, v in fwd[b].items()), flush=True)
 
-        # Components of ours, measured apart (same process, after the run).
-        prof = copy.deepcopy(model).to(device, memory_format=torch.channels_last)
-        _, t_init = timed(lambda: GlobalPruner(prof))
-        pruner = GlobalPruner(prof)
-        _, t_reset = timed(pruner.reset, "l1")
-        t_apply = [timed(pruner.apply, k)[1] for k in levels]
-        def convert_all() -> None:
-            for s in range(0, len(images), step):
-                normalize(to_unit(images[s:s + step], device))
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-
-        t_conv = [timed(convert_all)[1] for _ in range(3)]
-
-    report(args, device, levels, step, dict(ours_t=ours_t, limit_t=limit_t, base_t=base_t, base_parts=base_parts,
-                                            ours_probs=ours_probs, base_probs=base_probs, limit_probs=limit_probs,
-                                            t_cache=t_cache, settings_t=settings_t, t_init=t_init,
-                                            t_reset=t_reset, t_apply=t_apply, t_conv=t_conv, cpu=cpu,
-                                            share=share))
+    fig["fixed_levels_measured"] = measured
+    report(args, sizes, levels, fixed_base, fixed_ours_seed, fixed_ours_apply, full, fwd, maxdiff, hook_diff, fig)
 
 
-def report(args, device, levels, step, r: dict) -> None:
-    n, L = args.images, len(levels)
-    ours_t, limit_t, base_t = r["ours_t"], r["limit_t"], r["base_t"]
-    ours_total, limit_total = sum(ours_t), sum(limit_t)
-    has_base = bool(base_t)
-    print(f"\n{args.arch} at {args.image_size}x{args.image_size} from {args.source_size}x{args.source_size} "
-          f"8-bit PNGs, {n} images (a subset; the real test set has ~{args.full_n:,}), batch {args.batch_size} "
-          f"(CPU chunk {step}), device {device}, ours precision {args.autocast}"
-          f"{' +tf32' if args.allow_tf32 else ''}")
-    print(f"levels: ours and limit {L} ({levels[0]}..{levels[-1]}); baseline {len(base_t)} "
-          f"({', '.join(f'{k:g}' for k in sorted(base_t))})" + (", scaled to all levels with its median per level"
-                                                               if has_base else ""))
-    print_table(["level", "ours s", "limit s", "baseline s"],
-                [[f"{k:.2f}", a, b, base_t.get(k, "")] for k, a, b in zip(levels, ours_t, limit_t)],
-                title="per level (ours level 0 includes model.to, GlobalPruner init and the sort)")
-    rows = []
-    if has_base:
-        base_per_level = median(list(base_t.values()))
-        base_total = base_per_level * L
-        rows.append(["baseline (authors), per seed", base_total,
-                     f"{base_per_level:.3f} s/level x {L} (median of {spread(list(base_t.values()))})"])
-    rows += [
-        ["ours (prune stage), per seed", ours_total, f"{spread(ours_t)} s/level"],
-        [f"pure forward limit, {L} dense passes", limit_total, f"{spread(limit_t)} s/pass"],
-        ["one-time uint8 cache creation", r["t_cache"], f"{r['t_cache'] / n * 1000:.1f} ms/image, once per dataset"],
-        ["ours + cache creation", ours_total + r["t_cache"], "cache counted in full against one seed"],
-    ]
-    print_table(["path", "seconds", "note"], rows, title="totals")
-    print()
-    if has_base:
-        print(f"baseline / ours                = {base_total / ours_total:.2f}x   (target >= 5x)")
-        print(f"baseline / (ours + cache)      = {base_total / (ours_total + r['t_cache']):.2f}x")
-    print(f"ours / limit                   = {ours_total / limit_total:.3f}   (target <= 1.10)")
-    c = r["cpu"]
-    print(f"CPU seconds (user+sys of this process; inflated less than wall time by other load): ours {sum(c['ours']):.1f}, "
-          f"limit {sum(c['limit']):.1f}" + (f", baseline {median(c['base']) * L:.1f} (median x {L})" if c["base"] else "")
-          + f" -> ours/limit {sum(c['ours']) / sum(c['limit']):.3f}"
-          + (f", baseline/ours {median(c['base']) * L / sum(c['ours']):.2f}x" if c["base"] else ""))
-    print(f"CPU share during the run: {r['share']:.2f} of {torch.get_num_threads()} threads' worth "
-          f"(below {torch.get_num_threads()}: other processes took the cores)")
-    print(f"median per level: ours/limit   = {median([a / b for a, b in zip(ours_t[1:], limit_t[1:])]):.3f} "
-          f"(levels after the first, i.e. without the one-time sort)")
-    if has_base:
-        diffs = [float(np.abs(r["base_probs"][k] - r["ours_probs"][k]).max()) for k in r["base_probs"]]
-        print(f"max |p_baseline - p_ours|      = {max(diffs):.3g}   over {len(diffs)} levels x {n} images x "
-              f"{args.classes} classes (target <= 1e-5 in fp32)")
-    print(f"max |p_limit - p_ours(0.00)|   = {float(np.abs(r['limit_probs'] - r['ours_probs'][levels[0]]).max()):.3g}")
+def forward_alone(hooked: nn.Module, removed: nn.Module, removed_cl: nn.Module, images: torch.Tensor, b: int,
+                  rounds: int, device: torch.device) -> tuple[dict[str, list[float]], float]:
+    """Seconds per image of each forward variant (step 3 of the docstring) and max |p_hooked - p_removed|."""
+    n = len(images)
+    x = normalize(to_unit(images, device)).contiguous()
+    xs = [x[s:s + b] for s in range(0, n, b)]
+    xs_cl = [t.contiguous(memory_format=torch.channels_last) for t in xs]
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    chunk = min(b, cpu_chunk(images.shape[-1]))
 
-    # Where the time goes.
-    if has_base:
-        parts = {p: median([v[p] for v in r["base_parts"].values()])
-                 for p in next(iter(r["base_parts"].values()))}
-        print_table(["baseline part (median per level)", "seconds", "share"],
-                    [[p, v, f"{v / sum(parts.values()):.1%}"] for p, v in parts.items()],
-                    title="profile: baseline, per level")
-    conv = median(r["t_conv"])
-    t_apply = r["t_apply"]
-    fixed = r["t_init"] + r["t_reset"]
-    fwd_ours = max(ours_total - fixed - sum(t_apply) - L * conv, 0.0)
-    print_table(["ours part", "seconds per seed", "share"],
-                [["GlobalPruner init (flat copy)", r["t_init"], f"{r['t_init'] / ours_total:.1%}"],
-                 ["reset: one sort of |w| values", r["t_reset"], f"{r['t_reset'] / ours_total:.1%}"],
-                 [f"apply x {L} (in-place zeroing + count)", sum(t_apply), f"{sum(t_apply) / ours_total:.1%}"],
-                 [f"uint8 -> normalised float x {L}", L * conv, f"{L * conv / ours_total:.1%}"],
-                 ["forward + sigmoid (rest)", fwd_ours, f"{fwd_ours / ours_total:.1%}"]],
-                title="profile: ours (parts timed apart after the run)")
-    st = r["settings_t"]
-    if st["ours"]:
-        names = {"nchw": f"NCHW, default glibc, batch {args.batch_size} (the authors' forward, no hooks)",
-                 "cl": f"channels-last, default glibc, batch {args.batch_size}",
-                 "ours": f"channels-last, heap reuse, chunk {step}, {args.autocast} (ours = the limit)"}
-        print_table(["dense forward, same cached inputs", "ms/image, median [min-max]", "vs NCHW"],
-                    [[names[k], spread([t / n * 1000 for t in v]), f"{median(st['nchw']) / median(v):.2f}x"]
-                     for k, v in st.items()],
-                    title=f"profile: forward settings ({args.settings_repeats} interleaved repeats)")
-    # Extrapolation to the full test set from fixed and per-image costs.
-    N = args.full_n
-    ours_img = (fwd_ours + L * conv) / (L * n)
-    ours_full = fixed + sum(t_apply) + L * N * ours_img
-    limit_full = L * N * median(limit_t) / n
-    print(f"\nextrapolated to {N:,} test images (per seed, {L} levels, from the parts above):")
-    if has_base:
-        base_fixed = parts["build+load"] + parts["global_unstructured"]
-        base_img = (parts["decode+resize"] + parts["forward(hooks)"]) / n
-        base_full = L * (base_fixed + N * base_img)
-        print(f"  baseline {base_full / 3600:.2f} h, ours {ours_full / 3600:.2f} h, limit {limit_full / 3600:.2f} h"
-              f" -> baseline/ours {base_full / ours_full:.2f}x, ours/limit {ours_full / limit_full:.3f}")
-        print(f"  per image: baseline forward(hooks, NCHW, no_grad) {parts['forward(hooks)'] / n * 1000:.1f} ms + "
-              f"decode {parts['decode+resize'] / n * 1000:.1f} ms; ours {ours_img * 1000:.1f} ms; "
-              f"limit {median(limit_t) / n * 1000:.1f} ms")
-    else:
-        print(f"  ours {ours_full / 3600:.2f} h, limit {limit_full / 3600:.2f} h, ours/limit {ours_full / limit_full:.3f}")
+    @torch.no_grad()
+    def plain(m: nn.Module, batches: list[torch.Tensor]) -> np.ndarray:
+        return torch.cat([torch.sigmoid(m(t)) for t in batches]).numpy()
+
+    @torch.inference_mode()
+    def limit() -> np.ndarray:
+        with cpu_heap_reuse():
+            return torch.cat([torch.sigmoid(removed_cl(x_cl[s:s + chunk])) for s in range(0, n, chunk)]).numpy()
+
+    variants = {"hooked NCHW": lambda: plain(hooked, xs), "removed NCHW": lambda: plain(removed, xs),
+                "removed channels-last": lambda: plain(removed_cl, xs_cl), "ours' settings (limit)": limit}
+    names = list(variants)
+    for nm in names:  # equal warm-up: one untimed pass each
+        variants[nm]()
+    times: dict[str, list[float]] = {nm: [] for nm in names}
+    outs = {}
+    for r in range(rounds):
+        for nm in names[r % len(names):] + names[:r % len(names)]:
+            outs[nm], t = timed(variants[nm])
+            times[nm].append(t / n)
+    return times, float(np.abs(outs["hooked NCHW"] - outs["removed NCHW"]).max())
+
+
+AUTHORS = " (the authors')"
+
+
+def report(args, sizes, levels, fixed_base, fixed_ours_seed, fixed_ours_apply, full, fwd, maxdiff, hook_diff,
+           fig: dict) -> None:
+    L, N = len(STUDY_LEVELS), args.full_n
+    F_base = sum(fixed_base.values())
+    F_ours = fixed_ours_seed + sum(fixed_ours_apply.values())
+    print(f"\nfixed costs per seed, all {L} levels (measured once at levels {fig['fixed_levels_measured']}, "
+          f"the others interpolated): baseline {F_base:.2f} s "
+          f"(rebuild + global_unstructured, median {median(list(fixed_base.values())):.2f} s/level), "
+          f"ours {F_ours:.3f} s (model.to + init + sort {fixed_ours_seed:.3f} s, apply x {L} "
+          f"{sum(fixed_ours_apply.values()):.3f} s)")
+    rows, fig_b = [], {}
+    for b in sizes:
+        res, n = full[b], args.batches * b
+        c_base, c_ours = median(res["base_img"]), median(res["ours_img"])
+        parts = {p: median([x[p] for x in res["base_parts"]]) / n for p in ("decode+resize", "forward(hooks)")}
+        t_meas_base = F_base + L * n * c_base
+        t_meas_ours = F_ours + L * n * c_ours
+        t_base, t_ours = F_base + L * N * c_base, F_ours + L * N * c_ours
+        level_ratio = median(res["base_pass"]) / median(res["ours_pass"])
+        f = {nm: median(v) for nm, v in fwd.get(b, {}).items()}
+        fig_b[str(b)] = {
+            "images_per_level": n, "base_ms_per_image": c_base * 1000, "ours_ms_per_image": c_ours * 1000,
+            "base_decode_ms_per_image": parts["decode+resize"] * 1000,
+            "base_forward_hooks_ms_per_image": parts["forward(hooks)"] * 1000,
+            "base_pass_s": median(res["base_pass"]), "ours_pass_s": median(res["ours_pass"]),
+            "measured_level_ratio": level_ratio, "ratio_at_measured_size": t_meas_base / t_meas_ours,
+            "base_full_h": t_base / 3600, "ours_full_h": t_ours / 3600, "ratio_full": t_base / t_ours}
+        if f:  # the forward alone at the same batch size: ours' pass against the pure forward limit
+            fig_b[str(b)]["ours_over_limit"] = c_ours / f["ours' settings (limit)"]
+        rows.append([b, n, spread([t * 1000 for t in res["base_img"]]), spread([t * 1000 for t in res["ours_img"]]),
+                     f"{level_ratio:.2f}x", f"{t_meas_base / t_meas_ours:.2f}x",
+                     f"{t_base / 3600:.2f} h / {t_ours / 3600:.2f} h", f"**{t_base / t_ours:.2f}x**"])
+    print_table(["batch", "images/level", "baseline ms/image", "ours ms/image", "measured per-level ratio",
+                 f"ratio at {args.batches} batches x 20 levels", f"extrapolated to {N:,}: baseline / ours",
+                 f"ratio at {N:,}"], rows,
+                title=f"per-image costs (median over {args.rounds} rounds x {len(levels)} levels; the data loop of "
+                      "each pass over its images) and the per-seed extrapolation")
+    fig_fwd = {}
+    for b, times in fwd.items():
+        f = {nm: median(v) for nm, v in times.items()}
+        fig_fwd[str(b)] = {"images": args.batches * b, "ms_per_image": {nm: v * 1000 for nm, v in f.items()},
+                           "hooks_over_removed": f["hooked NCHW"] / f["removed NCHW"]}
+        print_table(["forward alone, same inputs in memory", "ms/image, median [min-max]", "vs hooked"],
+                    [[nm, spread([t * 1000 for t in v]), f"{f['hooked NCHW'] / median(v):.2f}x"]
+                     for nm, v in times.items()],
+                    title=f"forward alone, batch {b}, {args.batches * b} images, {args.rounds} rounds rotating")
+        print(f"hooked / removed (same pruned model, NCHW) = {fig_fwd[str(b)]['hooks_over_removed']:.3f}")
+    for b in sizes:
+        f = fig_b[str(b)]
+        print(f"batch {b}: baseline per image: forward(hooks) {f['base_forward_hooks_ms_per_image']:.1f} ms + decode "
+              f"{f['base_decode_ms_per_image']:.1f} ms; ours per image {f['ours_ms_per_image']:.1f} ms"
+              + (f" = {f['ours_over_limit']:.3f} x the limit" if "ours_over_limit" in f else ""))
+    print(f"\nmax |p_baseline - p_ours| = {maxdiff:.3g} (fp32, levels {levels}, every batch size); "
+          f"max |p_hooked - p_removed| = {hook_diff:.3g}")
+    head = str(max(sizes))
+    print(f"headline: extrapolated full-test-set ({N:,} images, 20 levels, one seed) ratio at batch "
+          f"{head}{AUTHORS if head == '256' else ''}: {fig_b[head]['ratio_full']:.2f}x (measured: per-image costs at {fig_b[head]['images_per_level']} "
+          f"images/level and every fixed cost; extrapolated: the image count)")
+    fig.update(arch=args.arch, image_size=args.image_size, levels=levels, rounds=args.rounds, batches=args.batches,
+               full_n=N, forward=fig_fwd, fixed_base_s=F_base, fixed_ours_s=F_ours, batch=fig_b, max_abs_prob_diff=maxdiff,
+               max_abs_prob_diff_hooks_vs_removed=hook_diff, headline_batch=int(head),
+               headline_ratio_full=fig_b[head]["ratio_full"])
 
 
 def ap_check(args) -> None:

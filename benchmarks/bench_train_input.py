@@ -12,7 +12,7 @@ twice: with glibc's default allocator behaviour ("plain") and inside the same
 ``ours / reference (same settings)`` is the share of the model's own rate that the input
 path leaves (target >= 0.85); ``ours / reference (plain)`` includes the allocator gain.
 
-Epochs rotate ours / references (the order changes each repeat); medians are reported,
+Same process, interleaved: epochs rotate ours / references (the order changes each repeat); medians are reported,
 with wall time and the process's CPU time, plus the input path alone (gather + convert +
 augment + normalise) timed apart. The cache
 is built from generated 1024x1024 PNGs (a few, tiled to ``--images``: the pixels do not
@@ -32,7 +32,7 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from common import machine, make_pngs, median, print_table, spread, timed
+from common import make_pngs, median, print_table, record, spread, timed
 from torch import nn
 
 from cxrprune.core.config import TrainConfig
@@ -54,7 +54,11 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--sources", type=int, default=16, help="distinct generated PNGs, tiled to --images")
     args = ap.parse_args()
-    print(machine())
+    with record("bench_train_input", args) as fig:
+        _measure(args, fig)
+
+
+def _measure(args, fig: dict) -> None:
     device = pick_device(args.device)
     cfg = TrainConfig(arch=args.arch, batch_size=args.batch_size, rotation=15.0, hflip=True)
 
@@ -141,6 +145,9 @@ def main() -> None:
     print(f"\nours / reference (same settings) = {same:.3f} (ratio of medians; per-repeat median {per_rep:.3f}; "
           f"CPU time {median(cpu['ref_heap']) / median(cpu['ours']):.3f})   (target >= 0.85)")
     print(f"ours / reference (plain)         = {plain:.3f} (CPU time {median(cpu['ref']) / median(cpu['ours']):.3f})")
+    fig.update(arch=args.arch, image_size=args.image_size, batch_size=args.batch_size,
+               ref_plain_img_s=median(rate["ref"]), ref_same_img_s=median(rate["ref_heap"]),
+               ours_img_s=median(rate["ours"]), ours_over_ref_same=same, ours_over_ref_plain=plain)
     implied = median(wall["ref_heap"]) / (median(wall["ref_heap"]) + median(t_in))
     print(f"input path = {median(t_in) / median(wall['ours']):.1%} of an epoch of ours; reference + input path "
           f"alone implies ours / reference = {implied:.3f} (robust to other load: the input path is short)")

@@ -1,25 +1,36 @@
-"""Shared helpers of the benchmarks: source images, timing, tables, the machine.
+"""Shared helpers of the benchmarks: source images, timing, tables, the machine, the record.
 
-Every benchmark measures its baseline and its own path in the same process, on the same
-inputs, interleaved, and reports medians of the repeats; the machine line printed first
-(cores, CPU model, torch version, load average) says what the figures are worth.
+Each script's docstring says how it measures (same process or subprocesses, interleaved or
+not). Every script runs inside :func:`record`, which writes its full printed output to
+``benchmarks/results/<script>.txt`` and its figures to ``benchmarks/results/<script>.json``
+(both atomically, at the end), with the CPU model and flags (``lscpu``), the command line,
+torch's version and threads, and the CPU share it got: process CPU time (itself and its
+waited-for children) over wall time. The machine is shared: a share well below the thread
+count means other jobs took the cores; interleaving keeps the ratios fair, not the
+absolute times.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT / "src"))
+
+RESULTS = ROOT / "benchmarks" / "results"
 
 # The study's levels: 0.00, 0.05, ..., 0.95.
 STUDY_LEVELS = [round(0.05 * i, 2) for i in range(20)]
@@ -136,3 +147,82 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+def lscpu() -> dict:
+    """``lscpu``'s model name and flags (empty strings where it is missing)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        out = ""
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    return {"model_name": fields.get("Model name", "").strip(), "flags": fields.get("Flags", "").strip()}
+
+
+def _cpu_seconds() -> float:
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, s: str) -> int:
+        for st in self.streams:
+            st.write(s)
+        return len(s)
+
+    def flush(self) -> None:
+        for st in self.streams:
+            st.flush()
+
+
+@contextlib.contextmanager
+def record(script: str, args: object | None = None) -> Iterator[dict]:
+    """Run a benchmark's main body; yields a dict the script fills with its figures.
+
+    At the end (only if the body succeeded) writes ``results/<script>.txt`` (everything
+    printed, then the machine footer) and ``results/<script>.json`` (the figures plus the
+    machine), atomically, so a killed run leaves the previous outputs in place."""
+    import torch
+
+    from cxrprune.core.atomic import write_json, write_text
+
+    cpu = lscpu()
+    figures: dict = {}
+    buf = io.StringIO()
+    old = sys.stdout
+    sys.stdout = _Tee(old, buf)
+    wall0, cpu0 = time.perf_counter(), _cpu_seconds()
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    try:
+        print(machine())
+        yield figures
+    finally:
+        sys.stdout = old
+    wall, cpu_s = time.perf_counter() - wall0, _cpu_seconds() - cpu0
+    meta = {
+        "script": f"benchmarks/{Path(sys.argv[0]).name}",
+        "argv": sys.argv[1:],
+        "args": vars(args) if args is not None and hasattr(args, "__dict__") else None,
+        "started_utc": started,
+        "cpu_model": cpu["model_name"],
+        "cpu_flags": cpu["flags"],
+        "nproc": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "load_average_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "wall_s": wall,
+        "cpu_s": cpu_s,
+        "cpu_share": cpu_s / max(wall, 1e-9),
+    }
+    footer = (f"\n--- run: {started}, wall {wall:.1f} s, CPU {cpu_s:.1f} s (this process and its children) -> "
+              f"CPU share {meta['cpu_share']:.2f} of {os.cpu_count()} cores; torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads\nCPU: {cpu['model_name']}\nflags: {cpu['flags']}\n"
+              f"command: python benchmarks/{Path(sys.argv[0]).name} {' '.join(sys.argv[1:])}\n")
+    print(footer, end="")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_text(RESULTS / f"{script}.txt", buf.getvalue() + footer)
+    write_json(RESULTS / f"{script}.json", {"machine": meta, "figures": figures})

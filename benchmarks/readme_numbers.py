@@ -1,0 +1,327 @@
+"""The numbers in the READMEs, rendered from the committed outputs that hold them.
+
+Every result or benchmark figure in ``README.md``, ``benchmarks/README.md`` and
+``docs/SCALEOUT.md`` sits between ``<!-- numbers:NAME -->`` and ``<!-- /numbers:NAME -->``
+and is produced here from ``metrics/synthetic/*``, ``plots/synthetic/*`` (the default
+pipeline's committed outputs) and ``benchmarks/results/*.json`` (the benchmarks' committed
+outputs); nothing is typed by hand (the paper's published values, quoted beside ours, are
+the only literals). After regenerating outputs::
+
+    python benchmarks/readme_numbers.py --write   # refresh the blocks in place
+    python benchmarks/readme_numbers.py --check   # exit 1 naming every stale block
+    python benchmarks/readme_numbers.py           # print the rendered blocks
+
+tests/test_readme_numbers.py fails when a block differs from what the outputs say. Plain
+Python + pandas; it does not import cxrprune.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ("README.md", "benchmarks/README.md", "docs/SCALEOUT.md")
+BLOCK = re.compile(r"(<!-- numbers:([\w-]+) -->\n)(.*?)(<!-- /numbers:\2 -->)", re.DOTALL)
+LIMIT = "ours' settings (limit)"  # bench_prune_predict's name for the pure forward limit
+AIR = ("Emphysema", "Subcutaneous Emphysema", "Pneumothorax", "Pneumomediastinum")
+
+
+class Outputs:
+    """Reads the committed outputs under ``root`` (the repository, or a copy in a test)."""
+
+    def __init__(self, root: Path = ROOT):
+        self.root = Path(root)
+
+    def json(self, rel: str) -> dict:
+        return json.loads((self.root / rel).read_text())
+
+    def csv(self, rel: str) -> pd.DataFrame:
+        return pd.read_csv(self.root / rel)
+
+    def bench(self, name: str) -> dict | None:
+        path = self.root / "benchmarks" / "results" / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+
+# ------------------------------------------------------------------ formatting helpers
+
+def p_(p: float) -> str:
+    """A p-value as the README writes it: 2 significant digits, scientific below 0.001."""
+    return f"{p:.0e}".replace("e-0", "e-") if p < 1e-3 else f"{p:.2g}"
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def ratio(x: float) -> str:
+    return f"{x:.3g}x" if x >= 10 else f"{x:.2g}x" if x < 1 else f"{x:.3g}x"
+
+
+# --------------------------------------------------------------------- result blocks
+
+def findings(o: Outputs) -> str:
+    s = o.json("metrics/synthetic/summary.json")
+    ev = o.json("metrics/synthetic/evaluate.json")
+    fg = o.csv("metrics/synthetic/forgettability.csv").set_index("class_name")
+    cls = o.csv("plots/synthetic/pie_class_ratios.csv").set_index("class_name")["ratio"]
+    fnd = o.csv("plots/synthetic/pie_findings_ratios.csv").set_index("findings")["ratio"]
+    f, fc, pie = s["forgettability"], s["fcd"], s["pie"]
+    top = cls.sort_values(ascending=False).head(5)
+    common = cls.iloc[:5]  # the file lists classes from the most to the least frequent
+    nf = fg.loc["No Finding"]
+    rows = [
+        ("mAP holds, then collapses; \"up to 65% prunable\"",
+         (f"dense mAP {s['map_dense']:.3f}, {s['map_at_50']:.3f} at 50%, {s['map_at_90']:.3f} at 90%; random pruning "
+         f"is at {ev['random_map_at_50']:.3f} by 50%; largest safe sparsity (paired t-test, Holm) "
+         f"**{s['max_safe_sparsity']:.2f}**")),
+        ("rare classes are forgotten more at 95% (dAP@95 vs ln train count: r 0.80, rho 0.75)",
+         (f"**r {f['dap95_r']:.2f} (p {p_(f['dap95_p'])}), rho {f['dap95_rho']:.2f} (p {p_(f['dap95_rho_p'])})**; "
+         f"No Finding {nf['dap95']:.2f} (paper -0.41), Hernia {fg.loc['Hernia', 'dap95']:.2f} (paper -0.98)")),
+        ("rare classes are forgotten earlier (first 20% drop: r 0.64, rho 0.61)",
+         (f"{'same sign' if f['first_drop_r'] > 0 else 'opposite sign'}, "
+         f"{'significant' if f['first_drop_p'] < 0.05 else 'not significant'}: r {f['first_drop_r']:.2f} "
+         f"(p {p_(f['first_drop_p'])}), rho {f['first_drop_rho']:.2f}; No Finding drops "
+         f"{'last' if nf['first_drop'] >= fg['first_drop'].max() else 'at'}, at {nf['first_drop']:.2f} (paper: 0.90)")),
+        ("FCD grows with the frequency gap (r 0.71) and shrinks with co-occurrence (r -0.43)",
+         (f"r {fc['freq_r']:.2f} (p {p_(fc['freq_p'])}) and r {fc['iou_r']:.2f} (p {p_(fc['iou_p'])}) over "
+         f"{fc['n_pairs_used']} pairs")),
+        ("PIEs over-represent rare classes (3-15x)",
+         ", ".join(f"{c} {ratio(v)}" for c, v in top.items())
+         + f"; the five most common classes {ratio(common.min())}-{ratio(common.max())}"),
+        ("PIEs over-represent images with 3+ findings (~2x)",
+         (f"**{pie['ratio_3plus_findings']:.2f}x** (Fisher p {p_(pie['ratio_3plus_p'])}); 4+ findings "
+         f"{ratio(fnd.loc['4+'])}")),
+        ("PIEs have more label noise",
+         (f"{'reproduced' if pie['flipped_p'] < 0.05 else 'not reproduced'}: "
+         f"{round(pie['frac_flipped_pie'] * pie['count'])} of {pie['count']} PIEs has a flipped label vs "
+         f"{100 * pie['frac_flipped_nonpie']:.1f}% of the rest (p {p_(pie['flipped_p'])})")),
+        ("PIEs have lower image quality",
+         (f"{'reproduced' if pie['quality_p'] < 0.05 else 'not reproduced'}: mean quality "
+         f"{pie['mean_quality_pie']:.2f} vs {pie['mean_quality_nonpie']:.2f} (p {p_(pie['quality_p'])}); "
+         f"{pct(pie['frac_degraded_pie'])} of PIEs are degraded vs {pct(pie['frac_degraded_nonpie'])} of the rest")),
+    ]
+    lines = ["| finding (paper) | default run |", "| --- | --- |"]
+    return "\n".join(lines + [f"| {a} | {b} |" for a, b in rows]) + "\n"
+
+
+def air_density_loss(o: Outputs) -> str:
+    cur = o.csv("plots/synthetic/forgettability_curves.csv")
+    at90 = cur[(cur["sparsity"].round(2) == 0.90) & cur["class_name"].isin(AIR)]["rel_dap"]
+    lo, hi = sorted((-100 * at90).round().astype(int))[::len(at90) - 1]
+    return f"lose {lo}-{hi}% of their AP by 90% sparsity"
+
+
+def why(o: Outputs) -> str:
+    s = o.json("metrics/synthetic/summary.json")
+    pie = s["pie"]
+    r = o.json("metrics/synthetic/reader.json")["pooled"]
+    ag, q = r["agree"], r["quality"]
+    flipped = round(pie["frac_flipped_pie"] * pie["count"])
+    return (
+        "Why the last two do not appear here: the pruned ResNet10 forgets whole classes, above all\n"
+        f"the air-density findings ({', '.join(AIR)}\n{air_density_loss(o)}), so the PIEs are the images that "
+        "show them. A\ndegraded image gets near-prior predictions from the dense and the pruned ensemble alike, so\n"
+        f"pruning barely reorders its classes: {pct(pie['frac_degraded_pie'])} of the PIEs are degraded, against "
+        f"{pct(pie['frac_degraded_nonpie'])} of\nthe other images. {flipped} of {pie['count']} PIEs {'has' if flipped == 1 else 'have'} a flipped "
+        f"label ({100 * pie['frac_flipped_nonpie']:.1f}% of the other images do),\nwhich is why `summary.json` gives "
+        "a p-value beside every PIE ratio.\nThe simulated reader study follows the truth: PIEs get "
+        f"{'slightly *more*' if ag['pie_mean'] > ag['non_pie_mean'] else 'less'} agreement ({ag['pie_mean']:.2f} vs\n"
+        f"{ag['non_pie_mean']:.2f}, Kruskal-Wallis p {p_(ag['kruskal_p'])}) and "
+        f"{'the same' if q['kruskal_p'] >= 0.05 else 'a different'} quality ({q['pie_mean']:.2f} vs "
+        f"{q['non_pie_mean']:.2f}, p {p_(q['kruskal_p'])}).\n")
+
+
+# ------------------------------------------------------------------ benchmark blocks
+
+def _machine(b: dict) -> str:
+    m = b["machine"]
+    return (f"{m['cpu_model']}, {m['nproc']} cores, torch {m['torch']} ({m['torch_threads']} thread"
+            f"{'s' * (m['torch_threads'] != 1)}), CPU share {m['cpu_share']:.2f}, {m['started_utc']}")
+
+
+def rounds(n: int) -> str:
+    return "1 round (not repeated, so not alternated)" if n == 1 else f"{n} alternated rounds"
+
+
+def bench_rows(o: Outputs) -> list[tuple[str, str, str, str, str]]:
+    """(benchmark, baseline, ours, ratio, run) for every benchmark; a missing output says so."""
+    rows = []
+    pp = o.bench("bench_prune_predict")
+    if pp:
+        f = pp["figures"]
+        for b, x in sorted(f["batch"].items(), key=lambda kv: int(kv[0])):
+            rows.append((
+                (f"prune + predict per seed, {f['arch']} {f['image_size']} px from 1024 px PNGs, batch {b}: "
+                f"measured on {x['images_per_level']} images/level (level{'s' * (len(f['levels']) > 1)} "
+                f"{', '.join(f'{k:g}' for k in f['levels'])}, {f['rounds']} interleaved rounds), **extrapolated** "
+                f"to {f['full_n']:,} images x 20 levels (`bench_prune_predict.py`)"),
+                (f"authors' approach {x['base_ms_per_image']:.0f} ms/image + {f['fixed_base_s']:.0f} s fixed "
+                f"-> {x['base_full_h']:.2f} h"),
+                f"{x['ours_ms_per_image']:.0f} ms/image + {f['fixed_ours_s']:.1f} s fixed -> {x['ours_full_h']:.2f} h",
+                (f"**{x['ratio_full']:.2f}x** (at {x['images_per_level']} images: {x['ratio_at_measured_size']:.2f}x); "
+                f"max \\|Δp\\| {f['max_abs_prob_diff']:.1e}"),
+                _machine(pp)))
+        for b, x in sorted(f.get("forward", {}).items(), key=lambda kv: int(kv[0])):
+            fw = x["ms_per_image"]
+            rows.append((
+                (f"forward alone, {f['arch']} {f['image_size']} px, batch {b}, {x['images']} images in memory, same "
+                "pruned model: hooks on vs after `prune.remove` (NCHW); channels-last; ours' settings (the pure "
+                "forward limit)"),
+                f"hooked {fw['hooked NCHW']:.0f} ms/image",
+                (f"removed {fw['removed NCHW']:.0f}, channels-last {fw['removed channels-last']:.0f}, "
+                f"limit {fw[LIMIT]:.0f} ms/image"),
+                f"hooks cost **{x['hooks_over_removed']:.2f}x**",
+                _machine(pp)))
+    else:
+        rows.append(("prune + predict (`bench_prune_predict.py`)", "", "", "no committed output", ""))
+    low = o.bench("bench_prune_predict-batch256-96px")
+    if low:
+        f = low["figures"]
+        x = f["batch"]["256"]
+        rows.append((
+            (f"same at the authors' batch 256, but at {f['image_size']} px (the machine allowed no 256 px run at "
+            f"batch 256): {x['images_per_level']} images/level, extrapolated to {f['full_n']:,}"),
+            f"{x['base_ms_per_image']:.0f} ms/image -> {x['base_full_h']:.2f} h",
+            f"{x['ours_ms_per_image']:.0f} ms/image -> {x['ours_full_h']:.2f} h",
+            f"**{x['ratio_full']:.2f}x** (at {x['images_per_level']} images: {x['ratio_at_measured_size']:.2f}x)",
+            _machine(low)))
+    ev = o.bench("bench_evaluate")
+    if ev:
+        f = ev["figures"]
+        rows.append((
+            (f"evaluation: per-class AP, {f['blocks']} (seed, level) blocks x {f['classes']} classes x "
+            f"{f['images']:,} images (`bench_evaluate.py`)"),
+            f"loop over `sklearn.metrics.average_precision_score` {f['sklearn_s']:.1f} s",
+            f"{f['ours_1thread_s']:.2f} s (AP + AUROC + F1, 1 thread)",
+            f"**{f['speedup_1thread']:.1f}x**; max \\|ΔAP\\| {f['max_ap_diff']:.1e}",
+            _machine(ev)))
+    else:
+        rows.append(("evaluation (`bench_evaluate.py`)", "", "", "no committed output", ""))
+    ma = o.bench("bench_masks")
+    if ma:
+        f = ma["figures"]
+        rows.append((
+            "masks for all 20 levels of a ResNet50 (`bench_masks.py`)",
+            f"`global_unstructured` per level {f['baseline_s']:.1f} s, {f['baseline_peak_extra_gb']:.2f} GB extra",
+            f"{f['ours_s']:.2f} s, {f['ours_peak_extra_gb']:.3f} GB extra",
+            f"**{f['speedup']:.0f}x** time; {f.get('mask_positions_differing', 'unchecked')} mask positions differ",
+            _machine(ma)))
+    else:
+        rows.append(("masks (`bench_masks.py`)", "", "", "no committed output (not rerun in this revision)", ""))
+    ti = o.bench("bench_train_input")
+    if ti:
+        f = ti["figures"]
+        rows.append((
+            f"training input, {f['arch']} {f['image_size']} px, batch {f['batch_size']} (`bench_train_input.py`)",
+            f"model's own step on in-memory tensors {f['ref_same_img_s']:.3g} img/s",
+            f"full loop from the uint8 cache {f['ours_img_s']:.3g} img/s",
+            f"**{f['ours_over_ref_same']:.2f}**", _machine(ti)))
+    else:
+        rows.append(("training input (`bench_train_input.py`)", "", "", ("no committed output (not rerun in this "
+                     "revision)"), ""))
+    ray = o.bench("bench_ray")
+    if ray:
+        f = ray["figures"]
+        rows.append((
+            (f"`cxrprune repro --ray` vs one `dvc repro`, {f['seeds']} seeds, tiny config, train.threads "
+            f"{f['threads_per_stage']} on both sides, {rounds(f['repeats'])} (`bench_ray.py`)"),
+            f"{f['sequential_median_s']:.1f} s", f"{f['ray_median_s']:.1f} s", f"**{f['ratio']:.2f}x**",
+            _machine(ray)))
+    else:
+        rows.append(("`cxrprune repro --ray` (`bench_ray.py`)", "", "", "no committed output", ""))
+    return rows
+
+
+def bench_table(o: Outputs) -> str:
+    lines = ["| benchmark | baseline | ours | ratio | run (CPU, threads, CPU share, start) |",
+             "| --- | --- | --- | --- | --- |"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in bench_rows(o)]) + "\n"
+
+
+def scaleout(o: Outputs) -> str:
+    ray = o.bench("bench_ray")
+    if not ray:
+        return "No committed output of `benchmarks/bench_ray.py` yet.\n"
+    f = ray["figures"]
+    pr = f["projection"]
+    ks = [k for k in (2, 4, 8) if f"N30_k{k}" in pr]
+    return (f"Measured ({_machine(ray)}; `python benchmarks/bench_ray.py`, tiny config, {f['seeds']} seeds,\n"
+            f"train.threads {f['threads_per_stage']} on both sides, {rounds(f['repeats'])}): one sequential "
+            f"`dvc repro` {f['sequential_median_s']:.1f} s vs\n`cxrprune repro --ray` {f['ray_median_s']:.1f} s "
+            f"({f['ratio']:.2f}x, medians). With N seeds, k parallel workers (GPUs), per-seed time t_seed,\n"
+            "Ray start T_start and the stages after the seeds T_rest:\n\n"
+            "    T(k) = T_start + ceil(N/k) * t_seed + T_rest,    speed-up S(k) = (N * t_seed + T_rest) / T(k)\n\n"
+            f"e.g. N = 30 with Ray's measured t_seed = {f['t_seed_s']:.1f} s, T_start = {f['t_start_s']:.1f} s, "
+            f"T_rest = {f['t_rest_s']:.1f} s:\n"
+            + ", ".join(f"k={k} {pr[f'N30_k{k}']['seconds']:.0f} s ({pr[f'N30_k{k}']['speedup']:.2f}x)" for k in ks)
+            + ". For GPU figures put one GPU's\nper-seed time into t_seed.\n")
+
+
+RENDER: dict[str, Callable[[Outputs], str]] = {
+    "findings": findings, "why": why, "benchmarks": bench_table, "scaleout": scaleout,
+}
+
+
+# ------------------------------------------------------------------------ the blocks
+
+def render(text: str, o: Outputs) -> str:
+    """``text`` with every numbers block replaced by what the outputs say."""
+    def sub(m: re.Match) -> str:
+        name = m.group(2)
+        if name not in RENDER:
+            raise SystemExit(f"readme_numbers: unknown block {name!r} (known: {', '.join(RENDER)})")
+        return m.group(1) + RENDER[name](o) + m.group(4)
+    return BLOCK.sub(sub, text)
+
+
+def stale(text: str, o: Outputs) -> list[str]:
+    """Names of the blocks of ``text`` whose numbers differ from the outputs."""
+    fresh = {m.group(2): m.group(3) for m in BLOCK.finditer(render(text, o))}
+    return [m.group(2) for m in BLOCK.finditer(text) if fresh[m.group(2)] != m.group(3)]
+
+
+def _write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--write", action="store_true", help="rewrite the blocks in place")
+    ap.add_argument("--check", action="store_true", help="exit 1 if any block is stale")
+    args = ap.parse_args(argv)
+    o, bad = Outputs(ROOT), []
+    for rel in DOCS:
+        path = ROOT / rel
+        text = path.read_text()
+        if args.write:
+            new = render(text, o)
+            if new != text:
+                _write(path, new)
+                print(f"updated {rel}")
+        elif args.check:
+            bad += [f"{rel}: {name}" for name in stale(text, o)]
+        else:
+            for m in BLOCK.finditer(render(text, o)):
+                print(f"--- {rel}: {m.group(2)}\n{m.group(3)}")
+    if bad:
+        print("stale numbers blocks (run python benchmarks/readme_numbers.py --write):\n  " + "\n  ".join(bad),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
