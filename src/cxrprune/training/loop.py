@@ -46,8 +46,15 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_images: np.ndarray,
                 val_labels: pd.DataFrame, val_images: np.ndarray, classes: list[str],
-                on_epoch=None, *, resume: dict | None = None, on_checkpoint=None) -> TrainResult:
+                on_epoch=None, *, resume: dict | None = None, on_checkpoint=None,
+                rows: np.ndarray | None = None, sample_weights: np.ndarray | None = None) -> TrainResult:
     """Train one model; ``on_epoch(row: dict)`` is called after every epoch (for MLflow).
+
+    ``rows`` (indices into the training table) trains on that subset only; ``sample_weights``
+    (one positive number per training row, aligned with ``train_labels``) weights each
+    image's loss (``binary_cross_entropy_with_logits(weight=...)``: the batch mean of
+    weight x loss). Without them the loss and every operation are the plain study's, so its
+    models stay bit-identical.
 
     ``on_checkpoint(state: dict)`` is called at the end of every epoch, before ``on_epoch``,
     with everything needed to continue (see :func:`training_state`); ``resume``, such a state,
@@ -61,8 +68,15 @@ def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_i
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
 
+    if rows is not None:
+        rows = np.asarray(rows, dtype=np.int64)
+        train_labels, train_images = train_labels.iloc[rows], train_images[rows]
     x_train = torch.from_numpy(np.array(train_images))  # one read of the memory-mapped cache into RAM
     y_train = torch.from_numpy(train_labels[classes].to_numpy(np.float32, copy=True))  # writable: torch warns otherwise
+    w_train = None
+    if sample_weights is not None:
+        w = np.asarray(sample_weights, dtype=np.float32)
+        w_train = torch.from_numpy(np.ascontiguousarray(w if rows is None else w[rows]))
     x_val = torch.from_numpy(np.array(val_images))
     y_val = val_labels[classes].to_numpy(np.float32, copy=True)
 
@@ -81,7 +95,7 @@ def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_i
                   initial=first, total=cfg.epochs)
     for epoch in ([] if stopped else epochs):
         start = time.perf_counter()
-        train_loss = _train_epoch(model, optimizer, loss_fn, x_train, y_train, cfg, gen, device)
+        train_loss = _train_epoch(model, optimizer, loss_fn, x_train, y_train, cfg, gen, device, w_train)
         val_loss, val_probs = _validate(model, loss_fn, x_val, y_val, cfg.batch_size, device)
         row = {
             "epoch": epoch,
@@ -140,7 +154,7 @@ def _restore_rng(rng: dict, gen: torch.Generator) -> None:
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
 
 
-def _train_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device) -> float:
+def _train_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device, w=None) -> float:
     """One pass over the uint8 cache ``x`` in a seeded random order.
 
     Per batch: gather the uint8 rows, move them (pinned, asynchronously, on a GPU), convert,
@@ -151,14 +165,14 @@ def _train_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device)
     memory instead of page-faulting fresh ``mmap``s at every step).
     """
     with _heap_scope(device):
-        return _run_epoch(model, optimizer, loss_fn, x, y, cfg, gen, device)
+        return _run_epoch(model, optimizer, loss_fn, x, y, cfg, gen, device, w)
 
 
 def _heap_scope(device):
     return cpu_heap_reuse() if torch.device(device).type == "cpu" else contextlib.nullcontext()
 
 
-def _run_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device) -> float:
+def _run_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device, w=None) -> float:
     model.train()
     perm = torch.randperm(x.shape[0], generator=gen)
     pin = torch.device(device).type == "cuda" and x.device.type == "cpu"
@@ -170,7 +184,11 @@ def _run_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device) -
         inputs = normalize(augment(to_unit(batch, device), cfg.rotation, cfg.hflip, gen))
         target = y[idx].to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(inputs), target)
+        if w is None:
+            loss = loss_fn(model(inputs), target)
+        else:  # per-image weights broadcast over the classes
+            weight = w[idx].to(device, non_blocking=True).unsqueeze(1)
+            loss = nn.functional.binary_cross_entropy_with_logits(model(inputs), target, weight=weight)
         loss.backward()
         optimizer.step()
         total += loss.detach().double() * len(idx)
