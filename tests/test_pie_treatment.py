@@ -266,3 +266,91 @@ def test_study_stages_deps_are_their_import_closure_and_outputs_are_layout_paths
             assert Path(path) in known, f"{name}: {path} is not built by cxrprune.core.layout"
     root = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert not [s for s in root if s.startswith("pie-")], "the study must not be in the default pipeline"
+
+
+# --- end to end: dvc repro of the study in a temporary git repository -----------------------------
+
+E2E_SEEDS = [0, 1]
+E2E_TREATMENTS = ["baseline", "remove", "upweight", "remove_random"]
+
+
+@pytest.fixture(scope="module")
+def pie_study(tmp_path_factory):
+    from test_pipeline import make_workspace, run
+
+    ws = make_workspace(tmp_path_factory.mktemp("pie"))
+    import shutil
+
+    shutil.copytree(REPO / "studies", ws / "studies")
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["pie_treatment"].update({"seeds": E2E_SEEDS, "treatments": E2E_TREATMENTS})
+    params["analyze"]["pie_fraction"] = 0.1
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "add", "-A"], ws)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", "study"], ws)
+    out = run(["dvc", "repro", "studies/pie-treatment/dvc.yaml"], ws)
+    return ws, out
+
+
+@pytest.mark.slow
+def test_dvc_repro_of_the_study_runs_its_stages_and_writes_its_outputs(pie_study):
+    import json
+
+    import mlflow
+    from test_pipeline import stages_run
+
+    ws, out = pie_study
+    ran = stages_run(out)
+    expected = {"pie-score", "pie-report", *[f"pie-fold@{f}-{s}" for f in (0, 1) for s in E2E_SEEDS],
+                *[f"pie-retrain@{t}-{s}" for t in E2E_TREATMENTS for s in E2E_SEEDS]}
+    assert {r.rsplit(":", 1)[-1] for r in ran} >= expected, out[-3000:]
+    assert not [r for r in ran if r.startswith(("train@", "prune@", "evaluate", "analyze"))], ran
+    # plain `dvc repro` at the root never runs the study: the stages DVC plans for it (its
+    # default target, the root dvc.yaml, and upstream) hold none of the study's. (A real
+    # `dvc repro --dry` cannot show this here: it stops at prune, whose model was never trained.)
+    from dvc.repo import Repo
+    from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
+
+    with Repo(str(ws)) as repo:
+        planned = plan_repro(get_active_graph(repo.index.graph), collect_stages(repo, ["dvc.yaml"]))
+    names = {stage.addressing for stage in planned}
+    assert {"train@0", "analyze"} <= names and not [n for n in names if "pie-" in n], names
+    train = pd.read_parquet(ws / "data/prepared/synthetic/labels_train.parquet")
+    scores = pd.read_csv(ws / "metrics/synthetic/pie_train_scores.csv", dtype={"image_id": str, "patient_id": str})
+    assert scores["image_id"].tolist() == train["image_id"].tolist()
+    assert scores.groupby("patient_id")["fold"].nunique().max() == 1 and scores["spearman"].notna().all()
+    # every training image scored exactly once, by the fold models that did not train on it
+    fold_ids = [pd.read_parquet(ws / f"data/pie_treatment/synthetic/folds/fold-{f}/seed-0.parquet")
+                .query("sparsity == 0")["image_id"].tolist() for f in (0, 1)]
+    assert sorted(fold_ids[0] + fold_ids[1]) == sorted(train["image_id"])
+    for f in (0, 1):
+        assert set(fold_ids[f]) == set(scores.loc[scores["fold"] == f, "image_id"])
+    n_pie = int(0.1 * len(train))
+    assert int(scores["is_pie"].sum()) == n_pie
+    train_json = json.loads((ws / "metrics/synthetic/pie_train.json").read_text())
+    truth = train_json["truth"]["flipped"]
+    hits = int((scores["is_pie"] & (scores["flipped"] > 0)).sum())
+    assert truth["hits"] == hits and truth["precision"] == pytest.approx(hits / n_pie)
+    for t in E2E_TREATMENTS:
+        for s in E2E_SEEDS:
+            counts = json.loads((ws / f"data/pie_treatment/synthetic/{t}/seed-{s}/train_set.json").read_text())
+            assert counts["n_dropped"] == (n_pie if t in ("remove", "remove_random") else 0), (t, counts)
+            assert counts["n_upweighted"] == (n_pie if t == "upweight" else 0)
+    report = json.loads((ws / "metrics/synthetic/pie_treatment.json").read_text())
+    assert set(report["treatments"]) == set(E2E_TREATMENTS)
+    assert set(report["vs_baseline"]) == set(E2E_TREATMENTS) - {"baseline"}
+    assert set(report["vs_remove_random"]) == set(E2E_TREATMENTS) - {"remove_random"}
+    per_class = pd.read_csv(ws / "metrics/synthetic/pie_treatment_per_class.csv")
+    dense = per_class.loc[(per_class["treatment"] == "remove") & (per_class["sparsity"] == 0)]
+    assert report["treatments"]["remove"]["map_dense"] == pytest.approx(dense.groupby("seed")["ap"].mean().median())
+    change = report["vs_baseline"]["remove"]["map"]
+    base = per_class.loc[(per_class["treatment"] == "baseline") & (per_class["sparsity"] == 0)]
+    diff = dense.groupby("seed")["ap"].mean() - base.groupby("seed")["ap"].mean()
+    assert change["mean_diff"] == pytest.approx(diff.mean()) and change["n"] == len(E2E_SEEDS)
+    assert (ws / "plots/synthetic/pie_treatment.png").stat().st_size > 0
+    shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=ws, capture_output=True, text=True, check=True)
+    assert "pie_treatment.json" in shown.stdout and "vs_remove_random" in shown.stdout
+    mlflow.set_tracking_uri(f"sqlite:///{ws / 'mlflow.db'}")
+    exp = mlflow.get_experiment_by_name("cxrprune")
+    runs = mlflow.search_runs([exp.experiment_id], filter_string="tags.study = 'pie-treatment'")
+    assert sorted(runs["tags.treatment"].dropna()) == sorted(t for t in E2E_TREATMENTS for _ in E2E_SEEDS)
