@@ -308,12 +308,11 @@ def test_dvc_repro_of_the_study_runs_its_stages_and_writes_its_outputs(pie_study
     # plain `dvc repro` at the root never runs the study: the stages DVC plans for it (its
     # default target, the root dvc.yaml, and upstream) hold none of the study's. (A real
     # `dvc repro --dry` cannot show this here: it stops at prune, whose model was never trained.)
-    from dvc.repo import Repo
-    from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
-
-    with Repo(str(ws)) as repo:
-        planned = plan_repro(get_active_graph(repo.index.graph), collect_stages(repo, ["dvc.yaml"]))
-    names = {stage.addressing for stage in planned}
+    plan = ("import json\nfrom dvc.repo import Repo\nfrom dvc.repo.reproduce import collect_stages, get_active_graph, "
+            "plan_repro\nwith Repo('.') as repo:\n    steps = plan_repro(get_active_graph(repo.index.graph), "
+            "collect_stages(repo, ['dvc.yaml']))\n    print(json.dumps([s.addressing for s in steps]))")
+    proc = subprocess.run([sys.executable, "-c", plan], cwd=ws, capture_output=True, text=True, check=True)
+    names = set(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert {"train@0", "analyze"} <= names and not [n for n in names if "pie-" in n], names
     train = pd.read_parquet(ws / "data/prepared/synthetic/labels_train.parquet")
     scores = pd.read_csv(ws / "metrics/synthetic/pie_train_scores.csv", dtype={"image_id": str, "patient_id": str})
