@@ -1,7 +1,8 @@
 """The source files each ``cxrprune <stage>`` command runs: the transitive closure of the
 ``cxrprune`` modules its stage module imports (module level and inside functions), read
 with ``ast``. ``tests/test_layout.py`` checks ``dvc.yaml``'s ``deps`` against it, and
-``python tests/stage_deps.py`` prints the lists to paste when a stage's imports change."""
+``python tests/stage_deps.py --write dvc.yaml studies/pie-treatment/dvc.yaml`` rewrites them
+after a stage's imports change (``python tests/stage_deps.py <stage>`` prints one list)."""
 
 from __future__ import annotations
 
@@ -96,7 +97,49 @@ def expand(deps: list[str]) -> set[str]:
     return out
 
 
+def rewrite_deps(dvc_file: Path) -> None:
+    """Replace the ``src/cxrprune`` deps of every ``cxrprune <stage>`` stage of ``dvc_file``
+    with its import closure (other deps and the file's layout kept)."""
+    import re
+
+    lines = dvc_file.read_text().splitlines(keepends=True)
+    out: list[str] = []
+    stage, in_deps, inserted, cmd_of = None, False, False, {}
+
+    def closure_lines() -> list[str]:
+        return [f"      - {f}\n" for f in compact(stage_sources(cmd_of[stage]))]
+
+    for line in lines:
+        if m := re.match(r"^  ([\w-]+):\s*$", line):
+            stage, in_deps = m.group(1), False
+        if m := re.match(r"^    cmd: cxrprune ([\w-]+)", line):
+            cmd_of[stage] = m.group(1).replace("-", "_")
+        if re.match(r"^    deps:\s*$", line):
+            in_deps, inserted = True, False
+            out.append(line)
+            continue
+        if in_deps:
+            if re.match(r"^      - ", line):
+                if "src/cxrprune" in line:
+                    if not inserted:
+                        out.extend(closure_lines())
+                        inserted = True
+                    continue
+                out.append(line)
+                continue
+            if not inserted and stage in cmd_of:
+                out.extend(closure_lines())
+                inserted = True
+            in_deps = False
+        out.append(line)
+    dvc_file.write_text("".join(out))
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--write"]:  # python tests/stage_deps.py --write dvc.yaml [more dvc.yaml files]
+        for f in sys.argv[2:]:
+            rewrite_deps(Path(f))
+        sys.exit(0)
     for name in sys.argv[1:]:
         print(f"{name}:")
         for f in compact(stage_sources(name)):

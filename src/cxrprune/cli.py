@@ -68,6 +68,16 @@ def _repro_args(p: argparse.ArgumentParser) -> None:
                    help="live view on stderr: a redrawn table (terminal), one line per change, or none")
 
 
+def _fold_seed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fold", type=int, required=True, help="which of params.yaml's pie_treatment.folds is scored")
+    _seed_arg(p)
+
+
+def _treatment_seed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--treatment", required=True, help="which of params.yaml's pie_treatment.treatments")
+    _seed_arg(p)
+
+
 COMMANDS: dict[str, tuple[str, str, _Adder]] = {
     "generate": ("generate", "write the synthetic CXR-LT dataset in the NIH-CXR-LT layout", _no_args),
     "prepare": ("prepare", "validate a dataset, write label tables and the uint8 image cache", _no_args),
@@ -84,6 +94,14 @@ COMMANDS: dict[str, tuple[str, str, _Adder]] = {
                    "tracking store was unreachable or lost)", _optional_seed_arg),
     "import-predictions": ("import_predictions", "convert the authors' published prediction pickles into "
                            "this project's prediction tables and test labels", _import_args),
+    "pie-fold": ("pie_fold", "PIE study: train one seed without one fold, score that fold's training images",
+                 _fold_seed_args),
+    "pie-score": ("pie_score", "PIE study: out-of-fold training-set PIEs, checked against the synthetic truth",
+                  _no_args),
+    "pie-retrain": ("pie_retrain", "PIE study: retrain one seed under one treatment, prune, predict the test set",
+                    _treatment_seed_args),
+    "pie-report": ("pie_report", "PIE study: outcome of each treatment, paired tests, pie_treatment.json, figure",
+                   _no_args),
     "repro": ("repro", "dvc repro, with the per-seed stages run in parallel as Ray tasks (--ray)", _repro_args),
 }
 

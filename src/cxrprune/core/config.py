@@ -298,6 +298,43 @@ class ReaderConfig:
                  self.answers_dir)
 
 
+PIE_TREATMENTS = ("baseline", "remove", "upweight", "remove_random")
+
+
+@dataclass(frozen=True)
+class PieTreatmentConfig:
+    """The opt-in PIE retraining study (``studies/pie-treatment/dvc.yaml``): out-of-fold PIEs
+    of the training set, then retraining with them kept, removed, upweighted, or with as many
+    random images removed (the control)."""
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    # Patient-disjoint folds of the training split for out-of-fold scoring: the fold ids
+    # 0..K-1 (a list, so dvc.yaml can fan out over them with `matrix`); K = 2 by default.
+    folds: list[int] = field(default_factory=lambda: [0, 1])
+    fold_seed: int = 0  # draws the fold assignment
+    weight: float = 3.0  # loss weight of a PIE under ``upweight``
+    treatments: list[Literal["baseline", "remove", "upweight", "remove_random"]] = field(
+        default_factory=lambda: list(PIE_TREATMENTS))
+    epochs: int = 0  # 0 = train.epochs
+
+    def __post_init__(self) -> None:
+        _require(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds), "pie_treatment.seeds",
+                 "a non-empty list of distinct integers", self.seeds)
+        for s in self.seeds:
+            _require(0 <= s < 2**31, "pie_treatment.seeds", "integers in [0, 2**31)", s)
+        _require(2 <= len(self.folds) <= 100 and self.folds == list(range(len(self.folds))), "pie_treatment.folds",
+                 "the fold ids 0..K-1 with K in [2, 100] (K=2: [0, 1]; the other folds train, one is scored)",
+                 self.folds)
+        _require(0 <= self.fold_seed < 2**32, "pie_treatment.fold_seed", "an integer in [0, 2**32)", self.fold_seed)
+        _require(0 < self.weight <= 1000, "pie_treatment.weight", "a positive loss weight (at most 1000)",
+                 self.weight)
+        _require(len(set(self.treatments)) == len(self.treatments) and "baseline" in self.treatments,
+                 "pie_treatment.treatments", f"distinct names of {', '.join(PIE_TREATMENTS)}, baseline among them",
+                 self.treatments)
+        _require(0 <= self.epochs <= MAX_STEPS, "pie_treatment.epochs", f"0 (train.epochs) or an integer up to "
+                 f"{MAX_STEPS}", self.epochs)
+
+
 @dataclass(frozen=True)
 class MlflowConfig:
     experiment: str = "cxrprune"
@@ -320,6 +357,7 @@ class Params:
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    pie_treatment: PieTreatmentConfig = field(default_factory=PieTreatmentConfig)
 
     def __post_init__(self) -> None:
         _require(len(self.seeds) > 0, "seeds", "a non-empty list of integers", self.seeds)

@@ -156,6 +156,41 @@ class Layout:
     def reader_figure(self) -> Path:
         return self.plots / "reader_study.png"
 
+    # --- the opt-in PIE treatment study (studies/pie-treatment/dvc.yaml) ---------------
+    @property
+    def pie_study(self) -> Path:
+        return Path("data/pie_treatment") / self.name
+
+    def pie_fold_predictions(self, fold: int, seed: int) -> Path:
+        """Predictions of fold ``fold``'s training images by the seed's model trained on the other folds."""
+        return self.pie_study / "folds" / f"fold-{fold}" / f"seed-{seed}.parquet"
+
+    @property
+    def pie_train_scores(self) -> Path:
+        """Every training image: fold, out-of-fold Spearman correlation, is_pie (+ truth)."""
+        return self.metrics / "pie_train_scores.csv"
+
+    @property
+    def pie_train_json(self) -> Path:
+        return self.metrics / "pie_train.json"
+
+    def pie_treatment_dir(self, treatment: str, seed: int) -> Path:
+        """``predictions.parquet`` (test set, L1 at every level), ``history.csv``, ``train_set.json``."""
+        return self.pie_study / treatment / f"seed-{seed}"
+
+    @property
+    def pie_treatment_json(self) -> Path:
+        return self.metrics / "pie_treatment.json"
+
+    @property
+    def pie_treatment_per_class(self) -> Path:
+        """``treatment, seed, sparsity, class_name, ap, auroc, f1`` of every treated model."""
+        return self.metrics / "pie_treatment_per_class.csv"
+
+    @property
+    def pie_treatment_figure(self) -> Path:
+        return self.plots / "pie_treatment.png"
+
 
 def layout(name: str) -> Layout:
     return Layout(name)

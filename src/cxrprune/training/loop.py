@@ -56,8 +56,15 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_images: np.ndarray,
                 val_labels: pd.DataFrame, val_images: np.ndarray, classes: list[str],
-                on_epoch=None, *, resume: dict | None = None, on_checkpoint=None) -> TrainResult:
+                on_epoch=None, *, resume: dict | None = None, on_checkpoint=None,
+                rows: np.ndarray | None = None, sample_weights: np.ndarray | None = None) -> TrainResult:
     """Train one model; ``on_epoch(row: dict)`` is called after every epoch (for MLflow).
+
+    ``rows`` (indices into the training table) trains on that subset only; ``sample_weights``
+    (one positive number per training row, aligned with ``train_labels``) weights each
+    image's loss (``binary_cross_entropy_with_logits(weight=...)``: the batch mean of
+    weight x loss). Without them the loss and every operation are the plain study's, so its
+    models stay bit-identical.
 
     ``on_checkpoint(state: dict)`` is called at the end of every epoch, before ``on_epoch``,
     with everything needed to continue (see :func:`training_state`); ``resume``, such a state,
@@ -76,10 +83,17 @@ def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_i
     # the model itself (no second compilation for eval mode, no "_orig_mod." keys).
     step_model = torch.compile(model) if cfg.compile else model
 
+    if rows is not None:
+        rows = np.asarray(rows, dtype=np.int64)
+        train_labels, train_images = train_labels.iloc[rows], train_images[rows]
     # One read of the memory-mapped cache into RAM, then (GPU) one copy to the device.
     x_train = cache_on_device(torch.from_numpy(np.array(train_images)), device)
     y_train = torch.from_numpy(train_labels[classes].to_numpy(np.float32, copy=True))  # writable: torch warns otherwise
     y_train = y_train.to(device) if x_train.device == device else y_train
+    w_train = None
+    if sample_weights is not None:
+        w = np.asarray(sample_weights, dtype=np.float32)
+        w_train = torch.from_numpy(np.ascontiguousarray(w if rows is None else w[rows]))
     x_val = cache_on_device(torch.from_numpy(np.array(val_images)), device)
     y_val = val_labels[classes].to_numpy(np.float32, copy=True)
 
@@ -101,7 +115,7 @@ def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_i
     for epoch in ([] if stopped else epochs):
         start = time.perf_counter()
         train_loss = _train_epoch(step_model, optimizer, loss_fn, x_train, y_train, cfg, gen, device, epoch=epoch,
-                                  precision=precision, scaler=scaler)
+                                  precision=precision, scaler=scaler, w=w_train)
         val_loss, val_probs = _validate(model, loss_fn, x_val, y_val, cfg.batch_size, device, precision)
         row = {
             "epoch": epoch,
@@ -184,7 +198,7 @@ def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 
 def _train_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device, *, epoch: int = 0,
-                 precision: str = "fp32", scaler=None) -> float:
+                 precision: str = "fp32", scaler=None, w=None) -> float:
     """One pass over the uint8 cache ``x`` in a seeded random order.
 
     Per batch: gather the uint8 rows, move them (pinned, asynchronously, on a GPU), convert,
@@ -196,14 +210,15 @@ def _train_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device,
     """
     with _heap_scope(device):
         return _run_epoch(model, optimizer, loss_fn, x, y, cfg, gen, device, epoch, precision,
-                          scaler if scaler is not None else grad_scaler(precision, device))
+                          scaler if scaler is not None else grad_scaler(precision, device), w)
 
 
 def _heap_scope(device):
     return cpu_heap_reuse() if torch.device(device).type == "cpu" else contextlib.nullcontext()
 
 
-def _run_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device, epoch, precision, scaler) -> float:
+def _run_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device, epoch, precision, scaler,
+               w=None) -> float:
     model.train()
     perm = torch.randperm(x.shape[0], generator=gen)  # on the CPU generator: the same order on any device
     pin = torch.device(device).type == "cuda" and x.device.type == "cpu"
@@ -221,7 +236,11 @@ def _run_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device, e
         optimizer.zero_grad(set_to_none=True)
         with autocast(precision, device):
             logits = model(inputs)
-        loss = loss_fn(logits.float(), target)  # the loss in fp32 under any precision
+        if w is None:
+            loss = loss_fn(logits.float(), target)  # the loss in fp32 under any precision
+        else:  # per-image weights broadcast over the classes
+            weight = w[rows.to(w.device)].to(device, non_blocking=True).unsqueeze(1)
+            loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), target, weight=weight)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()

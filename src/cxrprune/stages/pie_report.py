@@ -1,0 +1,61 @@
+"""DVC stage ``pie-report`` (studies/pie-treatment/dvc.yaml): the outcome of every treatment
+on the test set (:mod:`cxrprune.pietreatment.outcome`), paired against ``baseline`` and
+against ``remove_random``; writes ``metrics/<name>/pie_treatment.json`` (for ``dvc exp
+show``), the per-class table, the AP-change plot table and figure, then one MLflow run."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from cxrprune.analysis.forgetting import train_counts
+from cxrprune.core import upstream
+from cxrprune.core.atomic import json_clean, write_csv, write_json
+from cxrprune.core.config import Params, to_dict
+from cxrprune.datasets.prepare import load_meta, load_split
+from cxrprune.pietreatment import figure, outcome, study
+from cxrprune.tracking import store
+
+
+def run(params: Params) -> None:
+    cfg, out = params.pie_treatment, params.layout
+    classes = load_meta(out.prepared)["classes"]
+    train_labels, _ = load_split(out.prepared, "train")
+    test_labels, _ = load_split(out.prepared, "test")
+    ids = test_labels["image_id"].astype(str).tolist()
+    levels = params.prune.levels
+    train_pies = upstream.read_json(out.pie_train_json, f"{study.STUDY_FILE}:pie-score")
+    counts = train_counts(train_labels, classes)
+    rare = outcome.rare_classes(counts)
+    tables, blocks, sets = {}, {}, {}
+    for t in cfg.treatments:
+        for s in cfg.seeds:
+            folder, stage = out.pie_treatment_dir(t, s), f"pie-retrain@{t}-{s}"
+            bl = study.read_table(folder / "predictions.parquet", ids, classes, levels, stage)
+            tables[(t, s)] = pd.concat(bl, ignore_index=True)
+            blocks[(t, s)] = bl
+            sets[(t, s)] = upstream.read_json(folder / "train_set.json", f"{study.STUDY_FILE}:{stage}")
+    per_class = outcome.per_class_table(tables, test_labels, classes, params.evaluate.f1_threshold)
+    k_pie = levels.index(params.analyze.pie_sparsity)
+    results = {t: outcome.treatment_outcome(per_class.loc[per_class["treatment"] == t].drop(columns="treatment"),
+                                            rare, classes, params.analyze.drop_threshold,
+                                            [blocks[(t, s)][0] for s in cfg.seeds],
+                                            [blocks[(t, s)][k_pie] for s in cfg.seeds],
+                                            params.analyze.pie_fraction, {s: sets[(t, s)] for s in cfg.seeds})
+               for t in cfg.treatments}
+    base_pies = results["baseline"].test_pies
+    treatments = {t: {**r.summary, "test_pie_overlap": outcome.overlap(r.test_pies, base_pies)}
+                  for t, r in results.items()}
+    summary = {"train_pies": train_pies, "rare_classes": rare, "top_sparsity": max(levels),
+               "treatments": treatments, "vs_baseline": outcome.comparisons(results, "baseline")}
+    if "remove_random" in results:
+        summary["vs_remove_random"] = outcome.comparisons(results, "remove_random")
+    changes = outcome.class_changes(results, counts)
+    write_json(out.pie_treatment_json, json_clean(summary))
+    write_csv(out.pie_treatment_per_class, per_class)
+    write_csv(out.plot_table("pie_treatment_ap_change"), changes)
+    figure.ap_change(changes, out.pie_treatment_figure)
+    study.log_run(params, "pie-report", "pie-treatment", summary,
+                  {**store.flatten("pie_treatment", to_dict(params)["pie_treatment"]), "data.name": params.data.name},
+                  {"study": "pie-treatment"}, artifacts=[(out.pie_treatment_figure, "figures")])
+    line = "; ".join(f"{t}: mAP {v['map_dense']:.3f}, rare AP {v['rare_ap_dense']:.3f}" for t, v in treatments.items())
+    print(f"pie-report: {line}")

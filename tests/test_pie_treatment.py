@@ -1,0 +1,355 @@
+"""The PIE treatment study (issue 12): folds, out-of-fold scores, treatments, truth, outcome.
+
+Oracles: hand-made cases and counts, scipy (Spearman, Fisher, paired t-test and its CI),
+the training loop itself (a subset and unit weights give the plain loop's exact weights), and
+the study's dvc.yaml checked against the import closure and the layout.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from scipy import stats
+from stage_deps import expand, stage_sources
+
+from cxrprune.core.config import TrainConfig, from_dict
+from cxrprune.core.errors import ConfigError, DataError
+from cxrprune.core.layout import Layout
+from cxrprune.pietreatment import folds as oof
+from cxrprune.pietreatment import outcome
+from cxrprune.pietreatment.treatments import matched_random_drop, strata, training_set
+from cxrprune.training.loop import train_model
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY = REPO / "studies" / "pie-treatment" / "dvc.yaml"
+CLASSES = ["A", "B", "C", "D"]
+
+
+def labels_table(n_patients: int = 60, seed: int = 0) -> pd.DataFrame:
+    """A training table: 1-3 images per patient, class D rare (about 10% of images)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        for i in range(int(rng.integers(1, 4))):
+            y = (rng.random(len(CLASSES)) < [0.5, 0.3, 0.2, 0.1]).astype(np.int8)
+            rows.append({"image_id": f"{p:05d}_{i:03d}.png", "patient_id": f"{p:05d}", **dict(zip(CLASSES, y))})
+    return pd.DataFrame(rows)
+
+
+# --- folds and out-of-fold scores ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_folds_are_patient_disjoint_and_every_image_is_scored_once_by_models_that_never_saw_it(k):
+    labels = labels_table()
+    fold = oof.assign_folds(labels, CLASSES, k, seed=0)
+    assert sorted(np.unique(fold)) == list(range(k))
+    # one fold per patient
+    assert labels.assign(fold=fold).groupby("patient_id")["fold"].nunique().max() == 1
+    oof.check_folds(labels, CLASSES, fold, k)  # every fold has every class
+    scored_count = np.zeros(len(labels), dtype=int)
+    for f in range(k):
+        trained_on, scored = oof.fold_rows(fold, f)
+        scored_count[scored] += 1
+        assert not set(trained_on) & set(scored)
+        assert not set(labels["patient_id"].iloc[trained_on]) & set(labels["patient_id"].iloc[scored])
+        assert len(trained_on) + len(scored) == len(labels)
+    assert (scored_count == 1).all()
+    # same seed, same folds; the stratification puts the rare class in every fold
+    np.testing.assert_array_equal(fold, oof.assign_folds(labels, CLASSES, k, seed=0))
+
+
+def test_out_of_fold_correlation_takes_each_image_from_its_own_fold_ensemble():
+    labels = labels_table(30)
+    fold = oof.assign_folds(labels, CLASSES, 2, seed=1)
+    ids = labels["image_id"].to_numpy()
+    rng = np.random.default_rng(3)
+    scored, expected = {}, np.full(len(labels), np.nan)
+    for f in (0, 1):
+        rows = np.flatnonzero(fold == f)
+        pairs = []
+        for _ in range(2):  # two seeds
+            d, p = rng.random((len(rows), 4)), rng.random((len(rows), 4))
+            pairs.append((pd.DataFrame(d, columns=CLASSES).assign(image_id=ids[rows]),
+                          pd.DataFrame(p, columns=CLASSES).assign(image_id=ids[rows])))
+        scored[f] = pairs
+        dense = np.mean([a[CLASSES].to_numpy() for a, _ in pairs], axis=0)
+        pruned = np.mean([b[CLASSES].to_numpy() for _, b in pairs], axis=0)
+        expected[rows] = [stats.spearmanr(x, y).statistic for x, y in zip(dense, pruned)]
+    corr = oof.out_of_fold_correlation(fold, ids, scored, CLASSES)
+    np.testing.assert_allclose(corr, expected, atol=1e-12)
+    # a table listing another fold's images is refused
+    bad = {0: scored[1], 1: scored[1]}
+    with pytest.raises(DataError, match="fold 0"):
+        oof.out_of_fold_correlation(fold, ids, bad, CLASSES)
+
+
+def test_a_fold_without_a_positive_of_a_class_is_a_config_error_naming_the_key():
+    labels = labels_table(20)
+    labels["D"] = 0
+    labels.loc[0, "D"] = 1  # one positive image: one fold lacks it
+    fold = oof.assign_folds(labels, CLASSES, 2, seed=0)
+    with pytest.raises(ConfigError, match=r"pie_treatment\.folds.*'D'"):
+        oof.check_folds(labels, CLASSES, fold, 2)
+
+
+def test_a_pie_fraction_that_selects_no_image_is_a_config_error_naming_the_key():
+    with pytest.raises(ConfigError, match=r"analyze\.pie_fraction"):
+        oof.check_fraction(0.01, 99)
+    oof.check_fraction(0.01, 100)
+    assert oof.train_pies(np.arange(100.0), 0.05).sum() == 5
+
+
+@pytest.mark.parametrize(("key", "value"), [("weight", 0.0), ("weight", -1.0), ("folds", [0]), ("folds", [0, 2]),
+                                            ("treatments", ["remove"]), ("seeds", [])])
+def test_bad_pie_treatment_params_name_the_key(key, value):
+    with pytest.raises(ConfigError, match=rf"pie_treatment\.{key}"):
+        from_dict({"pie_treatment": {key: value}})
+
+
+def test_bad_params_are_one_error_line_from_the_command(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["pie_treatment"]["weight"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = subprocess.run([sys.executable, "-m", "cxrprune", "--params", str(tmp_path / "params.yaml"), "pie-score"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("cxrprune: error:")
+    assert "pie_treatment.weight" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- what PIEs are, against the truth ----------------------------------------------------------
+
+
+def test_precision_and_recall_against_truth_on_a_hand_made_case():
+    truth = pd.DataFrame({"image_id": [f"i{i}" for i in range(10)], "split": "train",
+                          "flipped": [1, 1, 0, 0, 0, 0, 0, 0, 0, 1],
+                          "degradation": ["none", "blur", "blur", "none", "none", "noise", "none", "none", "none",
+                                          "none"]})
+    truth = pd.concat([truth, truth.assign(split="test", flipped=0)])  # the test rows must not be used
+    is_pie = np.array([1, 0, 1, 0, 0, 0, 0, 0, 0, 0], dtype=bool)
+    aligned = oof.align_train_truth(truth, [f"i{i}" for i in range(10)])
+    got = oof.truth_summary(aligned, is_pie)
+    f, d = got["flipped"], got["degraded"]
+    # flipped: PIEs {0, 2} hold one of {0, 1, 9}
+    assert (f["hits"], f["precision"], f["recall"], f["base_rate"]) == (1, 0.5, pytest.approx(1 / 3), 0.3)
+    assert f["lift"] == pytest.approx(0.5 / 0.3) and f["random_recall"] == 0.2
+    assert f["p"] == pytest.approx(stats.fisher_exact([[1, 1], [2, 6]], alternative="greater").pvalue)
+    # degraded: {1, 2, 5}; PIE 2 is one
+    assert (d["hits"], d["precision"], d["recall"], d["base_rate"]) == (1, 0.5, pytest.approx(1 / 3), 0.3)
+
+
+# --- treatments --------------------------------------------------------------------------------
+
+
+def test_treatments_train_on_and_weight_what_they_claim():
+    labels = labels_table(80)
+    y = labels[CLASSES].to_numpy()
+    n = len(y)
+    is_pie = np.zeros(n, dtype=bool)
+    is_pie[np.random.default_rng(0).choice(n, 9, replace=False)] = True
+    base = training_set("baseline", is_pie, y, 3.0, seed=0)
+    assert base.weights is None and np.array_equal(base.rows, np.arange(n))
+    assert base.counts(is_pie) == {"n_train": n, "n_dropped": 0, "pies_kept": 9, "pies_dropped": 0,
+                                   "n_upweighted": 0, "weight_sum": float(n)}
+    remove = training_set("remove", is_pie, y, 3.0, seed=0)
+    assert len(remove.rows) == n - 9 and not is_pie[remove.rows].any() and remove.weights is None
+    assert remove.counts(is_pie)["pies_dropped"] == 9
+    up = training_set("upweight", is_pie, y, 3.0, seed=0)
+    assert np.array_equal(up.rows, np.arange(n))
+    assert (up.weights[is_pie] == 3.0).all() and (up.weights[~is_pie] == 1.0).all()
+    assert up.counts(is_pie)["n_upweighted"] == 9 and up.counts(is_pie)["weight_sum"] == n - 9 + 27
+    control = training_set("remove_random", is_pie, y, 3.0, seed=0)
+    dropped = np.setdiff1d(np.arange(n), control.rows)
+    assert len(dropped) == 9 and not is_pie[dropped].any() and control.weights is None
+    assert control.counts(is_pie) == {**base.counts(is_pie), "n_train": n - 9, "n_dropped": 9,
+                                      "weight_sum": float(n - 9)}
+
+
+def test_random_control_drops_exactly_as_many_images_matched_on_class():
+    labels = labels_table(120, seed=5)
+    y = labels[CLASSES].to_numpy()
+    s = strata(y)
+    is_pie = np.zeros(len(y), dtype=bool)
+    for stratum, k in ((3, 2), (0, 3), (-1, 1)):  # 2 PIEs whose rarest class is D, 3 with A, 1 without findings
+        is_pie[np.flatnonzero(s == stratum)[:k]] = True
+    for seed in range(5):
+        dropped = matched_random_drop(y, is_pie, seed)
+        assert len(dropped) == is_pie.sum() == len(np.unique(dropped)) and not is_pie[dropped].any()
+        np.testing.assert_array_equal(np.sort(s[dropped]), np.sort(s[is_pie]))  # class-matched
+    assert not np.array_equal(matched_random_drop(y, is_pie, 0), matched_random_drop(y, is_pie, 1))
+    np.testing.assert_array_equal(matched_random_drop(y, is_pie, 7), matched_random_drop(y, is_pie, 7))
+    # a stratum with too few non-PIEs: its shortfall is drawn from the others, the count stays exact
+    rare = np.flatnonzero(s == 3)
+    is_pie2 = np.zeros(len(y), dtype=bool)
+    is_pie2[rare[:-1]] = True  # all but one of the rare stratum are PIEs
+    dropped = matched_random_drop(y, is_pie2, 0)
+    assert len(dropped) == is_pie2.sum() and not is_pie2[dropped].any()
+    assert (s[dropped] == 3).sum() == 1
+
+
+# --- the training loop: row subset and per-image weights -----------------------------------------
+
+
+def _tiny_data(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    labels = pd.DataFrame(rng.integers(0, 2, size=(n, 2)).astype(np.int8), columns=["A", "B"])
+    return labels, rng.integers(0, 256, size=(n, 32, 32), dtype=np.uint8)
+
+
+def _weights(result) -> list[torch.Tensor]:
+    return [t.detach().clone() for t in result.model.state_dict().values()]
+
+
+def test_row_subset_and_unit_weights_train_exactly_the_plain_loop():
+    cfg = TrainConfig(arch="resnet10", epochs=1, patience=1, batch_size=16, threads=1, device="cpu")
+    labels, images = _tiny_data(40, 0)
+    val_labels, val_images = _tiny_data(12, 1)
+    rows = np.arange(0, 40, 2)
+    plain = train_model(cfg, 0, labels.iloc[rows].reset_index(drop=True), images[rows], val_labels, val_images,
+                        ["A", "B"])
+    subset = train_model(cfg, 0, labels, images, val_labels, val_images, ["A", "B"], rows=rows,
+                         sample_weights=np.ones(40))
+    a, b = _weights(plain), _weights(subset)
+    assert len(a) == len(b) > 0
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    heavy = train_model(cfg, 0, labels, images, val_labels, val_images, ["A", "B"], rows=rows,
+                        sample_weights=np.where(np.arange(40) % 4 == 0, 3.0, 1.0))
+    assert not all(torch.equal(x, y) for x, y in zip(a, _weights(heavy), strict=True))
+
+
+# --- outcome -----------------------------------------------------------------------------------
+
+
+def test_paired_difference_matches_scipy():
+    a = pd.Series([0.50, 0.55, 0.52, 0.58], index=[0, 1, 2, 3])
+    b = pd.Series([0.48, 0.50, 0.53, 0.51], index=[0, 1, 2, 3])
+    got = outcome.paired(a, b)
+    ref = stats.ttest_rel(a, b)
+    ci = ref.confidence_interval(0.95)
+    assert got["n"] == 4 and got["mean_diff"] == pytest.approx((a - b).mean())
+    assert got["p"] == pytest.approx(ref.pvalue) and (got["ci_low"], got["ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert outcome.paired(a.iloc[:1], b.iloc[:1])["p"] is None
+
+
+def test_overlap_of_pie_sets():
+    a = np.array([1, 1, 0, 0, 1], dtype=bool)
+    b = np.array([1, 0, 1, 0, 0], dtype=bool)
+    assert outcome.overlap(a, b) == {"jaccard": 0.25, "baseline_kept": 0.5}
+
+
+# --- the study's pipeline file ---------------------------------------------------------------
+
+
+def test_study_stages_deps_are_their_import_closure_and_outputs_are_layout_paths():
+    doc = yaml.safe_load(STUDY.read_text())
+    out = Layout("synthetic")
+    known = {out.pie_fold_predictions(0, 0), out.pie_train_scores, out.pie_train_json,
+             out.pie_treatment_dir("baseline", 0), out.pie_treatment_json, out.pie_treatment_per_class,
+             out.pie_treatment_figure, out.plot_table("pie_treatment_ap_change")}
+    for name, stage in doc["stages"].items():
+        assert stage["wdir"] == "../..", name
+        module = stage["cmd"].split()[1].replace("-", "_")
+        declared = [d for d in stage["deps"] if d.startswith("src/")]
+        assert expand(declared) == set(stage_sources(module)), f"paste `python tests/stage_deps.py {module}`"
+        for entry in [*stage.get("outs", []), *stage.get("metrics", [])]:
+            raw = next(iter(entry)) if isinstance(entry, dict) else entry
+            path = raw.replace("${data.name}", "synthetic").replace("${item.fold}", "0").replace(
+                "${item.seed}", "0").replace("${item.treatment}", "baseline")
+            assert Path(path) in known, f"{name}: {path} is not built by cxrprune.core.layout"
+    root = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert not [s for s in root if s.startswith("pie-")], "the study must not be in the default pipeline"
+
+
+# --- end to end: dvc repro of the study in a temporary git repository -----------------------------
+
+E2E_SEEDS = [0, 1]
+E2E_TREATMENTS = ["baseline", "remove", "upweight", "remove_random"]
+
+
+@pytest.fixture(scope="module")
+def pie_study(tmp_path_factory):
+    from test_pipeline import make_workspace, run
+
+    ws = make_workspace(tmp_path_factory.mktemp("pie"))
+    import shutil
+
+    shutil.copytree(REPO / "studies", ws / "studies")
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["pie_treatment"].update({"seeds": E2E_SEEDS, "treatments": E2E_TREATMENTS})
+    params["analyze"]["pie_fraction"] = 0.1
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "add", "-A"], ws)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", "study"], ws)
+    out = run(["dvc", "repro", "studies/pie-treatment/dvc.yaml"], ws)
+    return ws, out
+
+
+@pytest.mark.slow
+def test_dvc_repro_of_the_study_runs_its_stages_and_writes_its_outputs(pie_study):
+    import json
+
+    import mlflow
+    from test_pipeline import stages_run
+
+    ws, out = pie_study
+    ran = stages_run(out)
+    expected = {"pie-score", "pie-report", *[f"pie-fold@{f}-{s}" for f in (0, 1) for s in E2E_SEEDS],
+                *[f"pie-retrain@{t}-{s}" for t in E2E_TREATMENTS for s in E2E_SEEDS]}
+    assert {r.rsplit(":", 1)[-1] for r in ran} >= expected, out[-3000:]
+    assert not [r for r in ran if r.startswith(("train@", "prune@", "evaluate", "analyze"))], ran
+    # plain `dvc repro` at the root never runs the study: the stages DVC plans for it (its
+    # default target, the root dvc.yaml, and upstream) hold none of the study's. (A real
+    # `dvc repro --dry` cannot show this here: it stops at prune, whose model was never trained.)
+    plan = ("import json\nfrom dvc.repo import Repo\nfrom dvc.repo.reproduce import collect_stages, get_active_graph, "
+            "plan_repro\nwith Repo('.') as repo:\n    steps = plan_repro(get_active_graph(repo.index.graph), "
+            "collect_stages(repo, ['dvc.yaml']))\n    print(json.dumps([s.addressing for s in steps]))")
+    proc = subprocess.run([sys.executable, "-c", plan], cwd=ws, capture_output=True, text=True, check=True)
+    names = set(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert {"train@0", "analyze"} <= names and not [n for n in names if "pie-" in n], names
+    train = pd.read_parquet(ws / "data/prepared/synthetic/labels_train.parquet")
+    scores = pd.read_csv(ws / "metrics/synthetic/pie_train_scores.csv", dtype={"image_id": str, "patient_id": str})
+    assert scores["image_id"].tolist() == train["image_id"].tolist()
+    assert scores.groupby("patient_id")["fold"].nunique().max() == 1 and scores["spearman"].notna().all()
+    # every training image scored exactly once, by the fold models that did not train on it
+    fold_ids = [pd.read_parquet(ws / f"data/pie_treatment/synthetic/folds/fold-{f}/seed-0.parquet")
+                .query("sparsity == 0")["image_id"].tolist() for f in (0, 1)]
+    assert sorted(fold_ids[0] + fold_ids[1]) == sorted(train["image_id"])
+    for f in (0, 1):
+        assert set(fold_ids[f]) == set(scores.loc[scores["fold"] == f, "image_id"])
+    n_pie = int(0.1 * len(train))
+    assert int(scores["is_pie"].sum()) == n_pie
+    train_json = json.loads((ws / "metrics/synthetic/pie_train.json").read_text())
+    truth = train_json["truth"]["flipped"]
+    hits = int((scores["is_pie"] & (scores["flipped"] > 0)).sum())
+    assert truth["hits"] == hits and truth["precision"] == pytest.approx(hits / n_pie)
+    for t in E2E_TREATMENTS:
+        for s in E2E_SEEDS:
+            counts = json.loads((ws / f"data/pie_treatment/synthetic/{t}/seed-{s}/train_set.json").read_text())
+            assert counts["n_dropped"] == (n_pie if t in ("remove", "remove_random") else 0), (t, counts)
+            assert counts["n_upweighted"] == (n_pie if t == "upweight" else 0)
+    report = json.loads((ws / "metrics/synthetic/pie_treatment.json").read_text())
+    assert set(report["treatments"]) == set(E2E_TREATMENTS)
+    assert set(report["vs_baseline"]) == set(E2E_TREATMENTS) - {"baseline"}
+    assert set(report["vs_remove_random"]) == set(E2E_TREATMENTS) - {"remove_random"}
+    per_class = pd.read_csv(ws / "metrics/synthetic/pie_treatment_per_class.csv")
+    dense = per_class.loc[(per_class["treatment"] == "remove") & (per_class["sparsity"] == 0)]
+    assert report["treatments"]["remove"]["map_dense"] == pytest.approx(dense.groupby("seed")["ap"].mean().median())
+    change = report["vs_baseline"]["remove"]["map"]
+    base = per_class.loc[(per_class["treatment"] == "baseline") & (per_class["sparsity"] == 0)]
+    diff = dense.groupby("seed")["ap"].mean() - base.groupby("seed")["ap"].mean()
+    assert change["mean_diff"] == pytest.approx(diff.mean()) and change["n"] == len(E2E_SEEDS)
+    assert (ws / "plots/synthetic/pie_treatment.png").stat().st_size > 0
+    shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=ws, capture_output=True, text=True, check=True)
+    assert "pie_treatment.json" in shown.stdout and "vs_remove_random" in shown.stdout
+    mlflow.set_tracking_uri(f"sqlite:///{ws / 'mlflow.db'}")
+    exp = mlflow.get_experiment_by_name("cxrprune")
+    runs = mlflow.search_runs([exp.experiment_id], filter_string="tags.study = 'pie-treatment'")
+    assert sorted(runs["tags.treatment"].dropna()) == sorted(t for t in E2E_TREATMENTS for _ in E2E_SEEDS)
