@@ -40,7 +40,8 @@ from torch import nn
 from common import machine, median, print_table, spread
 
 from cxrprune.core.config import TrainConfig, load_params
-from cxrprune.training.models import build_model, pick_device, set_threads
+from cxrprune.training.models import build_model
+from cxrprune.core.runtime import pick_device, set_threads
 from cxrprune.core.numerics import cpu_features, resolve_precision
 from cxrprune.datasets.prepare import load_meta, load_split
 from cxrprune.training.loop import _train_epoch, train_model

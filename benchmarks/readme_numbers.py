@@ -267,8 +267,24 @@ def scaleout(o: Outputs) -> str:
             + ". For GPU figures put one GPU's\nper-seed time into t_seed.\n")
 
 
+def repro_time(o: Outputs) -> str:
+    """The default study's wall time (benchmarks/bench_repro.py: `dvc repro` from nothing)."""
+    b = o.bench("bench_repro")
+    if not b:
+        return "No committed output of `benchmarks/bench_repro.py` yet: the run time is not measured.\n"
+    f, m = b["figures"], b["machine"]
+    total = f["total_s"]
+    groups = ", ".join(f"{name} {s:.0f} s" for name, s in f["stage_groups_s"].items())
+    flags = m.get("cpu_flags") or []
+    kind = "with AMX" if "amx_bf16" in flags else ("with AVX-512 BF16, no AMX" if "avx512_bf16" in flags else "")
+    return (f"**{int(total // 60)} min {total % 60:.0f} s** for `dvc repro` of the default from nothing on "
+            f"{m['cpu_model']} ({m['nproc']} cores{', ' + kind if kind else ''}; the stages' CPU share "
+            f"{f['children_cpu_share']:.2f}, {m['started_utc']}; `benchmarks/results/bench_repro.json`): "
+            f"{groups}.\n")
+
+
 RENDER: dict[str, Callable[[Outputs], str]] = {
-    "findings": findings, "why": why, "benchmarks": bench_table, "scaleout": scaleout,
+    "findings": findings, "why": why, "benchmarks": bench_table, "scaleout": scaleout, "repro": repro_time,
 }
 
 
