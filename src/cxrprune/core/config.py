@@ -290,6 +290,22 @@ class MlflowConfig:
 
 
 @dataclass(frozen=True)
+class BootstrapConfig:
+    """Percentile-bootstrap confidence intervals of evaluate's and analyze's statistics
+    (resampling test images, and seeds when there are at least 10: analysis/bootstrap.py)."""
+
+    resamples: int = 1000  # 0: no intervals
+    seed: int = 0
+    level: float = 0.95
+
+    def __post_init__(self) -> None:
+        _require(self.resamples == 0 or 100 <= self.resamples <= 100_000, "bootstrap.resamples",
+                 "0 (no intervals) or an integer in [100, 100000]", self.resamples)
+        _require(0 <= self.seed < 2**31, "bootstrap.seed", "an integer in [0, 2**31)", self.seed)
+        _require(0.5 <= self.level < 1, "bootstrap.level", "a confidence level in [0.5, 1)", self.level)
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole of ``params.yaml``."""
 
@@ -302,6 +318,7 @@ class Params:
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
 
     def __post_init__(self) -> None:
         _require(len(self.seeds) > 0, "seeds", "a non-empty list of integers", self.seeds)

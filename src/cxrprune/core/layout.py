@@ -107,6 +107,11 @@ class Layout:
     def forgettability(self) -> Path:
         return self.metrics / "forgettability.csv"
 
+    @property
+    def ap_resamples(self) -> Path:
+        """The evaluate stage's AP of every block for every bootstrap resample (analyze reads it)."""
+        return Path("data/bootstrap") / self.name / "ap_resamples.npz"
+
     def plot_table(self, stem: str) -> Path:
         """``plots/<name>/<stem>.csv``: a long table for ``dvc plots``."""
         return self.plots / f"{stem}.csv"

@@ -11,6 +11,7 @@ and PNG figures, all atomically; then logs the summary and the figures to one ML
 from __future__ import annotations
 
 from cxrprune.analysis import summary as analysis
+from cxrprune.analysis import uncertainty
 from cxrprune.compression import predictions
 from cxrprune.core import upstream
 from cxrprune.core.config import Params, to_dict
@@ -38,8 +39,10 @@ def run(params: Params) -> None:
     # Imported published predictions come without models (meta.json says "imported").
     model = None if "imported" in meta else load_checkpoint(out.model_file(params.seeds[0]))[0]
 
+    resamples = uncertainty.load(out.ap_resamples)  # None when evaluate ran without intervals
+
     result = analysis.analyze(cfg, classes, per_class, evaluation, train_labels, test_labels, dense, sparse,
-                              truth, model)
+                              truth, model, resamples)
     analysis.write_outputs(result, out, map_curve, cfg)
     store.log_summary_run(params, "analyze", "analysis", result.summary,
                          {**store.flatten("analyze", to_dict(params)["analyze"]), "seeds": params.seeds,
