@@ -5,6 +5,7 @@ scipy, and evaluate -> analyze with intervals on a tiny workspace."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -112,3 +113,26 @@ def test_evaluate_then_analyze_write_intervals(tmp_path, monkeypatch):
 
     evaluate.run(params)  # same seed: byte-identical resamples
     assert (root / "data/bootstrap/tiny/ap_resamples.npz").read_bytes() == first
+
+
+@pytest.mark.slow
+def test_report_stage_numbers_equal_summary_json(tmp_path, monkeypatch):
+    from cxrprune.analysis import report as render
+    from cxrprune.stages import report
+
+    params, root, *_ = tiny_workspace(tmp_path, monkeypatch)
+    params = config.from_dict({**config.to_dict(params), "bootstrap": {"resamples": 200, "seed": 1, "level": 0.95}})
+    evaluate.run(params)
+    analyze.run(params)
+    # reader-analyze's output of the committed default run stands in for this workspace's.
+    committed = Path(__file__).resolve().parents[1] / "metrics/synthetic/reader.json"
+    (root / "metrics/tiny/reader.json").write_text(committed.read_text())
+    report.run(params)
+    summary = json.loads((root / "metrics/tiny/summary.json").read_text())
+    rows = render.parse_table((root / "reports/tiny/findings.md").read_text())
+    doc = json.loads((root / "reports/tiny/findings.json").read_text())
+    f = summary["forgettability"]
+    value, ci = render.parse_value(rows[2]["value [95% CI]"])  # rare classes forgotten more at 95%
+    assert value == pytest.approx(f["dap95_rho"], rel=5e-3) and ci == pytest.approx(f["dap95_rho_ci"], rel=5e-3)
+    assert doc["findings"]["rare_forgotten_more"]["ci"] == f["dap95_rho_ci"]
+    assert doc["verdicts"]["rare_forgotten_more"] == rows[2]["verdict"].strip("*")

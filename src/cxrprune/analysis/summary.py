@@ -109,6 +109,7 @@ def analyze(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, eva
     }
     if truth_test is not None:
         pie_summary.update(pies.truth_comparison(truth_test, is_pie))
+        pie_summary["quality_difference"] = pie_summary["mean_quality_pie"] - pie_summary["mean_quality_nonpie"]
     # PIEs enriched for rare classes: ln(prevalence ratio) falls with ln(train count).
     rho, rho_p = uncertainty.class_ratio_vs_frequency(class_ratios, counts)
     pie_summary.update({"class_ratio_vs_frequency_rho": rho, "class_ratio_vs_frequency_rho_p": rho_p})

@@ -1,0 +1,42 @@
+"""DVC stage ``report``: the paper's findings next to this run's values, CIs and verdicts.
+
+Reads ``metrics/<name>/summary.json`` (analyze), ``evaluate.json`` (evaluate) and
+``reader.json`` (reader-analyze); writes ``reports/<name>/findings.md`` (figures linked by
+relative path) and ``reports/<name>/findings.json`` (a DVC metric, so ``dvc exp show`` and
+``cxrprune compare`` see every experiment's verdicts). The rules are
+:mod:`cxrprune.analysis.findings`, the rendering :mod:`cxrprune.analysis.report`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cxrprune.analysis import findings, report
+from cxrprune.core import upstream
+from cxrprune.core.atomic import atomic_path, write_json
+from cxrprune.core.config import Params
+from cxrprune.core.layout import SYNTHETIC_ROOT
+
+
+def run(params: Params) -> None:
+    out = params.layout
+    summary = upstream.read_json(out.summary, "analyze")
+    evaluation = upstream.read_json(out.evaluation, "evaluate")
+    reader = upstream.read_json(out.reader_json, "reader-analyze")
+    alpha = params.evaluate.alpha
+    rows = findings.assess(summary, evaluation, reader, alpha)
+    synthetic = Path(params.data.root) == SYNTHETIC_ROOT
+    experiment = {"data.name": params.data.name, "data.source": params.data.source, "train.arch": params.train.arch,
+                  "train.pretrained": params.train.pretrained, "prune.methods": "+".join(params.prune.methods),
+                  "seeds": len(params.seeds), "bootstrap.resamples": params.bootstrap.resamples}
+    if synthetic:
+        experiment["synthetic.seed"] = params.synthetic.seed
+    text = report.render(rows, name=params.data.name, synthetic=synthetic, params=experiment, alpha=alpha,
+                         report_path=out.findings_md, layout=out)
+    write_json(out.findings_json, {"calibration": synthetic, "alpha": alpha, "experiment": experiment,
+                                   "findings": {f.claim.key: f.to_dict() for f in rows},
+                                   "verdicts": {f.claim.key: f.verdict for f in rows}})
+    with atomic_path(out.findings_md, suffix=".md") as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    counts = {v: sum(f.verdict == v for f in rows) for v in findings.VERDICTS}
+    print(f"report: {out.findings_md}: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n))
