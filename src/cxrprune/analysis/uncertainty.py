@@ -22,7 +22,6 @@ import pandas as pd
 from scipy import stats
 
 from cxrprune.analysis import bootstrap
-from cxrprune.analysis.fcd import label_statistics
 from cxrprune.analysis.forgetting import EPS, MIN_POINTS, round_levels
 from cxrprune.core.atomic import atomic_path
 from cxrprune.core.errors import DataError
