@@ -136,3 +136,23 @@ def test_report_stage_numbers_equal_summary_json(tmp_path, monkeypatch):
     assert value == pytest.approx(f["dap95_rho"], rel=5e-3) and ci == pytest.approx(f["dap95_rho_ci"], rel=5e-3)
     assert doc["findings"]["rare_forgotten_more"]["ci"] == f["dap95_rho_ci"]
     assert doc["verdicts"]["rare_forgotten_more"] == rows[2]["verdict"].strip("*")
+
+
+def test_with_enough_seeds_each_resample_takes_the_median_over_its_drawn_seeds():
+    rng = np.random.default_rng(5)
+    s, l, b, c = bootstrap.MIN_SEEDS, 3, 50, 4
+    ap = rng.random((s, 1, l, b, c)).astype(np.float32) * 0.5 + 0.4
+    res = uncertainty.APResamples(list(range(s)), ["l1"], np.array([0.0, 0.5, 0.9]), list("abcd"), ap, b, 7, 0.95)
+    draws = res.seed_draws()
+    assert draws is not None
+    levels, curves = uncertainty.curve_resamples(res)
+    assert list(levels) == [0.5, 0.9]
+    i, k, j = 17, 1, 2  # one resample, level 0.9, class c: recomputed by hand
+    a = ap[:, 0, :, i, j].astype(np.float64)
+    rel = (a[:, 2] - a[:, 0]) / (a[:, 0] + 1e-12)
+    assert curves[k, i, j] == pytest.approx(np.median(rel[draws[i]]), abs=1e-12)
+    maps = uncertainty.map_intervals(res)
+    per_seed = ap[:, 0, 1, :, :].mean(axis=-1)  # (S, B) at level 0.5
+    expected = np.quantile([np.median(per_seed[draws[r], r]) for r in range(b)], [0.025, 0.975])
+    row = maps[(maps["method"] == "l1") & (maps["sparsity"] == 0.5)].iloc[0]
+    assert [row["map_lo"], row["map_hi"]] == pytest.approx(list(expected), abs=1e-6)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cxrprune.analysis import findings, report
 from cxrprune.core import upstream
-from cxrprune.core.atomic import atomic_path, write_json
+from cxrprune.core.atomic import write_json, write_text
 from cxrprune.core.config import Params
 from cxrprune.core.layout import SYNTHETIC_ROOT
 
@@ -36,7 +36,6 @@ def run(params: Params) -> None:
     write_json(out.findings_json, {"calibration": synthetic, "alpha": alpha, "experiment": experiment,
                                    "findings": {f.claim.key: f.to_dict() for f in rows},
                                    "verdicts": {f.claim.key: f.verdict for f in rows}})
-    with atomic_path(out.findings_md, suffix=".md") as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    write_text(out.findings_md, text)
     counts = {v: sum(f.verdict == v for f in rows) for v in findings.VERDICTS}
     print(f"report: {out.findings_md}: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n))
