@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 import pandas as pd
-
 from common import STUDY_LEVELS, machine  # sets up sys.path for src/
+
 from cxrprune.analysis import uncertainty
 from cxrprune.analysis.metrics import metrics_for_blocks
 

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 from scipy import stats
 from sklearn.metrics import average_precision_score
-
 from test_analyze_stage import tiny_workspace
 
 from cxrprune.analysis import bootstrap, uncertainty
@@ -135,7 +134,7 @@ def test_report_stage_numbers_equal_summary_json(tmp_path, monkeypatch):
     value, ci = render.parse_value(rows[2]["value [95% CI]"])  # rare classes forgotten more at 95%
     assert value == pytest.approx(f["dap95_rho"], rel=5e-3) and ci == pytest.approx(f["dap95_rho_ci"], rel=5e-3)
     assert doc["findings"]["rare_forgotten_more"]["ci"] == f["dap95_rho_ci"]
-    assert doc["verdicts"]["rare_forgotten_more"] == rows[2]["verdict"].strip("*")
+    assert doc["findings"]["rare_forgotten_more"]["verdict"] == rows[2]["verdict"].strip("*")
 
 
 def test_with_enough_seeds_each_resample_takes_the_median_over_its_drawn_seeds():

@@ -12,11 +12,19 @@ other projects or absent on a machine that only has the git history).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from cxrprune.analysis.findings import CLAIMS, NOT_MEASURED, NOT_REPRODUCED, OPPOSITE, REPRODUCED, SAME_DIRECTION
+from cxrprune.analysis.findings import (
+    CLAIMS,
+    NOT_MEASURED,
+    NOT_REPRODUCED,
+    OPPOSITE,
+    REPRODUCED,
+    SAME_DIRECTION,
+)
 from cxrprune.analysis.report import fmt_value
 
 # What tells experiments apart, in the order shown (params.yaml keys).
@@ -87,9 +95,9 @@ def render(experiments: list[Experiment], skipped: list[str], figure: Path | Non
              "Cells: verdict symbol, then this run's value [95% CI]. "
              + ", ".join(f"{s} {v}" for v, s in SYMBOL.items()) + ".", ""]
     if any(e.findings.get("calibration") for e in experiments):
-        lines += ["> Runs on the embedded synthetic data are **calibration, not replication**: the generator was "
-                  "tuned until findings appeared. A verdict that survives other `synthetic.seed` values is robust "
-                  "to the draw of the data, not evidence for the paper.", ""]
+        lines += [("> Runs on the embedded synthetic data are **calibration, not replication**: the generator was "
+                   "tuned until findings appeared. A verdict that survives other `synthetic.seed` values is robust "
+                   "to the draw of the data, not evidence for the paper."), ""]
     head = ["finding"] + [f"`{e.name}`" for e in experiments] + ["reproduced"]
     lines += ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     for axis in AXES:

@@ -26,7 +26,7 @@ when lower, ``not measured`` when the paired test could not reach significance a
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 REPRODUCED = "reproduced"
@@ -102,12 +102,6 @@ class Finding:
     measured: Measurement
     verdict: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"key": self.claim.key, "title": self.claim.title, "paper": self.claim.paper,
-                "statistic": self.claim.statistic, "value": self.measured.value, "ci": self.measured.ci,
-                "p": self.measured.p, "source": self.measured.source, "verdict": self.verdict,
-                **self.measured.extra}
-
 
 def _num(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
@@ -182,7 +176,3 @@ def assess(summary: dict, evaluation: dict, reader: dict | None, alpha: float) -
     """Every claim with this run's measurement and its verdict, in the paper's order."""
     measured = measure(summary, evaluation, reader)
     return [Finding(claim, measured[claim.key], verdict(claim, measured[claim.key], alpha)) for claim in CLAIMS]
-
-
-def claim_dict(claim: Claim) -> dict[str, Any]:
-    return asdict(claim)

@@ -13,7 +13,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from cxrprune.analysis.findings import CITATION, SAFE_SPARSITY, SAFE_SPARSITY_STEP, Finding
+from cxrprune.analysis.findings import (
+    CITATION,
+    SAFE_SPARSITY,
+    SAFE_SPARSITY_STEP,
+    Finding,
+)
 from cxrprune.core.layout import ANALYZE_FIGURES, Layout
 
 HEADER = ["#", "finding", "paper", "this run: statistic", "value [95% CI]", "p", "verdict"]
@@ -49,14 +54,14 @@ def render(findings: list[Finding], *, name: str, synthetic: bool, params: dict[
     lines = [f"# Findings of Holste et al. (MICCAI 2023) on `{name}`", ""]
     if synthetic:
         lines += [f"> {CALIBRATION_NOTE}", ""]
-    lines += [
+    lines += [(
         "Each row: the paper's value, this run's value with its 95% bootstrap interval (test images resampled; "
         "see `bootstrap` in params.yaml) and p-value, and a verdict from fixed rules "
         f"(`cxrprune.analysis.findings`): **reproduced** = the paper's direction and significant (p < {alpha:g} "
         "and the interval excludes the null); **same direction, not significant**; **opposite** = the other "
         "direction and significant; **not reproduced** = the other direction (or none), not significant; "
         f"**not measured** = no data for it here. The safe-sparsity row is reproduced when at least "
-        f"{SAFE_SPARSITY - SAFE_SPARSITY_STEP:.0%} (one level below the paper's {SAFE_SPARSITY:.0%}) is safe.",
+        f"{SAFE_SPARSITY - SAFE_SPARSITY_STEP:.0%} (one level below the paper's {SAFE_SPARSITY:.0%}) is safe."),
         "",
         "Run: " + ", ".join(f"`{k}={v}`" for k, v in params.items()),
         "",
@@ -103,7 +108,7 @@ def parse_table(markdown: str) -> list[dict[str, str]]:
     """The findings table of a report as one dict per row (keys = :data:`HEADER`)."""
     rows = []
     for line in markdown.splitlines():
-        if not line.startswith("| ") or line.startswith("| ---") or line.startswith("| #"):
+        if not line.startswith("| ") or line.startswith(("| ---", "| #")):
             continue
         cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
         rows.append(dict(zip(HEADER, cells, strict=True)))

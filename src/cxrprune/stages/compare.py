@@ -20,7 +20,7 @@ from cxrprune.core.layout import COMPARE_FIGURE, COMPARE_MD
 
 def run(params: Params, all_commits: bool = False) -> None:
     cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json", *(["-A"] if all_commits else [])]
-    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise CxrpruneError(f"`dvc exp show --json` failed ({last}); run cxrprune compare in the DVC workspace")

@@ -33,9 +33,12 @@ def run(params: Params) -> None:
         experiment["synthetic.seed"] = params.synthetic.seed
     text = report.render(rows, name=params.data.name, synthetic=synthetic, params=experiment, alpha=alpha,
                          report_path=out.findings_md, layout=out)
-    write_json(out.findings_json, {"calibration": synthetic, "alpha": alpha, "experiment": experiment,
-                                   "findings": {f.claim.key: f.to_dict() for f in rows},
-                                   "verdicts": {f.claim.key: f.verdict for f in rows}})
+    # Lean on purpose: `dvc exp show` turns every leaf into a column (titles and sources are in
+    # findings.md and in cxrprune.analysis.findings).
+    write_json(out.findings_json, {"calibration": synthetic, "alpha": alpha,
+                                   "findings": {f.claim.key: {"verdict": f.verdict, "value": f.measured.value,
+                                                              "ci": f.measured.ci, "p": f.measured.p}
+                                                for f in rows}})
     write_text(out.findings_md, text)
     counts = {v: sum(f.verdict == v for f in rows) for v in findings.VERDICTS}
     print(f"report: {out.findings_md}: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n))
