@@ -133,7 +133,8 @@ def test_report_stage_numbers_equal_summary_json(tmp_path, monkeypatch):
     f = summary["forgettability"]
     value, ci = render.parse_value(rows[2]["value [95% CI]"])  # rare classes forgotten more at 95%
     assert value == pytest.approx(f["dap95_rho"], rel=5e-3) and ci == pytest.approx(f["dap95_rho_ci"], rel=5e-3)
-    assert doc["findings"]["rare_forgotten_more"]["ci"] == f["dap95_rho_ci"]
+    row = doc["findings"]["rare_forgotten_more"]
+    assert [row["ci_lo"], row["ci_hi"]] == f["dap95_rho_ci"]
     assert doc["findings"]["rare_forgotten_more"]["verdict"] == rows[2]["verdict"].strip("*")
 
 

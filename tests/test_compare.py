@@ -30,6 +30,7 @@ def test_compare_lists_every_experiment_with_its_verdicts(tmp_path):
     experiments, _ = compare.collect(shown)
     by_name = {e.name: e for e in experiments}
     assert {"base", "gen-seed-1", "vit"} <= by_name.keys()
+    assert by_name["base"].findings["findings"]["rare_forgotten_earlier"]["ci_lo"] is not None  # intervals arrive
     assert by_name["vit"].axes["train.arch"] == "vit_tiny" and by_name["gen-seed-1"].axes["synthetic.seed"] == "1"
 
     text = (ws / "reports/compare.md").read_text()
@@ -47,5 +48,7 @@ def test_compare_lists_every_experiment_with_its_verdicts(tmp_path):
             assert cell.startswith(compare.SYMBOL[f["verdict"]]), (name, claim.key, cell)
             if f.get("value") is not None:  # dvc exp show leaves out null metrics
                 assert f"{f['value']:.3g}" in cell
+                if f.get("ci_lo") is not None:
+                    assert f"[{f['ci_lo']:.3g}, {f['ci_hi']:.3g}]" in cell
             else:
                 assert "n/a" in cell

@@ -111,7 +111,7 @@ def render(experiments: list[Experiment], skipped: list[str], figure: Path | Non
             n_measured += verdict != NOT_MEASURED
             value = f.get("value")
             value = value if isinstance(value, (int, float)) and math.isfinite(value) else None
-            cells.append(f"{SYMBOL.get(verdict, '?')} {fmt_value(value, f.get('ci'))}")
+            cells.append(f"{SYMBOL.get(verdict, '?')} {fmt_value(value, [f.get('ci_lo'), f.get('ci_hi')])}")
         lines.append("| " + " | ".join([claim.title] + cells + [f"{n_rep}/{n_measured}"]) + " |")
     if figure is not None:
         lines += ["", f"![verdicts]({figure.name})"]

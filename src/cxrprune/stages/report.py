@@ -34,10 +34,13 @@ def run(params: Params) -> None:
     text = report.render(rows, name=params.data.name, synthetic=synthetic, params=experiment, alpha=alpha,
                          report_path=out.findings_md, layout=out)
     # Lean on purpose: `dvc exp show` turns every leaf into a column (titles and sources are in
-    # findings.md and in cxrprune.analysis.findings).
+    # findings.md and in cxrprune.analysis.findings); the interval as two numbers, because
+    # `dvc exp show --json` leaves lists (and nulls) out of metrics.
+    ci = {f.claim.key: f.measured.ci or [None, None] for f in rows}
     write_json(out.findings_json, {"calibration": synthetic, "alpha": alpha,
                                    "findings": {f.claim.key: {"verdict": f.verdict, "value": f.measured.value,
-                                                              "ci": f.measured.ci, "p": f.measured.p}
+                                                              "ci_lo": ci[f.claim.key][0], "ci_hi": ci[f.claim.key][1],
+                                                              "p": f.measured.p}
                                                 for f in rows}})
     write_text(out.findings_md, text)
     counts = {v: sum(f.verdict == v for f in rows) for v in findings.VERDICTS}
