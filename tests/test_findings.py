@@ -36,6 +36,10 @@ RATIO = CLAIM["pie_3plus"]  # direction +1, null 1
     (RATIO, Measurement(2.5, [1.4, 4.0], 0.006), fd.REPRODUCED),
     (RATIO, Measurement(0.56, [0.1, 1.5], 0.84), fd.NOT_REPRODUCED),
     (RATIO, Measurement(1.5, [0.9, 2.8], 0.09), fd.SAME_DIRECTION),
+    # One-sided p (paper's direction) is ~1 on the other side: the interval decides there.
+    (CLAIM["pie_low_quality"], Measurement(0.05, [0.016, 0.089], 0.99, one_sided=True), fd.OPPOSITE),
+    (CLAIM["pie_low_quality"], Measurement(0.05, [-0.01, 0.089], 0.99, one_sided=True), fd.NOT_REPRODUCED),
+    (CLAIM["pie_low_quality"], Measurement(0.05, [0.016, 0.089], 0.99), fd.NOT_REPRODUCED),  # two-sided p rules
 ])
 def test_direction_rules(claim, m, expected):
     assert fd.verdict(claim, m, alpha=0.05) == expected

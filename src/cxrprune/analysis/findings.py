@@ -14,7 +14,8 @@ Every measured number comes from the pipeline's metrics: ``summary.json`` (analy
   the null value where an interval exists (both must hold when both exist);
 - ``reproduced``: on the paper's side of the null and significant;
 - ``same direction, not significant``: on the paper's side, not significant;
-- ``opposite``: on the other side and significant;
+- ``opposite``: on the other side and significant (for a one-sided p in the paper's
+  direction, which cannot show the other side, the interval alone decides);
 - ``not reproduced``: on the other side (or at the null), not significant.
 
 The safe-sparsity finding is a threshold, not a direction: ``reproduced`` when the largest
@@ -94,6 +95,7 @@ class Measurement:
     p: float | None = None
     source: str = ""  # e.g. "summary.json: fcd.iou_rho"
     extra: dict[str, Any] = field(default_factory=dict)
+    one_sided: bool = False  # p tests the paper's direction only: it says nothing about the other side
 
 
 @dataclass
@@ -129,6 +131,10 @@ def verdict(claim: Claim, m: Measurement, alpha: float) -> str:
     sig = significant(m, claim.null, alpha)
     if side > 0:
         return REPRODUCED if sig else SAME_DIRECTION
+    if side < 0 and m.one_sided:
+        # A one-sided p in the paper's direction is large on the other side by construction:
+        # there the interval alone decides.
+        sig = significant(Measurement(m.value, m.ci, None), claim.null, alpha)
     if side < 0 and sig:
         return OPPOSITE
     return NOT_REPRODUCED
@@ -155,12 +161,16 @@ def measure(summary: dict, evaluation: dict, reader: dict | None) -> dict[str, M
                                   pie.get("class_ratio_vs_frequency_rho_ci"),
                                   _num(pie.get("class_ratio_vs_frequency_rho_p")),
                                   "summary.json: pie.class_ratio_vs_frequency_rho")
+    # The PIE p-values are one-sided in the paper's direction (analysis/pies.py).
     out["pie_3plus"] = Measurement(_num(pie.get("ratio_3plus_findings")), pie.get("ratio_3plus_findings_ci"),
-                                   _num(pie.get("ratio_3plus_p")), "summary.json: pie.ratio_3plus_findings")
+                                   _num(pie.get("ratio_3plus_p")), "summary.json: pie.ratio_3plus_findings",
+                                   one_sided=True)
     out["pie_label_noise"] = Measurement(_num(pie.get("ratio_flipped_label")), pie.get("ratio_flipped_label_ci"),
-                                         _num(pie.get("flipped_p")), "summary.json: pie.ratio_flipped_label")
+                                         _num(pie.get("flipped_p")), "summary.json: pie.ratio_flipped_label",
+                                         one_sided=True)
     out["pie_low_quality"] = Measurement(_num(pie.get("quality_difference")), pie.get("quality_difference_ci"),
-                                         _num(pie.get("quality_p")), "summary.json: pie.quality_difference")
+                                         _num(pie.get("quality_p")), "summary.json: pie.quality_difference",
+                                         one_sided=True)
     pooled = (reader or {}).get("pooled", {})
     for key, question in (("reader_label_noise", "agree"), ("reader_quality", "quality"),
                           ("reader_difficulty", "difficulty")):
