@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import stats
 
-from cxrprune.analysis import evaluate
+from cxrprune.analysis import evaluate, uncertainty
 from cxrprune.core import config
 from cxrprune.core.errors import DataError
 from cxrprune.core.layout import ANALYZE_FIGURES
@@ -55,6 +55,11 @@ def _test_labels(rng: np.random.Generator) -> pd.DataFrame:
 
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
+    return tiny_workspace(tmp_path, monkeypatch)
+
+
+def tiny_workspace(tmp_path, monkeypatch):
+    """Prepared labels, truth, predictions, evaluate outputs and a model of a tiny dataset."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("DVC_ROOT", raising=False)
@@ -133,6 +138,9 @@ def workspace(tmp_path, monkeypatch):
     torch.save({"arch": "resnet10", "classes": CLASSES, "image_size": 32, "state_dict": model.state_dict(),
                 "epoch": 1, "val_loss": 0.5}, model_dir / "model.pt")
     n_weights = sum(m.weight.numel() for m, _ in prunable_parameters(model))
+    # per_class.csv above is hand-made, not computed from the predictions: no bootstrap
+    # resamples of it (tests/test_bootstrap.py runs evaluate then analyze with them).
+    uncertainty.save(tmp_path / "data/bootstrap/tiny/ap_resamples.npz", None)
     return params, tmp_path, test, train, truth, n_weights
 
 

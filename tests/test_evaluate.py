@@ -298,7 +298,9 @@ def test_stage_writes_all_outputs(tmp_path, monkeypatch):
     by_seed = pd.read_csv("metrics/tiny/map_by_seed.csv")
     assert list(by_seed.columns) == ["seed", "method", "sparsity", "map", "mean_auroc"] and len(by_seed) == 18
     curve = pd.read_csv("plots/tiny/map_vs_sparsity.csv")
-    assert list(curve.columns) == ["sparsity", "method", "map", "map_q25", "map_q75"] and len(curve) == 6
+    # The bootstrap interval (bootstrap.resamples, 1000 by default) follows the seed quartiles.
+    assert list(curve.columns) == ["sparsity", "method", "map", "map_q25", "map_q75", "map_lo", "map_hi"]
+    assert len(curve) == 6 and (curve["map_lo"] <= curve["map_hi"]).all()
     summary = json.loads((tmp_path / "metrics/tiny/evaluate.json").read_text())
     for key in ("map_dense", "map_at_50", "map_at_90", "map_at_95", "max_safe_sparsity", "test",
                 "correction", "alpha", "n_seeds", "min_attainable_p", "random_map_at_50"):

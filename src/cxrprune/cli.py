@@ -78,6 +78,11 @@ def _treatment_seed_args(p: argparse.ArgumentParser) -> None:
     _seed_arg(p)
 
 
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--all-commits", action="store_true",
+                   help="experiments of every commit, not only those based on HEAD (dvc exp show -A)")
+
+
 COMMANDS: dict[str, tuple[str, str, _Adder]] = {
     "generate": ("generate", "write the synthetic CXR-LT dataset in the NIH-CXR-LT layout", _no_args),
     "prepare": ("prepare", "validate a dataset, write label tables and the uint8 image cache", _no_args),
@@ -90,6 +95,10 @@ COMMANDS: dict[str, tuple[str, str, _Adder]] = {
     "reader-simulate": ("reader_simulate", "simulated readers' answers from the synthetic ground truth", _no_args),
     "reader-analyze": ("reader_analyze", "validate readers' answers, PIE vs non-PIE tests, figure, MLflow",
                        _no_args),
+    "report": ("report", "findings of the paper vs this run: values, CIs, verdicts (reports/<name>/findings.md)",
+               _no_args),
+    "compare": ("compare", "findings x experiments from `dvc exp show` (reports/compare.md and compare.png)",
+                _compare_args),
     "log-mlflow": ("log_mlflow", "write the MLflow records a seed's train/prune outputs lack (after the "
                    "tracking store was unreachable or lost)", _optional_seed_arg),
     "import-predictions": ("import_predictions", "convert the authors' published prediction pickles into "

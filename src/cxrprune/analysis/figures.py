@@ -91,10 +91,14 @@ def map_vs_sparsity(map_df: pd.DataFrame, path: str | os.PathLike) -> None:
             g = g.sort_values("sparsity")
             color = METHOD_COLORS.get(str(method))
             ax.fill_between(g["sparsity"], g["map_q25"], g["map_q75"], color=color, alpha=0.2, linewidth=0)
+            if "map_lo" in g.columns:  # bootstrap interval over test images
+                for col in ("map_lo", "map_hi"):
+                    ax.plot(g["sparsity"], g[col], color=color, linestyle=":", linewidth=0.9)
             ax.plot(g["sparsity"], g["map"], marker="o", markersize=3, color=color,
                     label=METHOD_LABELS.get(str(method), str(method)))
         ax.set_xlabel("Sparsity k (fraction of weights pruned)")
-        ax.set_ylabel("mAP (median over seeds, IQR band)")
+        ax.set_ylabel("mAP (median over seeds, IQR band)" + (
+            "; dotted: 95% CI" if "map_lo" in map_df.columns else ""))
         ax.set_title("Test mAP vs sparsity")
         ax.set_xlim(0, 1)
         ax.legend(title="Pruning", loc="lower left")
@@ -108,8 +112,9 @@ def _class_styles(classes) -> dict[str, tuple[str, str]]:
 
 
 def forgettability_curves(curves: pd.DataFrame, counts: pd.Series, path: str | os.PathLike,
-                          threshold: float = 0.2) -> None:
-    """One line per class (relative AP change vs k), one colour each, legend by frequency."""
+                          threshold: float = 0.2, bands: pd.DataFrame | None = None) -> None:
+    """One line per class (relative AP change vs k), one colour each, legend by frequency;
+    ``bands`` (``sparsity, class_name, rel_dap_lo, rel_dap_hi``) adds each class's bootstrap interval."""
     order = counts.reindex(curves.columns).sort_values(ascending=False, kind="stable").index
     styles = _class_styles(curves.columns)
     with _figure(path, width=7.0, height=4.2) as (fig, (ax,)):
@@ -117,11 +122,15 @@ def forgettability_curves(curves: pd.DataFrame, counts: pd.Series, path: str | o
             color, linestyle = styles[str(c)]
             ax.plot(curves.index, curves[c], color=color, linestyle=linestyle, linewidth=1.2, marker="o",
                     markersize=2, label=f"{c} ({int(counts.get(c, 0))})")
+            if bands is not None:
+                b = bands[bands["class_name"] == c].sort_values("sparsity")
+                ax.fill_between(b["sparsity"], b["rel_dap_lo"], b["rel_dap_hi"], color=color, alpha=0.08,
+                                linewidth=0)
         ax.axhline(-threshold, color="0.3", linestyle="--", linewidth=0.8)
         ax.text(curves.index.min(), -threshold, f" {-threshold:.0%} drop", va="bottom", fontsize=7, color="0.3")
         ax.axhline(0, color="0.5", linewidth=0.6)
         ax.set_xlabel("Sparsity k")
-        ax.set_ylabel("Relative change in AP (median over seeds)")
+        ax.set_ylabel("Relative change in AP (median over seeds)" + ("; bands: 95% CI" if bands is not None else ""))
         ax.set_title("Forgettability curves (L1 pruning)")
         # A figure-level legend outside the axes keeps 20 class names off the curves.
         fig.legend(*ax.get_legend_handles_labels(), title="Class (train count)", loc="outside right center",

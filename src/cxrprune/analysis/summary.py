@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrprune.analysis import efficiency, fcd, figures, forgetting, operating_points, pies, weights
+from cxrprune.analysis import efficiency, fcd, figures, forgetting, operating_points, pies, uncertainty, weights
 from cxrprune.core.atomic import json_clean, write_csv, write_json
 from cxrprune.core.config import AnalyzeConfig
 from cxrprune.core.errors import DataError
@@ -45,15 +45,20 @@ class Analysis:
     bin_ratios: pd.DataFrame
     histogram: pd.DataFrame
     weight_summary: dict[str, Any]
+    curve_bands: pd.DataFrame | None = None  # bootstrap: sparsity, class_name, rel_dap_lo, rel_dap_hi
+    class_ratio_bands: pd.DataFrame | None = None  # bootstrap: class_name, ratio_lo, ratio_hi
 
 
 def analyze(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, evaluation: dict,
             train_labels: pd.DataFrame, test_labels: pd.DataFrame, dense: list[pd.DataFrame],
-            sparse: list[pd.DataFrame], truth: pd.DataFrame | None, model: Any | None) -> Analysis:
+            sparse: list[pd.DataFrame], truth: pd.DataFrame | None, model: Any | None,
+            resamples: uncertainty.APResamples | None = None) -> Analysis:
     """Every analysis of the study. ``dense``/``sparse`` are the seeds' L1 prediction blocks
     at k = 0 and k = ``cfg.pie_sparsity``; ``truth`` is the synthetic ground truth (or
     None); ``model`` is the first seed's dense model (None for imported predictions, which
-    come without models: the weight histogram is then empty, not invented)."""
+    come without models: the weight histogram is then empty, not invented). ``resamples``, the
+    evaluate stage's bootstrap resamples, adds a ``<key>_ci`` = [lo, hi] next to each
+    correlation and PIE ratio, and the curve and class-ratio bands."""
     # Analysis 2: forgettability curves and their relation to training frequency.
     counts = forgetting.train_counts(train_labels, classes)
     curves = forgetting.forgettability_curves(forgetting.relative_change(per_class, METHOD), classes)
@@ -107,6 +112,10 @@ def analyze(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, eva
     }
     if truth_test is not None:
         pie_summary.update(pies.truth_comparison(truth_test, is_pie))
+        pie_summary["quality_difference"] = pie_summary["mean_quality_pie"] - pie_summary["mean_quality_nonpie"]
+    # PIEs enriched for rare classes: ln(prevalence ratio) falls with ln(train count).
+    rho, rho_p = uncertainty.class_ratio_vs_frequency(class_ratios, counts)
+    pie_summary.update({"class_ratio_vs_frequency_rho": rho, "class_ratio_vs_frequency_rho_p": rho_p})
     summary = {
         **{k: evaluation.get(k) for k in ("map_dense", "map_at_50", "map_at_90", "map_at_95",
                                           "max_safe_sparsity")},
@@ -127,8 +136,18 @@ def analyze(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, eva
         "pie": pie_summary,
         "weights": w_summary,
     }
+    summary.update({f"{k}_ci": evaluation[f"{k}_ci"] for k in ("map_dense", "map_at_50", "map_at_90", "map_at_95")
+                    if f"{k}_ci" in evaluation})
+    bands = class_bands = None
+    if resamples is not None:
+        ci, bands, class_bands = uncertainty.analysis_intervals(
+            resamples, counts, test_labels, classes, ids, is_pie, n_findings, truth_test, cfg.drop_threshold,
+            DAP_SPARSITY, cfg.fcd_distance, cfg.fcd_weighting)
+        for section, values in ci.items():
+            summary[section].update(values)
+        summary["bootstrap"] = uncertainty.describe(resamples)
     return Analysis(json_clean(summary), curves, counts, forget_table, c_drop, c_dap, pairs, c_fcd, pie_rows,
-                    class_ratios, bin_ratios, hist, w_summary)
+                    class_ratios, bin_ratios, hist, w_summary, bands, class_bands)
 
 
 def aligned_labels(labels: pd.DataFrame, image_ids: np.ndarray, classes: list[str]) -> np.ndarray:
@@ -146,18 +165,26 @@ def write_outputs(a: Analysis, out: Layout, map_curve: pd.DataFrame, cfg: Analyz
     write_json(out.summary, a.summary)
     write_csv(out.pies, a.pie_rows)
     write_csv(out.forgettability, a.forget_table)
-    write_csv(out.plot_table("forgettability_curves"), forgetting.long_curves(a.curves))
+    long = forgetting.long_curves(a.curves)
+    if a.curve_bands is not None:  # bootstrap bands beside each point (dvc plots reads rel_dap)
+        long = long.merge(a.curve_bands.assign(sparsity=forgetting.round_levels(a.curve_bands["sparsity"])),
+                          on=["sparsity", "class_name"], how="left", validate="1:1")
+    write_csv(out.plot_table("forgettability_curves"), long)
     write_csv(out.plot_table("forgetting_vs_frequency"),
               a.forget_table[["class_name", "ln_train_count", "first_drop", "dap95"]])
     write_csv(out.plot_table("fcd_pairs"), a.pairs.assign(pair=a.pairs["class_a"] + " | " + a.pairs["class_b"])[
         ["class_a", "class_b", "pair", "fcd", "abs_dlnf", "iou_quarter"]])
-    write_csv(out.plot_table("pie_class_ratios"), a.class_ratios[["class_name", "ratio"]])
+    ratios = a.class_ratios[["class_name", "ratio"]]
+    if a.class_ratio_bands is not None:
+        ratios = ratios.merge(a.class_ratio_bands, on="class_name", how="left", validate="1:1")
+    write_csv(out.plot_table("pie_class_ratios"), ratios)
     write_csv(out.plot_table("pie_findings_ratios"), a.bin_ratios[["findings", "ratio"]])
     write_csv(out.plot_table("weight_histogram"), a.histogram[["abs_weight", "count"]])
 
     fig_dir = out.figures
     figures.map_vs_sparsity(map_curve, fig_dir / "map_vs_sparsity.png")
-    figures.forgettability_curves(a.curves, a.counts, fig_dir / "forgettability_curves.png", cfg.drop_threshold)
+    figures.forgettability_curves(a.curves, a.counts, fig_dir / "forgettability_curves.png", cfg.drop_threshold,
+                                  bands=a.curve_bands)
     figures.forgetting_vs_frequency(a.forget_table, a.first_drop, a.dap95, fig_dir / "forgetting_vs_frequency.png",
                                     cfg.drop_threshold, DAP_SPARSITY)
     figures.fcd_scatter(a.pairs, a.fcd_corr, fig_dir / "fcd.png", cfg.fcd_distance)

@@ -31,6 +31,15 @@ MAX_COUNT = 1024  # processes and threads
 MAX_BATCH = 1 << 20
 MAX_STEPS = 1_000_000  # epochs, patience
 
+# train.arch -> (smallest data.image_size, what it must be a multiple of). The CNNs downsample
+# 32x (a >= 1 px final map); a ViT cuts the image into whole patches (8 or 16 px).
+ARCH_IMAGE_SIZES = {
+    "resnet10": (32, 1), "resnet18": (32, 1), "resnet34": (32, 1), "resnet50": (32, 1),
+    "densenet121": (32, 1), "efficientnet_b0": (32, 1), "convnext_tiny": (32, 1),
+    "vit_tiny": (32, 8), "vit_b_16": (32, 16),
+}
+VIT_B_16_IMAGENET_SIZE = 224  # torchvision's ImageNet ViT-B/16 position embeddings: 14 x 14 patches
+
 
 def default_levels() -> list[float]:
     """The paper's 20 sparsity levels, k = 0, 0.05, ..., 0.95."""
@@ -158,7 +167,8 @@ class SyntheticConfig:
 class TrainConfig:
     """Training of one seed (the paper: ResNet50, Adam 1e-4, batch 256, patience 15)."""
 
-    arch: Literal["resnet10", "resnet18", "resnet34", "resnet50"] = "resnet18"
+    arch: Literal["resnet10", "resnet18", "resnet34", "resnet50", "densenet121", "efficientnet_b0",
+                  "convnext_tiny", "vit_tiny", "vit_b_16"] = "resnet18"
     pretrained: str = "none"  # none | imagenet | path to a state-dict file
     epochs: int = 8
     patience: int = 3
@@ -345,6 +355,22 @@ class MlflowConfig:
 
 
 @dataclass(frozen=True)
+class BootstrapConfig:
+    """Percentile-bootstrap confidence intervals of evaluate's and analyze's statistics
+    (resampling test images, and seeds when there are at least 10: analysis/bootstrap.py)."""
+
+    resamples: int = 1000  # 0: no intervals
+    seed: int = 0
+    level: float = 0.95
+
+    def __post_init__(self) -> None:
+        _require(self.resamples == 0 or 100 <= self.resamples <= 100_000, "bootstrap.resamples",
+                 "0 (no intervals) or an integer in [100, 100000]", self.resamples)
+        _require(0 <= self.seed < 2**31, "bootstrap.seed", "an integer in [0, 2**31)", self.seed)
+        _require(0.5 <= self.level < 1, "bootstrap.level", "a confidence level in [0.5, 1)", self.level)
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole of ``params.yaml``."""
 
@@ -358,6 +384,7 @@ class Params:
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     pie_treatment: PieTreatmentConfig = field(default_factory=PieTreatmentConfig)
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
 
     def __post_init__(self) -> None:
         _require(len(self.seeds) > 0, "seeds", "a non-empty list of integers", self.seeds)
@@ -366,6 +393,13 @@ class Params:
             _require(0 <= s < 2**31, "seeds", "integers in [0, 2**31)", s)
         _require(self.analyze.pie_sparsity in self.prune.levels, "analyze.pie_sparsity",
                  f"one of prune.levels {self.prune.levels}", self.analyze.pie_sparsity)
+        low, multiple = ARCH_IMAGE_SIZES[self.train.arch]
+        _require(self.data.image_size >= low and self.data.image_size % multiple == 0, "data.image_size",
+                 f"at least {low}" + (f" and a multiple of {multiple}" if multiple > 1 else "")
+                 + f" for train.arch {self.train.arch}", self.data.image_size)
+        if self.train.arch == "vit_b_16" and self.train.pretrained == "imagenet":
+            _require(self.data.image_size == VIT_B_16_IMAGENET_SIZE, "data.image_size",
+                     f"{VIT_B_16_IMAGENET_SIZE} for vit_b_16 with ImageNet weights", self.data.image_size)
 
     @property
     def layout(self) -> Layout:

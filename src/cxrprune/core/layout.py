@@ -126,6 +126,25 @@ class Layout:
         """One point per (method, level): measured latency and bytes against mAP and the worst class."""
         return self.plot_table("pareto")
 
+    @property
+    def ap_resamples(self) -> Path:
+        """The evaluate stage's AP of every block for every bootstrap resample (analyze reads it)."""
+        return Path("data/bootstrap") / self.name / "ap_resamples.npz"
+
+    @property
+    def report_dir(self) -> Path:
+        return Path("reports") / self.name
+
+    @property
+    def findings_md(self) -> Path:
+        """The report stage's findings table (markdown, figures linked by relative path)."""
+        return self.report_dir / "findings.md"
+
+    @property
+    def findings_json(self) -> Path:
+        """The same findings, machine-readable (a DVC metric: ``dvc exp show`` lists it)."""
+        return self.report_dir / "findings.json"
+
     def plot_table(self, stem: str) -> Path:
         """``plots/<name>/<stem>.csv``: a long table for ``dvc plots``."""
         return self.plots / f"{stem}.csv"
@@ -194,3 +213,8 @@ class Layout:
 
 def layout(name: str) -> Layout:
     return Layout(name)
+
+
+# `cxrprune compare` (a tool, not a stage): findings x experiments.
+COMPARE_MD = Path("reports") / "compare.md"
+COMPARE_FIGURE = Path("reports") / "compare.png"

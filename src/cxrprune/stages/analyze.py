@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from cxrprune.analysis import efficiency
 from cxrprune.analysis import summary as analysis
+from cxrprune.analysis import uncertainty
 from cxrprune.compression import predictions
 from cxrprune.core import upstream
 from cxrprune.core.config import Params, to_dict
@@ -42,10 +43,11 @@ def run(params: Params) -> None:
     model = None if "imported" in meta else load_checkpoint(out.model_file(params.seeds[0]))[0]
 
     efficiency_rows = efficiency.read_efficiency({s: out.efficiency_file(s) for s in params.seeds})
+    resamples = uncertainty.load(out.ap_resamples)  # None when evaluate ran without intervals
 
     trade = analysis.tradeoffs(cfg, classes, per_class, evaluation, efficiency_rows)
     result = analysis.analyze(cfg, classes, per_class, evaluation, train_labels, test_labels, dense, sparse,
-                              truth, model)
+                              truth, model, resamples)
     result.summary.update(trade.summary)  # operating_points, operating_point_rule
     analysis.write_tradeoffs(trade, out)
     analysis.write_outputs(result, out, map_curve, cfg)  # summary.json last: it lists the operating points

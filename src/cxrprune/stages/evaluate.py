@@ -5,13 +5,16 @@ table (checked whole against the contract, :mod:`cxrprune.compression.prediction
 (atomically) ``metrics/<name>/{per_class.csv,map_by_seed.csv,evaluate.json}`` (the paired
 test of every method against the dense model under ``methods``) and
 ``plots/<name>/map_vs_sparsity.csv``. The logic lives in :mod:`cxrprune.analysis.evaluate`.
+With ``bootstrap.resamples > 0`` it also computes every block's AP for every resample of the
+test images (:mod:`cxrprune.analysis.uncertainty`), adds the mAP intervals to the curve table
+and ``evaluate.json`` and writes the resamples for analyze (``data/bootstrap/<name>/``).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from cxrprune.analysis import evaluate
+from cxrprune.analysis import evaluate, uncertainty
 from cxrprune.compression import predictions
 from cxrprune.compression.methods import method_levels
 from cxrprune.core.atomic import write_csv, write_json
@@ -22,18 +25,33 @@ def run(params: Params) -> None:
     cfg, out = params.evaluate, params.layout
     labels, classes = evaluate.load_test_labels(out.prepared)
     test_ids = labels["image_id"].astype(str).tolist()
-    per_class = pd.concat([
-        evaluate.per_class_metrics(predictions.read_predictions(params, seed, test_ids, classes), labels, classes,
-                                   seed, cfg.f1_threshold, source=str(out.predictions_file(seed)))
-        for seed in params.seeds], ignore_index=True)
+    boot = params.bootstrap
+    collector = (uncertainty.Collector(labels, classes, boot.resamples, boot.seed, boot.level)
+                 if boot.resamples else None)
+    tables = []
+    for seed in params.seeds:
+        table = predictions.read_predictions(params, seed, test_ids, classes)
+        tables.append(evaluate.per_class_metrics(table, labels, classes, seed, cfg.f1_threshold,
+                                                 source=str(out.predictions_file(seed))))
+        if collector is not None:
+            collector.add(seed, table)
+    per_class = pd.concat(tables, ignore_index=True)
     maps = evaluate.map_table(per_class)
     # Every method against the dense model (l1 at 0); l1's result keeps evaluate.json's top-level keys.
     by_method = evaluate.paired_tests_by_method(
         maps, {m: method_levels(m, params.prune.levels) for m in params.prune.methods},
         cfg.test, cfg.correction, cfg.alpha)
     result = by_method["l1"]
+    curve, summary = evaluate.map_curve(maps), evaluate.summarize(maps, result, cfg, by_method)
+    resamples = collector.result() if collector is not None else None
+    if resamples is not None:
+        intervals = uncertainty.map_intervals(resamples)
+        curve = uncertainty.with_map_intervals(curve, intervals)
+        summary.update({**uncertainty.map_ci_keys(intervals, evaluate.REPORTED_LEVELS),
+                        "bootstrap": uncertainty.describe(resamples)})
 
+    uncertainty.save(out.ap_resamples, resamples)
     write_csv(out.per_class, per_class)
     write_csv(out.map_by_seed, maps)
-    write_csv(out.map_curve, evaluate.map_curve(maps))
-    write_json(out.evaluation, evaluate.summarize(maps, result, cfg, by_method))
+    write_csv(out.map_curve, curve)
+    write_json(out.evaluation, summary)

@@ -75,7 +75,8 @@ def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_i
     device = pick_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)  # before any work: an unsupported one is an error
     gen = seed_everything(seed)
-    model = build_model(cfg.arch, len(classes), cfg.pretrained).to(device, memory_format=torch.channels_last)
+    model = build_model(cfg.arch, len(classes), cfg.pretrained, image_size=train_images.shape[-1]).to(
+        device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = grad_scaler(precision, device)
     loss_fn = nn.BCEWithLogitsLoss()

@@ -64,7 +64,7 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
     for key in ("arch", "classes", "state_dict"):
         if key not in ckpt:
             raise CxrpruneError(f"{path}: checkpoint lacks {key!r}; rerun the train stage")
-    model = build_model(ckpt["arch"], len(ckpt["classes"]))
+    model = build_model(ckpt["arch"], len(ckpt["classes"]), image_size=ckpt.get("image_size"))
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device), ckpt
 

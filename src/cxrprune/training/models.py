@@ -1,21 +1,35 @@
-"""Model construction: a torchvision ResNet with a new final layer for C classes.
+"""Model construction: a torchvision classifier with a new final layer for C classes.
 
 ``resnet10`` is torchvision's ``ResNet`` with one ``BasicBlock`` per stage, a CPU-friendly
-member of the same family for the embedded default; the others are torchvision's own.
+member of the same family for the embedded default; ``vit_tiny`` is torchvision's
+``VisionTransformer`` at DeiT-Tiny's width and depth (192 wide, 3 heads, 12 layers) with
+8 px patches, sized for the small images of the CPU default. The others are torchvision's
+own. Which input sizes each accepts is :data:`cxrprune.core.config.ARCH_IMAGE_SIZES`.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision import models as tvm
 from torchvision.models.resnet import BasicBlock, ResNet
+from torchvision.models.vision_transformer import VisionTransformer
 
+from cxrprune.core.config import ARCH_IMAGE_SIZES
 from cxrprune.core.errors import CxrpruneError
 
-ARCHS = ("resnet10", "resnet18", "resnet34", "resnet50")
+ARCHS = tuple(ARCH_IMAGE_SIZES)
+
+# The final Linear of each architecture (replaced by one with C outputs), as a dotted path.
+HEADS = {"resnet10": "fc", "resnet18": "fc", "resnet34": "fc", "resnet50": "fc",
+         "densenet121": "classifier", "efficientnet_b0": "classifier.1", "convnext_tiny": "classifier.2",
+         "vit_tiny": "heads.head", "vit_b_16": "heads.head"}
+
+# Image size a ViT is built for when the caller does not say (its position embeddings fix it).
+_VIT_DEFAULT_SIZE = {"vit_tiny": 48, "vit_b_16": 224}
 
 # ImageNet normalisation; grayscale inputs are replicated to three channels.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -25,24 +39,53 @@ _IMAGENET_WEIGHTS = {
     "resnet18": "ResNet18_Weights",
     "resnet34": "ResNet34_Weights",
     "resnet50": "ResNet50_Weights",
+    "densenet121": "DenseNet121_Weights",
+    "efficientnet_b0": "EfficientNet_B0_Weights",
+    "convnext_tiny": "ConvNeXt_Tiny_Weights",
+    "vit_b_16": "ViT_B_16_Weights",
 }
 
+# torchvision's DenseNet files name layers "norm.1" where the modules are now "norm1".
+_DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
-def build_model(arch: str, num_classes: int, pretrained: str = "none") -> nn.Module:
-    """A ResNet whose final layer is ``Linear(features, num_classes)``.
+
+def build_model(arch: str, num_classes: int, pretrained: str = "none", image_size: int | None = None) -> nn.Module:
+    """A classifier whose final layer (:data:`HEADS`) is ``Linear(features, num_classes)``.
 
     ``pretrained`` is ``none``, ``imagenet`` (torchvision's weights, downloaded and cached
-    by torchvision) or a path to a state-dict file for the backbone.
+    by torchvision) or a path to a state-dict file for the backbone. ``image_size`` matters
+    to the vision transformers only (their position embeddings are built for one size).
     """
     if arch not in ARCHS:
         raise CxrpruneError(f"train.arch: unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    size = image_size or _VIT_DEFAULT_SIZE.get(arch, 0)
     if arch == "resnet10":
         model: nn.Module = ResNet(BasicBlock, [1, 1, 1, 1])
+    elif arch == "vit_tiny":
+        model = VisionTransformer(image_size=size, patch_size=8, num_layers=12, num_heads=3, hidden_dim=192,
+                                  mlp_dim=768)
+    elif arch == "vit_b_16":
+        model = tvm.vit_b_16(weights=None, image_size=size)
     else:
         model = getattr(tvm, arch)(weights=None)
     _load_pretrained(model, arch, pretrained)
-    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    parent, name = _head_parent(model, arch)
+    setattr(parent, name, nn.Linear(getattr(parent, name).in_features, num_classes))
     return model
+
+
+def head(model: nn.Module, arch: str) -> nn.Linear:
+    """The final layer of a model built by :func:`build_model`."""
+    parent, name = _head_parent(model, arch)
+    return getattr(parent, name)
+
+
+def _head_parent(model: nn.Module, arch: str) -> tuple[nn.Module, str]:
+    *path, name = HEADS[arch].split(".")
+    parent = model
+    for part in path:
+        parent = parent[int(part)] if part.isdigit() else getattr(parent, part)
+    return parent, name
 
 
 def _load_pretrained(model: nn.Module, arch: str, pretrained: str) -> None:
@@ -78,14 +121,17 @@ def _load_pretrained(model: nn.Module, arch: str, pretrained: str) -> None:
                                 f"(a mapping of parameter names to tensors, as saved by torch.save(model.state_dict()))")
         if state and all(k.startswith("module.") for k in state):  # saved from nn.DataParallel
             state = {k[len("module."):]: v for k, v in state.items()}
+    if arch == "densenet121":
+        state = {_densenet_key(k): v for k, v in state.items()}
     # The final layer is replaced afterwards, so its shape may differ from the file's.
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    prefix = HEADS[arch] + "."
+    state = {k: v for k, v in state.items() if not k.startswith(prefix)}
     own = model.state_dict()
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
              if k in own and v.shape != own[k].shape]
     # Old files (torchvision's ImageNet weights among them) lack BatchNorm's step counter;
     # load_state_dict fills it in.
-    missing = [k for k in own if k not in state and not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
+    missing = [k for k in own if k not in state and not k.startswith(prefix) and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected or wrong:
         raise CxrpruneError(
@@ -93,6 +139,11 @@ def _load_pretrained(model: nn.Module, arch: str, pretrained: str) -> None:
             f"wrong shape {wrong[:2]} ({len(missing)}/{len(unexpected)}/{len(wrong)} in all); "
             f"use weights saved from the same architecture")
     model.load_state_dict(state, strict=False)
+
+
+def _densenet_key(key: str) -> str:
+    m = _DENSENET_OLD_KEY.match(key)
+    return m.group(1) + m.group(2) if m else key
 
 
 def _load_failure(exc: Exception) -> str:
@@ -105,9 +156,23 @@ def _load_failure(exc: Exception) -> str:
     return f"{type(exc).__name__}: {first}" if first else f"{type(exc).__name__}: empty or truncated file"
 
 
+# Projection weights of nn.MultiheadAttention that are parameters of the attention module
+# itself, not of an nn.Linear (its out_proj is an nn.Linear and is found as one).
+_ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+
+
 def prunable_parameters(model: nn.Module) -> list[tuple[nn.Module, str]]:
-    """The ``(module, "weight")`` pairs the study prunes: every Conv2d and Linear weight."""
-    return [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    """The ``(module, name)`` pairs the study prunes, in module order: every Conv2d and
+    Linear weight and, in a transformer, the attention's input projections (``q``, ``k``,
+    ``v``: ``nn.MultiheadAttention.in_proj_weight``, not an ``nn.Linear``). Biases, norms,
+    embeddings and the class token are not pruned, as in the paper's ResNet."""
+    out: list[tuple[nn.Module, str]] = []
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            out.append((m, "weight"))
+        elif isinstance(m, nn.MultiheadAttention):
+            out.extend((m, name) for name in _ATTENTION_WEIGHTS if getattr(m, name, None) is not None)
+    return out
 
 
 

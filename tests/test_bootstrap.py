@@ -1,0 +1,158 @@
+"""Bootstrap confidence intervals: AP per resample against scikit-learn, coverage of a
+statistic with a known distribution, reproducibility, vectorised correlations against
+scipy, and evaluate -> analyze with intervals on a tiny workspace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from sklearn.metrics import average_precision_score
+from test_analyze_stage import tiny_workspace
+
+from cxrprune.analysis import bootstrap, uncertainty
+from cxrprune.core import config
+from cxrprune.stages import analyze, evaluate
+
+
+def test_weighted_ap_equals_sklearn_on_each_resample_ties_included():
+    rng = np.random.default_rng(0)
+    n, c = 200, 4
+    y = rng.random((n, c)) < np.array([0.03, 0.1, 0.3, 0.5])
+    scores = np.round(rng.random((n, c)) + 0.3 * y, 1)  # few distinct values: many ties
+    idx = bootstrap.resample_indices(n, 40, seed=3)
+    ap = bootstrap.weighted_ap(y, scores, bootstrap.counts(idx, n))
+    checked = 0
+    for b in range(40):
+        for j in range(c):
+            yy, ss = y[idx[b], j], scores[idx[b], j]
+            if yy.any():
+                assert ap[b, j] == pytest.approx(average_precision_score(yy, ss), abs=1e-12)
+                checked += 1
+            else:
+                assert np.isnan(ap[b, j])  # undefined, not sklearn's warning and 0
+    assert checked > 100
+
+
+def test_percentile_interval_covers_a_known_mean_at_the_nominal_rate():
+    # x ~ N(mu, 1), n = 80: the true mean is known; count how often the 95% interval of the
+    # sample mean covers it. The number of covering runs out of R is Binomial(R, ~0.95):
+    # accept within 3 binomial standard deviations (the percentile bootstrap undercovers a
+    # little at small n, well inside that band at n = 80).
+    mu, n, runs, b = 2.0, 80, 400, 1000
+    rng = np.random.default_rng(11)
+    covered = 0
+    for r in range(runs):
+        x = rng.normal(mu, 1.0, n)
+        w = bootstrap.resample_counts(n, b, seed=r)
+        lo, hi = bootstrap.interval((x @ w) / n, 0.95)
+        covered += lo <= mu <= hi
+    sd = np.sqrt(0.95 * 0.05 / runs)
+    assert abs(covered / runs - 0.95) <= 3 * sd, covered / runs
+
+
+def test_same_seed_gives_identical_resamples_and_intervals():
+    a = bootstrap.resample_counts(50, 300, seed=4)
+    assert np.array_equal(a, bootstrap.resample_counts(50, 300, seed=4))
+    assert not np.array_equal(a, bootstrap.resample_counts(50, 300, seed=5))
+    assert a.shape == (50, 300) and (a.sum(axis=0) == 50).all()  # every resample has n images
+    x = np.random.default_rng(0).random(50)
+    assert bootstrap.interval(x @ a) == bootstrap.interval(x @ bootstrap.resample_counts(50, 300, seed=4))
+
+
+def test_seeds_are_resampled_only_when_there_are_enough():
+    assert bootstrap.seed_resamples(bootstrap.MIN_SEEDS - 1, 100, 0) is None
+    draws = bootstrap.seed_resamples(bootstrap.MIN_SEEDS, 100, 0)
+    assert draws.shape == (100, bootstrap.MIN_SEEDS) and draws.max() < bootstrap.MIN_SEEDS
+
+
+def test_vectorised_correlations_equal_scipy_row_by_row():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(30, 12))
+    x[rng.random(x.shape) < 0.15] = np.nan  # e.g. first drop not reached
+    x[:, 3] = x[:, 4]  # ties for the ranks
+    y = rng.normal(size=12)
+    r, rho = uncertainty.correlation_resamples(x, y)
+    for i in range(30):
+        ok = np.isfinite(x[i])
+        assert r[i] == pytest.approx(stats.pearsonr(x[i, ok], y[ok]).statistic, abs=1e-12)
+        assert rho[i] == pytest.approx(stats.spearmanr(x[i, ok], y[ok]).statistic, abs=1e-12)
+
+
+@pytest.mark.slow
+def test_evaluate_then_analyze_write_intervals(tmp_path, monkeypatch):
+    params, root, *_ = tiny_workspace(tmp_path, monkeypatch)  # analyze's tiny workspace; evaluate recomputes its tables
+
+    params = config.from_dict({**config.to_dict(params), "bootstrap": {"resamples": 200, "seed": 1, "level": 0.95},
+                               "evaluate": {"test": "ttest", "correction": "holm", "alpha": 0.05,
+                                            "f1_threshold": 0.5}})
+    evaluate.run(params)
+    first = (root / "data/bootstrap/tiny/ap_resamples.npz").read_bytes()
+    ev = json.loads((root / "metrics/tiny/evaluate.json").read_text())
+    lo, hi = ev["map_dense_ci"]
+    assert lo <= ev["map_dense"] <= hi
+    curve = pd.read_csv(root / "plots/tiny/map_vs_sparsity.csv")
+    assert {"map_lo", "map_hi"} <= set(curve.columns) and (curve["map_lo"] <= curve["map_hi"]).all()
+    assert ev["bootstrap"]["seeds_resampled"] is False and ev["bootstrap"]["resamples"] == 200
+
+    analyze.run(params)
+    summary = json.loads((root / "metrics/tiny/summary.json").read_text())
+    for section, keys in {"forgettability": ["dap95_r", "dap95_rho"], "fcd": ["freq_r", "freq_rho", "iou_r", "iou_rho"],
+                          "pie": ["ratio_3plus_findings", "ratio_flipped_label"]}.items():
+        for key in keys:
+            lo, hi = summary[section][f"{key}_ci"]
+            assert lo <= hi
+    bands = pd.read_csv(root / "plots/tiny/forgettability_curves.csv")
+    assert {"rel_dap", "rel_dap_lo", "rel_dap_hi"} <= set(bands.columns)
+    assert (bands["rel_dap_lo"] <= bands["rel_dap_hi"]).all()
+
+    evaluate.run(params)  # same seed: byte-identical resamples
+    assert (root / "data/bootstrap/tiny/ap_resamples.npz").read_bytes() == first
+
+
+@pytest.mark.slow
+def test_report_stage_numbers_equal_summary_json(tmp_path, monkeypatch):
+    from cxrprune.analysis import report as render
+    from cxrprune.stages import report
+
+    params, root, *_ = tiny_workspace(tmp_path, monkeypatch)
+    params = config.from_dict({**config.to_dict(params), "bootstrap": {"resamples": 200, "seed": 1, "level": 0.95}})
+    evaluate.run(params)
+    analyze.run(params)
+    # reader-analyze's output of the committed default run stands in for this workspace's.
+    committed = Path(__file__).resolve().parents[1] / "metrics/synthetic/reader.json"
+    (root / "metrics/tiny/reader.json").write_text(committed.read_text())
+    report.run(params)
+    summary = json.loads((root / "metrics/tiny/summary.json").read_text())
+    rows = render.parse_table((root / "reports/tiny/findings.md").read_text())
+    doc = json.loads((root / "reports/tiny/findings.json").read_text())
+    f = summary["forgettability"]
+    value, ci = render.parse_value(rows[2]["value [95% CI]"])  # rare classes forgotten more at 95%
+    assert value == pytest.approx(f["dap95_rho"], rel=5e-3) and ci == pytest.approx(f["dap95_rho_ci"], rel=5e-3)
+    row = doc["findings"]["rare_forgotten_more"]
+    assert [row["ci_lo"], row["ci_hi"]] == f["dap95_rho_ci"]
+    assert doc["findings"]["rare_forgotten_more"]["verdict"] == rows[2]["verdict"].strip("*")
+
+
+def test_with_enough_seeds_each_resample_takes_the_median_over_its_drawn_seeds():
+    rng = np.random.default_rng(5)
+    s, l, b, c = bootstrap.MIN_SEEDS, 3, 50, 4
+    ap = rng.random((s, 1, l, b, c)).astype(np.float32) * 0.5 + 0.4
+    res = uncertainty.APResamples(list(range(s)), ["l1"], np.array([0.0, 0.5, 0.9]), list("abcd"), ap, b, 7, 0.95)
+    draws = res.seed_draws()
+    assert draws is not None
+    levels, curves = uncertainty.curve_resamples(res)
+    assert list(levels) == [0.5, 0.9]
+    i, k, j = 17, 1, 2  # one resample, level 0.9, class c: recomputed by hand
+    a = ap[:, 0, :, i, j].astype(np.float64)
+    rel = (a[:, 2] - a[:, 0]) / (a[:, 0] + 1e-12)
+    assert curves[k, i, j] == pytest.approx(np.median(rel[draws[i]]), abs=1e-12)
+    maps = uncertainty.map_intervals(res)
+    per_seed = ap[:, 0, 1, :, :].mean(axis=-1)  # (S, B) at level 0.5
+    expected = np.quantile([np.median(per_seed[draws[r], r]) for r in range(b)], [0.025, 0.975])
+    row = maps[(maps["method"] == "l1") & (maps["sparsity"] == 0.5)].iloc[0]
+    assert [row["map_lo"], row["map_hi"]] == pytest.approx(list(expected), abs=1e-6)

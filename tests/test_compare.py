@@ -1,0 +1,54 @@
+"""`cxrprune compare` over real DVC experiments of the tiny study (marked slow): two
+`dvc exp run` experiments (another synthetic.seed, another architecture) next to the
+baseline, read back through `dvc exp show --json`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from test_pipeline import env, make_workspace, run
+
+from cxrprune.analysis import compare
+from cxrprune.analysis.findings import CLAIMS
+
+
+@pytest.mark.slow
+def test_compare_lists_every_experiment_with_its_verdicts(tmp_path):
+    ws = make_workspace(tmp_path)
+    # --temp: each experiment runs from HEAD in its own folder (in the workspace the next
+    # one would start from the previous one's params).
+    run(["dvc", "exp", "run", "--temp", "-n", "base"], ws)
+    run(["dvc", "exp", "run", "--temp", "-n", "gen-seed-1", "-S", "synthetic.seed=1"], ws)
+    run(["dvc", "exp", "run", "--temp", "-n", "vit", "-S", "train.arch=vit_tiny"], ws)
+    out = run(["cxrprune", "compare"], ws)
+    assert "3 experiment(s)" in out or "4 experiment(s)" in out, out
+
+    shown = json.loads(subprocess.run(["dvc", "exp", "show", "--json"], cwd=ws, env=env(), capture_output=True,
+                                      text=True, check=True).stdout)
+    experiments, _ = compare.collect(shown)
+    by_name = {e.name: e for e in experiments}
+    assert {"base", "gen-seed-1", "vit"} <= by_name.keys()
+    assert by_name["base"].findings["findings"]["rare_forgotten_earlier"]["ci_lo"] is not None  # intervals arrive
+    assert by_name["vit"].axes["train.arch"] == "vit_tiny" and by_name["gen-seed-1"].axes["synthetic.seed"] == "1"
+
+    text = (ws / "reports/compare.md").read_text()
+    assert (ws / "reports/compare.png").stat().st_size > 1000
+    assert "calibration, not replication" in text
+    header = next(line for line in text.splitlines() if line.startswith("| finding"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    for name in ("base", "gen-seed-1", "vit"):
+        col = columns.index(f"`{name}`")
+        doc = by_name[name].findings
+        for claim in CLAIMS:
+            row = next(line for line in text.splitlines() if line.startswith(f"| {claim.title} |"))
+            cell = [c.strip() for c in row.strip("|").split("|")][col]
+            f = doc["findings"][claim.key]
+            assert cell.startswith(compare.SYMBOL[f["verdict"]]), (name, claim.key, cell)
+            if f.get("value") is not None:  # dvc exp show leaves out null metrics
+                assert f"{f['value']:.3g}" in cell
+                if f.get("ci_lo") is not None:
+                    assert f"[{f['ci_lo']:.3g}, {f['ci_hi']:.3g}]" in cell
+            else:
+                assert "n/a" in cell
