@@ -8,7 +8,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-from mask_helpers import tensors_equal
 from nih_layout import write_nih_dataset
 from torch import nn
 from torch.nn.utils import prune
@@ -62,12 +61,28 @@ def _torch_masks(model: nn.Module, level: float) -> list[torch.Tensor]:
     return [getattr(mod, f"{name}_mask").bool() for mod, name in params]
 
 
+def _assert_same_masks_up_to_ties(model: nn.Module, ours: list[torch.Tensor], ref: list[torch.Tensor]) -> None:
+    """Equal keep-masks, except where weights tie at the level's threshold magnitude: there
+    ``topk`` (torch) keeps an arbitrary subset and ours the stable order's. Large models (ViT-B
+    has 86M float32 weights) do have such ties; small ones usually do not, and then the masks
+    must be identical."""
+    assert len(ours) == len(ref) > 0
+    a = torch.cat([m.reshape(-1) for m in ours])
+    b = torch.cat([m.reshape(-1) for m in ref])
+    assert int(a.sum()) == int(b.sum()), "a different number of weights kept"
+    differ = a != b
+    if differ.any():
+        w = torch.cat([getattr(mod, name).detach().abs().reshape(-1) for mod, name in prunable_parameters(model)])
+        threshold = w[~a].max()  # the largest pruned magnitude
+        assert torch.all(w[differ] == threshold), "masks differ away from the threshold's ties"
+
+
 @pytest.mark.parametrize("arch", NEW + [pytest.param(a, marks=pytest.mark.slow) for a in HEAVY])
 def test_masks_match_global_unstructured_and_sparsity_equals_request(arch):
     model = _model(arch)
     ours = masks_for_levels(model, [0.3, 0.9])
     for level in (0.3, 0.9):
-        assert tensors_equal(ours[level], _torch_masks(model, level))
+        _assert_same_masks_up_to_ties(model, ours[level], _torch_masks(model, level))
     pruner = GlobalPruner(model)
     pruner.reset("l1")
     for level in (0.05, 0.5, 0.95):
@@ -109,6 +124,22 @@ def data(tmp_path_factory):
     write_nih_dataset(root / "raw", per_split=20, size=40)
     prepare_dataset(DataConfig(name="fixture", root=str(root / "raw"), image_size=32, workers=1), root / "prep")
     return {s: load_split(root / "prep", s) for s in ("train", "val", "test")}, load_meta(root / "prep")["classes"]
+
+
+def _assert_same_masks_up_to_ties(model: nn.Module, ours: list[torch.Tensor], ref: list[torch.Tensor]) -> None:
+    """Equal keep-masks, except where weights tie at the level's threshold magnitude: there
+    ``topk`` (torch) keeps an arbitrary subset and ours the stable order's. Large models (ViT-B
+    has 86M float32 weights) do have such ties; small ones usually do not, and then the masks
+    must be identical."""
+    assert len(ours) == len(ref) > 0
+    a = torch.cat([m.reshape(-1) for m in ours])
+    b = torch.cat([m.reshape(-1) for m in ref])
+    assert int(a.sum()) == int(b.sum()), "a different number of weights kept"
+    differ = a != b
+    if differ.any():
+        w = torch.cat([getattr(mod, name).detach().abs().reshape(-1) for mod, name in prunable_parameters(model)])
+        threshold = w[~a].max()  # the largest pruned magnitude
+        assert torch.all(w[differ] == threshold), "masks differ away from the threshold's ties"
 
 
 @pytest.mark.parametrize("arch", NEW + [pytest.param(a, marks=pytest.mark.slow) for a in HEAVY])

@@ -32,7 +32,7 @@ from test_pipeline import env
 from cxrprune.compression.predictions import predictions_table
 from cxrprune.compression.prune import prune_and_predict
 from cxrprune.core.atomic import write_parquet
-from cxrprune.core.config import DataConfig, TrainConfig, from_dict
+from cxrprune.core.config import DataConfig, TrainConfig, from_dict, load_params
 from cxrprune.datasets.prepare import load_meta, load_split, prepare_dataset
 from cxrprune.training import resume as checkpoint
 from cxrprune.training.loop import train_model
@@ -251,7 +251,7 @@ def test_a_prune_killed_while_writing_its_table_leaves_the_previous_one(workspac
 
     labels = pd.read_parquet(ws / "data/prepared/synthetic/labels_test.parquet")
     classes = load_meta(ws / "data/prepared/synthetic")["classes"]
-    params = from_dict({"seeds": [0], "prune": {"levels": [0.0, 0.9]}})
+    params = load_params(ws / "params.yaml")  # the workspace's own methods and levels
     cwd = os.getcwd()
     os.chdir(ws)
     try:

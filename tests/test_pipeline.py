@@ -172,20 +172,20 @@ def test_repro_runs_every_stage_and_writes_the_contracts(study):
     assert len(list((ws / "plots/synthetic/figures").glob("*.png"))) >= 6
     # Operating points of every method, consistent with evaluate.json's per-method tests.
     evaluation = json.loads((ws / "metrics/synthetic/evaluate.json").read_text())
-    assert set(summary["operating_points"]) == set(evaluation["methods"]) == {"l1", "random"}
+    assert set(summary["operating_points"]) == set(evaluation["methods"]) == set(METHODS)
     for method, point in summary["operating_points"].items():
         safe_map, safe_all = point["max_safe_level_map"], point["max_safe_level_all_classes"]
         assert safe_map == evaluation["methods"][method]["max_safe_level"]
         assert safe_all is None or (safe_all in LEVELS and safe_all <= safe_map), (method, point)
     assert summary["operating_points"]["l1"]["max_safe_level_map"] == summary["max_safe_sparsity"]
     tests = pd.read_csv(ws / "metrics/synthetic/class_loss_tests.csv")
-    assert len(tests) == (2 * len(LEVELS) - 1) * len(classes)  # every block but the dense one, l1@0
+    assert len(tests) == (N_BLOCKS - 1) * len(classes)  # every block but the dense one, l1@0
     assert (tests.loc[(tests["method"] == "random") & (tests["level"] == 0.0), "p_raw"] == 1.0).all()  # = dense
     efficiency = pd.read_csv(ws / "metrics/synthetic/efficiency.csv")
     assert list(efficiency.columns)[:9] == ["seed", "method", "level", "nonzero_params", "bytes", "engine",
                                             "threads", "latency_ms_b1", "images_per_s_b64"]
     pareto = pd.read_csv(ws / "plots/synthetic/pareto.csv")
-    assert set(pareto["method"]) == {"dense", "l1", "random"} and len(pareto) == 2 * len(LEVELS) + 1
+    assert set(pareto["method"]) == {"dense", *METHODS} and len(pareto) == N_BLOCKS + 1
     assert (ws / "plots/synthetic/figures/pareto.png").is_file()
 
 

@@ -24,6 +24,7 @@ from scipy import stats
 
 from cxrprune.analysis import bootstrap
 from cxrprune.analysis.forgetting import EPS, MIN_POINTS, round_levels
+from cxrprune.compression.methods import method_levels
 from cxrprune.core.atomic import atomic_path
 from cxrprune.core.errors import DataError
 
@@ -48,7 +49,8 @@ class APResamples:
 def block_ap(predictions: pd.DataFrame, y: np.ndarray, classes: Sequence[str], w: np.ndarray,
              methods: Sequence[str], levels: Sequence[float]) -> np.ndarray:
     """(M, L, B, C) AP resamples of one seed's prediction table (blocks in test order, as the
-    prediction contract guarantees and the evaluate stage has checked)."""
+    prediction contract guarantees and the evaluate stage has checked); NaN where a method
+    has no such level (:func:`~cxrprune.compression.methods.method_levels`)."""
     keys = list(zip(predictions["method"].astype(str), round_levels(predictions["sparsity"])))
     rows: dict[tuple[str, float], list[int]] = {}
     for i, key in enumerate(keys):
@@ -56,7 +58,10 @@ def block_ap(predictions: pd.DataFrame, y: np.ndarray, classes: Sequence[str], w
     scores = predictions[list(classes)].to_numpy()
     out = np.full((len(methods), len(levels), w.shape[1], len(classes)), np.nan, dtype=np.float32)
     for mi, m in enumerate(methods):
+        produced = {float(k) for k in round_levels(method_levels(m, levels))}
         for li, k in enumerate(round_levels(levels)):
+            if float(k) not in produced:
+                continue  # a one-level method (int8, fp16, bf16) has no block here: its entry stays NaN
             idx = rows.get((m, float(k)))
             if idx is None:
                 raise DataError(f"predictions lack the block {m}@{k:g}; rerun prune")
