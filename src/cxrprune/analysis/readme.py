@@ -1,6 +1,6 @@
 """The README's operating-point table, rendered from committed outputs, never typed.
 
-``python -m cxrprune.analysis.readme [--name synthetic] [README.md]`` (``make readme-points``)
+``python -m cxrprune.analysis.readme [--name synthetic] [README.md]`` (``make readme-numbers``)
 reads ``metrics/<name>/summary.json`` (``operating_points``, ``operating_point_rule``) and
 ``metrics/<name>/efficiency.csv`` (the dense model's measured size and latency) and replaces
 the text between the README's ``operating-points`` markers. Not part of any stage.
@@ -20,7 +20,7 @@ from cxrprune.core import upstream
 from cxrprune.core.errors import CxrpruneError, DataError
 from cxrprune.core.layout import Layout
 
-BEGIN = "<!-- operating-points:begin (make readme-points writes this block from metrics/) -->"
+BEGIN = "<!-- operating-points:begin (make readme-numbers writes this block from metrics/) -->"
 END = "<!-- operating-points:end -->"
 
 
