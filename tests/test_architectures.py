@@ -126,22 +126,6 @@ def data(tmp_path_factory):
     return {s: load_split(root / "prep", s) for s in ("train", "val", "test")}, load_meta(root / "prep")["classes"]
 
 
-def _assert_same_masks_up_to_ties(model: nn.Module, ours: list[torch.Tensor], ref: list[torch.Tensor]) -> None:
-    """Equal keep-masks, except where weights tie at the level's threshold magnitude: there
-    ``topk`` (torch) keeps an arbitrary subset and ours the stable order's. Large models (ViT-B
-    has 86M float32 weights) do have such ties; small ones usually do not, and then the masks
-    must be identical."""
-    assert len(ours) == len(ref) > 0
-    a = torch.cat([m.reshape(-1) for m in ours])
-    b = torch.cat([m.reshape(-1) for m in ref])
-    assert int(a.sum()) == int(b.sum()), "a different number of weights kept"
-    differ = a != b
-    if differ.any():
-        w = torch.cat([getattr(mod, name).detach().abs().reshape(-1) for mod, name in prunable_parameters(model)])
-        threshold = w[~a].max()  # the largest pruned magnitude
-        assert torch.all(w[differ] == threshold), "masks differ away from the threshold's ties"
-
-
 @pytest.mark.parametrize("arch", NEW + [pytest.param(a, marks=pytest.mark.slow) for a in HEAVY])
 def test_trains_prunes_and_predicts_end_to_end(arch, data, tmp_path):
     splits, classes = data
