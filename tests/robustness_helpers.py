@@ -11,13 +11,15 @@ from test_pipeline import env, make_workspace, run, tiny_params
 
 def tiny_workspace(dest: Path, seeds=(0,), levels=(0.0, 0.9), epochs: int = 2, patience: int = 1,
                    **train) -> Path:
-    """make_workspace with one seed, two levels (0.9 is analyze.pie_sparsity) and the given
-    train settings, committed."""
+    """make_workspace with one seed, two levels (0.9 is analyze.pie_sparsity), the paper's two
+    methods (l1, random: these tests are about interruptions, not compression methods) and the
+    given train settings, committed."""
     make_workspace(dest)
     params = tiny_params()
     params["seeds"] = list(seeds)
     params["train"].update(epochs=epochs, patience=patience, **train)
     params["prune"]["levels"] = list(levels)
+    params["prune"]["methods"] = ["l1", "random"]
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid", "commit", "-qam", "robustness"],
         dest)
