@@ -239,14 +239,18 @@ def test_local_ray_runs_seeds_in_parallel_and_records_what_dvc_repro_would(twins
 
     # dvc.lock: every stage, command, parameter and hash is the sequential run's, except the
     # training folders (run.json holds a fresh MLflow run id, history.csv wall times, and
-    # model.pt names its zip root after the writer's temporary file) and what hashes them.
+    # model.pt names its zip root after the writer's temporary file), the measured latencies
+    # (efficiency files, and the analyze outputs that report them) and what hashes those.
     a, b = lock(seq), lock(par)
     assert sorted(a) == sorted(b)
-    expected_diff = {("train@0", "outs"): {"data/models/synthetic/seed-0"},
-                     ("train@1", "outs"): {"data/models/synthetic/seed-1"},
-                     ("prune@0", "deps"): {"data/models/synthetic/seed-0/model.pt"},
-                     ("prune@1", "deps"): {"data/models/synthetic/seed-1/model.pt"},
-                     ("analyze", "deps"): {"data/models/synthetic"}}
+    preds, timed = "data/predictions/synthetic", {"metrics/synthetic/efficiency.csv", "metrics/synthetic/summary.json",
+                                                 "plots/synthetic/pareto.csv", "plots/synthetic/figures"}
+    expected_diff = {("analyze", "deps"): {"data/models/synthetic", preds}, ("evaluate", "deps"): {preds},
+                     ("analyze", "outs"): timed, ("report", "deps"): timed}
+    for s in SEEDS:
+        expected_diff[(f"train@{s}", "outs")] = {f"data/models/synthetic/seed-{s}"}
+        expected_diff[(f"prune@{s}", "deps")] = {f"data/models/synthetic/seed-{s}/model.pt"}
+        expected_diff[(f"prune@{s}", "outs")] = {f"{preds}/efficiency-seed-{s}.csv"}
     for stage in a:
         assert a[stage]["cmd"] == b[stage]["cmd"] and a[stage].get("params") == b[stage].get("params"), stage
         for kind in ("deps", "outs"):
@@ -254,7 +258,8 @@ def test_local_ray_runs_seeds_in_parallel_and_records_what_dvc_repro_would(twins
             assert ha.keys() == hb.keys(), (stage, kind)
             assert {p for p in ha if ha[p] != hb[p]} <= expected_diff.get((stage, kind), set()), (stage, kind)
     for s in SEEDS:
-        assert b[f"prune@{s}"]["outs"] == a[f"prune@{s}"]["outs"]  # identical prediction tables
+        table = f"{preds}/seed-{s}.parquet"
+        assert hashes(b[f"prune@{s}"], "outs")[table] == hashes(a[f"prune@{s}"], "outs")[table]  # identical predictions
         ma, mb = (ws / f"data/models/synthetic/seed-{s}" for ws in (seq, par))
         assert zip_members(ma / "model.pt") == zip_members(mb / "model.pt")  # same weights, byte for byte
         ha, hb = (pd.read_csv(m / "history.csv").drop(columns="seconds") for m in (ma, mb))
@@ -262,8 +267,11 @@ def test_local_ray_runs_seeds_in_parallel_and_records_what_dvc_repro_would(twins
         ra, rb = (json.loads((m / "run.json").read_text()) for m in (ma, mb))
         assert ra.keys() == rb.keys() and ra["experiment_id"] == rb["experiment_id"]
         assert rb["tracking_uri"] == f"sqlite:///{par / 'mlflow.db'}"
-    for f in ["metrics/synthetic/per_class.csv", "metrics/synthetic/summary.json", "plots/synthetic/fcd_pairs.csv"]:
+    for f in ["metrics/synthetic/per_class.csv", "metrics/synthetic/evaluate.json", "plots/synthetic/fcd_pairs.csv"]:
         assert (seq / f).read_bytes() == (par / f).read_bytes(), f
+    sa, sb = (json.loads((ws / "metrics/synthetic/summary.json").read_text()) for ws in (seq, par))
+    sa.pop("operating_points"), sb.pop("operating_points")  # carry measured latencies
+    assert sa == sb
 
     # afterwards: dvc status is clean, plain dvc repro reruns nothing, a second run does nothing
     assert dvc_status(par) == {}
