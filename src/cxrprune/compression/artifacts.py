@@ -33,7 +33,7 @@ def save_module(model: nn.Module, path: Path) -> None:
 
 def save_sparse(model: nn.Module, path: Path) -> None:
     """The bitmask-sparse state dict of ``model`` (see the module docstring)."""
-    names = {id(getattr(m, "weight")) for m, _ in prunable_parameters(model)}
+    names = {id(getattr(m, name)) for m, name in prunable_parameters(model)}
     params = dict(model.named_parameters())
     out: dict = {"format": SPARSE_FORMAT, "dense": {}, "sparse": {}}
     for key, value in model.state_dict().items():

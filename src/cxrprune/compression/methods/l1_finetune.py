@@ -59,10 +59,11 @@ class FinetunedL1(Method):
 def finetune(model: nn.Module, keep: list[torch.Tensor], data: tuple[torch.Tensor, torch.Tensor],
              ctx: Context) -> None:
     """``prune.finetune_epochs`` training epochs of ``model`` with the ``keep`` masks fixed."""
-    modules = [m for m, _ in prunable_parameters(model)]
+    pairs = prunable_parameters(model)  # (module, parameter name): attention in-projections too
+    modules = [m for m, _ in pairs]
     orders = [list(m._parameters) for m in modules]
-    for m, mask in zip(modules, keep, strict=True):
-        torch_prune.custom_from_mask(m, "weight", mask)
+    for (m, name), mask in zip(pairs, keep, strict=True):
+        torch_prune.custom_from_mask(m, name, mask)
     gen = torch.Generator().manual_seed(ctx.seed + FINETUNE_SEED_OFFSET)
     optimizer = torch.optim.Adam(model.parameters(), lr=ctx.train.lr, weight_decay=ctx.train.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
@@ -70,8 +71,8 @@ def finetune(model: nn.Module, keep: list[torch.Tensor], data: tuple[torch.Tenso
         for _ in range(ctx.prune.finetune_epochs):
             _train_epoch(model, optimizer, loss_fn, data[0], data[1], ctx.train, gen, ctx.device)
     finally:
-        for m, order in zip(modules, orders):
-            torch_prune.remove(m, "weight")  # weight = weight_orig * mask, a plain parameter again
+        for (m, name), order in zip(pairs, orders):
+            torch_prune.remove(m, name)  # weight = weight_orig * mask, a plain parameter again
             # remove() re-registers the weight last; put it back in its place (state-dict order)
             params = m._parameters
             params.update([(k, params.pop(k)) for k in order])
