@@ -239,6 +239,9 @@ def test_operating_point_rule(name, entry, losing, expected):
            points["n_classes_losing_at_map_point"])
     assert got == expected, name
     assert list(points) == op.POINT_KEYS
+    # Costs are reported at the operating point, else at the lowest level that was tested and failed.
+    lowest = min(entry["levels"]) if entry["n_seeds"] >= 2 else None
+    assert points["measured_at"] == (expected[1] if expected[1] is not None else lowest), name
 
 
 def test_operating_points_need_per_class_rows_for_every_level():
@@ -325,7 +328,10 @@ def test_tradeoffs_of_hand_made_methods(tmp_path, monkeypatch):
     assert got == {"l1": (0.5, 0.25, 0.25, ["A"]), "random": (0.0, 0.0, 0.0, []), "int8": (0.0, 0.0, 0.0, []),
                    "fp16": (0.0, None, None, ["C"])}
     assert points["l1"]["latency_ms_b1"] == 4.5 and points["int8"]["latency_ms_b1"] == 2.0
-    assert points["fp16"]["bytes"] is None  # no operating point, nothing to cost
+    # No operating point: the costs and scores are those of its only level, which was found unsafe.
+    fp16_row = t.pareto[(t.pareto["method"] == "fp16") & (t.pareto["level"] == 0.0)].iloc[0]
+    assert points["fp16"]["measured_at"] == 0.0 and points["fp16"]["bytes"] == fp16_row["bytes"]
+    assert points["fp16"]["worst_class_rel_dap"] == pytest.approx(fp16_row["worst_class_rel_dap"])
     assert t.summary["operating_point_rule"] == {"class_tolerance": 0.1, "test": "ttest", "correction": "holm",
                                                  "alpha": 0.05, "n_seeds": 5, "reference": "l1@0", "note": None}
 
@@ -339,7 +345,7 @@ def test_tradeoffs_of_hand_made_methods(tmp_path, monkeypatch):
     assert list(pd.read_csv(out.class_loss_tests).columns) == op.CLASS_TEST_COLUMNS
 
     table = op.markdown_table(points, t.summary["operating_point_rule"])
-    assert "| l1 | 0.5 | 0.25 | 0.25 | A |" in table and "| fp16 | 0 | n/a | n/a | C |" in table
+    assert "| l1 | 0.5 | 0.25 | 0.25 | A |" in table and "| fp16 | 0 | n/a | n/a | C | 0 (not safe) |" in table
 
     # Without efficiency measurements the figure says so and the costs are null.
     empty = efficiency.read_efficiency({})

@@ -52,7 +52,7 @@ LEVEL_DECIMALS = 6  # levels are floats written by other stages; matched after r
 CLASS_TEST_COLUMNS = ["method", "level", "class_name", "n_seeds", "median_rel_dap", "statistic", "p_raw", "p_adj",
                       "loses"]
 POINT_KEYS = ["max_safe_level_map", "max_safe_level_all_classes", "gap", "n_classes_losing_at_map_point",
-              "classes_losing_at_map_point", "map", "worst_class_rel_dap", "nonzero_params", "bytes",
+              "classes_losing_at_map_point", "measured_at", "map", "worst_class_rel_dap", "nonzero_params", "bytes",
               "latency_ms_b1", "images_per_s_b64"]
 
 
@@ -128,7 +128,8 @@ def operating_points(methods: Mapping[str, Mapping[str, Any]], class_tests: pd.D
     """Per method, the keys :data:`POINT_KEYS`: the two levels of the module docstring, their
     gap, the classes that lose at the level that is safe on average, and the operating
     point's median mAP, worst-class relative change, size and speed (from ``pareto``,
-    :func:`cxrprune.analysis.efficiency.pareto_table`; null when not measured).
+    :func:`cxrprune.analysis.efficiency.pareto_table`; null when not measured). Those are read
+    at ``measured_at``: the operating point, or the method's lowest level when none is safe.
 
     ``methods`` is ``evaluate.json``'s ``methods`` entry (levels and paired tests)."""
     out: dict[str, dict[str, Any]] = {}
@@ -158,7 +159,11 @@ def operating_points(methods: Mapping[str, Mapping[str, Any]], class_tests: pd.D
             "n_classes_losing_at_map_point": None if at_map is None else len(at_map),
             "classes_losing_at_map_point": at_map,
         }
-        hit = pareto[(pareto["method"] == method) & np.isclose(pareto["level"], safe_all if safe_all is not None
+        # What the method costs and scores at its operating point; when no level is safe, at its
+        # lowest level (int8's only one), so the table still says what was measured and found unsafe.
+        measured_at = safe_all if safe_all is not None else (min(levels) if levels and n_seeds >= 2 else None)
+        point["measured_at"] = measured_at
+        hit = pareto[(pareto["method"] == method) & np.isclose(pareto["level"], measured_at if measured_at is not None
                                                                else math.nan)]
         for key in ("map", "worst_class_rel_dap", "nonzero_params", "bytes", "latency_ms_b1", "images_per_s_b64"):
             point[key] = float(hit[key].iloc[0]) if len(hit) else None
@@ -201,14 +206,16 @@ def markdown_table(points: Mapping[str, Mapping[str, Any]], rule_: Mapping[str, 
         f"class tolerance {rule_['class_tolerance']:g} (relative AP):",
         "",
         "| method | safe on average (mAP) | safe for every class | gap | classes losing at the mAP-safe level "
-        "| mAP | worst class rel. AP change | bytes | latency b1 (ms) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| measured at | mAP | worst class rel. AP change | bytes | latency b1 (ms) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for method, p in points.items():
         losing = p["classes_losing_at_map_point"]
         names = "n/a" if losing is None else (", ".join(losing) if losing else "none")
+        at = p["measured_at"]
+        where = "n/a" if at is None else (f"{at:g}" if at == p["max_safe_level_all_classes"] else f"{at:g} (not safe)")
         lines.append(f"| {method} | {show(p['max_safe_level_map'], 'g')} | {show(p['max_safe_level_all_classes'], 'g')} "
-                     f"| {show(p['gap'], '.2f')} | {names} | {show(p['map'], '.3f')} "
+                     f"| {show(p['gap'], '.2f')} | {names} | {where} | {show(p['map'], '.3f')} "
                      f"| {show(p['worst_class_rel_dap'], '+.3f')} | {show(p['bytes'], ',.0f')} "
                      f"| {show(p['latency_ms_b1'], '.2f')} |")
     if rule_.get("note"):
