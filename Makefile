@@ -114,7 +114,6 @@ lock: ## regenerate requirements.lock from pyproject.toml (UPGRADE=1: newest of 
 # Every number in README.md, benchmarks/README.md and docs/SCALEOUT.md that comes from an
 # output: the operating-point table and the <!-- numbers:NAME --> blocks (after make repro).
 readme-numbers: install ## refresh every README number from the committed outputs
-	$(BIN)/python -m cxrprune.analysis.readme README.md --name synthetic
 	$(BIN)/python benchmarks/readme_numbers.py --write
 
 clean: ## remove .venv and the test caches

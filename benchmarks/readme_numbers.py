@@ -12,7 +12,8 @@ the only literals). After regenerating outputs::
     python benchmarks/readme_numbers.py           # print the rendered blocks
 
 tests/test_readme_numbers.py fails when a block differs from what the outputs say. Plain
-Python + pandas; it does not import cxrprune.
+Python + pandas, except the operating-point table, which is rendered by
+``cxrprune.analysis.readme`` (the one home of that table's format).
 """
 
 from __future__ import annotations
@@ -267,6 +268,19 @@ def scaleout(o: Outputs) -> str:
             + ". For GPU figures put one GPU's\nper-seed time into t_seed.\n")
 
 
+def operating_point_table(o: Outputs) -> str:
+    """The default run's operating points per method (``cxrprune.analysis.readme``)."""
+    from cxrprune.analysis.readme import render as render_points
+    from cxrprune.core.layout import Layout
+
+    here = os.getcwd()
+    os.chdir(o.root)  # Layout paths are relative to the repository root
+    try:
+        return render_points(Layout("synthetic"))
+    finally:
+        os.chdir(here)
+
+
 def repro_time(o: Outputs) -> str:
     """The default study's wall time (benchmarks/bench_repro.py: `dvc repro` from nothing)."""
     b = o.bench("bench_repro")
@@ -285,6 +299,7 @@ def repro_time(o: Outputs) -> str:
 
 RENDER: dict[str, Callable[[Outputs], str]] = {
     "findings": findings, "why": why, "benchmarks": bench_table, "scaleout": scaleout, "repro": repro_time,
+    "operating-points": operating_point_table,
 }
 
 

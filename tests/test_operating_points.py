@@ -362,7 +362,7 @@ def test_tradeoffs_need_the_per_method_tests():
         summary.tradeoffs(config.AnalyzeConfig(), CLASSES, per_class, old, _efficiency())
 
 
-def test_readme_table_is_rendered_from_the_outputs(tmp_path, monkeypatch, capsys):
+def test_readme_table_is_rendered_from_the_outputs(tmp_path, monkeypatch):
     from cxrprune.analysis import readme
     from cxrprune.core.atomic import write_json
 
@@ -373,17 +373,11 @@ def test_readme_table_is_rendered_from_the_outputs(tmp_path, monkeypatch, capsys
                           _efficiency())
     summary.write_tradeoffs(t, out)
     write_json(out.summary, {"map_dense": 0.5, **t.summary})
-    doc = tmp_path / "README.md"
-    doc.write_text(f"# x\n\nbefore\n{readme.BEGIN}\nplaceholder\n{readme.END}\nafter\n")
-    assert readme.main([str(doc), "--name", "tiny"]) == 0
-    text = doc.read_text()
-    assert "placeholder" not in text and text.startswith("# x\n\nbefore\n") and text.endswith("after\n")
+    text = readme.render(out)
     assert "| l1 | 0.5 | 0.25 | 0.25 | A |" in text
     dense = _efficiency().query("method == 'dense'")
     assert f"{np.median(dense['bytes']):,.0f} bytes" in text and "5.00 ms at batch 1" in text
-    assert readme.main([str(doc), "--name", "tiny"]) == 0 and doc.read_text() == text  # idempotent
 
     write_json(out.summary, {"map_dense": 0.5})
-    assert readme.main([str(doc), "--name", "tiny"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("cxrprune: error:") and "dvc repro analyze" in err[0]
+    with pytest.raises(DataError, match="dvc repro analyze"):
+        readme.render(out)

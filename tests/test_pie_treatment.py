@@ -19,6 +19,7 @@ import yaml
 from scipy import stats
 from stage_deps import expand, stage_sources
 
+from cxrprune.analysis.pies import align_truth
 from cxrprune.core.config import TrainConfig, from_dict
 from cxrprune.core.errors import ConfigError, DataError
 from cxrprune.core.layout import Layout
@@ -132,10 +133,10 @@ def test_precision_and_recall_against_truth_on_a_hand_made_case():
     truth = pd.DataFrame({"image_id": [f"i{i}" for i in range(10)], "split": "train",
                           "flipped": [1, 1, 0, 0, 0, 0, 0, 0, 0, 1],
                           "degradation": ["none", "blur", "blur", "none", "none", "noise", "none", "none", "none",
-                                          "none"]})
+                                          "none"], "quality": 1.0})
     truth = pd.concat([truth, truth.assign(split="test", flipped=0)])  # the test rows must not be used
     is_pie = np.array([1, 0, 1, 0, 0, 0, 0, 0, 0, 0], dtype=bool)
-    aligned = oof.align_train_truth(truth, [f"i{i}" for i in range(10)])
+    aligned = align_truth(truth, [f"i{i}" for i in range(10)], split="train")
     got = oof.truth_summary(aligned, is_pie)
     f, d = got["flipped"], got["degraded"]
     # flipped: PIEs {0, 2} hold one of {0, 1, 9}

@@ -184,19 +184,20 @@ def lower_p(values: np.ndarray, is_pie: np.ndarray) -> float:
     return float(stats.mannwhitneyu(values[is_pie], values[~is_pie], alternative="less").pvalue)
 
 
-def align_truth(truth: pd.DataFrame, image_ids: Sequence[str]) -> pd.DataFrame:
-    """The synthetic truth rows of ``image_ids``, in that order (a missing id is a DataError)."""
+def align_truth(truth: pd.DataFrame, image_ids: Sequence[str], split: str = "test") -> pd.DataFrame:
+    """The synthetic truth rows of ``split``'s ``image_ids``, in that order (a missing id is a
+    DataError). The test-set PIEs use ``test``; the PIE treatment study's training-set PIEs ``train``."""
     need = {"image_id", "flipped", "quality", "degradation"}
     if need - set(truth.columns):
         raise DataError(f"truth table lacks columns {sorted(need - set(truth.columns))}; rerun the prepare stage")
     t = truth.copy()
     if "split" in t.columns:
-        t = t.loc[t["split"] == "test"]
+        t = t.loc[t["split"] == split]
     t = t.assign(image_id=t["image_id"].astype(str)).drop_duplicates("image_id").set_index("image_id")
     ids = [str(i) for i in image_ids]
     missing = [i for i in ids if i not in t.index]
     if missing:
-        raise DataError(f"truth table lacks test images {missing[:3]}; rerun the prepare stage")
+        raise DataError(f"truth table lacks {split} images {missing[:3]}; rerun the prepare stage")
     return t.loc[ids].reset_index()
 
 

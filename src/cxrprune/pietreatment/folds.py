@@ -136,20 +136,6 @@ def detection(flag: np.ndarray, is_pie: np.ndarray) -> dict[str, float | int | N
             "p": enrichment_p(flag, is_pie)}
 
 
-def align_train_truth(truth: pd.DataFrame, image_ids: Sequence[str]) -> pd.DataFrame:
-    """The synthetic truth rows of the training images, in ``image_ids`` order."""
-    need = {"image_id", "flipped", "degradation"}
-    if need - set(truth.columns):
-        raise DataError(f"truth table lacks columns {sorted(need - set(truth.columns))}; rerun the prepare stage")
-    t = truth if "split" not in truth.columns else truth.loc[truth["split"] == "train"]
-    t = t.assign(image_id=t["image_id"].astype(str)).drop_duplicates("image_id").set_index("image_id")
-    ids = [str(i) for i in image_ids]
-    missing = [i for i in ids if i not in t.index]
-    if missing:
-        raise DataError(f"truth table lacks training images {missing[:3]}; rerun the prepare stage")
-    return t.loc[ids].reset_index()
-
-
 def truth_summary(truth: pd.DataFrame, is_pie: np.ndarray) -> dict[str, dict]:
     """Precision and recall of training PIEs for flipped labels and for degraded images."""
     return {"flipped": detection(truth["flipped"].to_numpy() > 0, is_pie),

@@ -4,6 +4,7 @@ precision and recall for flipped labels and degraded images against the truth ta
 
 from __future__ import annotations
 
+from cxrprune.analysis.pies import align_truth
 from cxrprune.core import upstream
 from cxrprune.core.atomic import json_clean, write_csv, write_json
 from cxrprune.core.config import Params
@@ -28,7 +29,7 @@ def run(params: Params) -> None:
                "seeds": len(cfg.seeds), "fraction": params.analyze.pie_fraction,
                "sparsity": params.analyze.pie_sparsity}
     if out.truth.exists():  # synthetic data only
-        truth = oof.align_train_truth(upstream.read_parquet(out.truth, "prepare"), ids)
+        truth = align_truth(upstream.read_parquet(out.truth, "prepare"), ids, split="train")
         table = table.assign(flipped=truth["flipped"].to_numpy(), degradation=truth["degradation"].to_numpy())
         summary["truth"] = oof.truth_summary(truth, is_pie)
     write_csv(out.pie_train_scores, table)
