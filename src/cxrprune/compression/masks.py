@@ -249,12 +249,12 @@ def _storage_index(p: torch.Tensor, logical: torch.Tensor) -> torch.Tensor:
 
 
 def permutation_rank(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``rank[i]`` = position of weight ``i`` in ``torch.randperm(n, generator)``."""
-    perm = torch.randperm(n, generator=generator, device="cpu")
+    """``rank[i]``: the position of weight ``i`` in a uniformly random order of the ``n`` weights.
+
+    The inverse of a uniform random permutation is itself uniform, so ``torch.randperm``'s
+    output serves as the ranks directly (no inverse scatter: half the cost per level)."""
     dtype = torch.int32 if n < 2**31 else torch.int64
-    rank = torch.empty(n, dtype=dtype)
-    rank[perm] = torch.arange(n, dtype=dtype)
-    return rank
+    return torch.randperm(n, generator=generator, dtype=dtype, device="cpu")
 
 
 def pruning_order(weights: torch.Tensor, method: str, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -262,7 +262,7 @@ def pruning_order(weights: torch.Tensor, method: str, generator: torch.Generator
     if method == "l1":
         return torch.sort(weights.abs(), stable=True).indices
     if method == "random":
-        return torch.randperm(weights.numel(), generator=generator, device="cpu").to(weights.device)
+        return torch.argsort(permutation_rank(weights.numel(), generator).long()).to(weights.device)
     raise ValueError(f"unknown pruning method {method!r}; choose one of {METHODS}")
 
 

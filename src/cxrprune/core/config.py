@@ -185,6 +185,8 @@ class TrainConfig:
     warmup_epochs: float = 0.0  # linear warm-up of the learning rate, in epochs (fractions allowed)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # auto: see cxrprune.core.numerics
     compile: bool = False  # torch.compile of the training forward/backward
+    fused_adam: bool = False  # Adam's fused kernel instead of its per-tensor loop (cxrprune.training.loop.adam)
+    checkpoint_every_s: float = 0.0  # resume state written after an epoch if this long since the last (0: every epoch)
 
     def __post_init__(self) -> None:
         _require(1 <= self.epochs <= MAX_STEPS, "train.epochs", f"an integer in [1, {MAX_STEPS}]", self.epochs)
@@ -196,6 +198,8 @@ class TrainConfig:
         _require(0 < self.lr <= 10, "train.lr", "a positive number (at most 10)", self.lr)
         _require(0 <= self.weight_decay <= 10, "train.weight_decay", "a number in [0, 10]", self.weight_decay)
         _require(0 <= self.rotation <= 180, "train.rotation", "degrees in [0, 180]", self.rotation)
+        _require(0 <= self.checkpoint_every_s <= 86400, "train.checkpoint_every_s", "seconds in [0, 86400]",
+                 self.checkpoint_every_s)
         _require(0 <= self.threads <= MAX_COUNT, "train.threads", f"0 (default) or a count up to {MAX_COUNT}",
                  self.threads)
         _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),

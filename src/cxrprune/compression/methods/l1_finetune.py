@@ -24,7 +24,7 @@ from torch.nn.utils import prune as torch_prune
 from cxrprune.compression.artifacts import save_sparse
 from cxrprune.compression.masks import GlobalPruner
 from cxrprune.compression.methods.base import Compressed, Context, Method
-from cxrprune.training.loop import _train_epoch
+from cxrprune.training.loop import _train_epoch, adam
 from cxrprune.training.models import prunable_parameters
 
 FINETUNE_SEED_OFFSET = 3_000_017
@@ -65,7 +65,7 @@ def finetune(model: nn.Module, keep: list[torch.Tensor], data: tuple[torch.Tenso
     for (m, name), mask in zip(pairs, keep, strict=True):
         torch_prune.custom_from_mask(m, name, mask)
     gen = torch.Generator().manual_seed(ctx.seed + FINETUNE_SEED_OFFSET)
-    optimizer = torch.optim.Adam(model.parameters(), lr=ctx.train.lr, weight_decay=ctx.train.weight_decay)
+    optimizer = adam(model.parameters(), ctx.train)
     loss_fn = nn.BCEWithLogitsLoss()
     try:
         for _ in range(ctx.prune.finetune_epochs):
