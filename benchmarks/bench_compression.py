@@ -8,7 +8,9 @@ throughput timed) and once as any other seed (sizes only). The methods are alter
 the whole round repeated; medians. Every call also measures the dense row (in each method's
 figure; the stage measures it once per seed).
 
-Part 2, side by side: dense vs each method at ``--level`` (int8/fp16/bf16 at their one
+Part 2, side by side: dense vs each method at its operating point (``--summary``: the
+``operating_points`` of a run's ``summary.json``, the largest level safe for every class, or
+the method's lowest level when none is safe) or at ``--level`` (int8/fp16/bf16 at their one
 level, 0.0), from the efficiency rows of the timed runs (medians over the repeats): latency
 at batch 1, images/s at batch 64, bytes of the deployable file, non-zero parameters.
 
@@ -17,12 +19,18 @@ architecture (the cost does not depend on training; sizes of unstructured and in
 do a little); ``--model data/models/synthetic/seed-0/model.pt`` uses a trained one.
 
     .venv/bin/python benchmarks/bench_compression.py                  # l1 random channel int8, 2 repeats
+    .venv/bin/python benchmarks/bench_compression.py --model data/models/synthetic/seed-0/model.pt \
+        --summary metrics/synthetic/summary.json                      # the default run's operating points
+
+Writes ``benchmarks/results/bench_compression.{txt,json}`` and every timed efficiency row to
+``benchmarks/results/bench_compression_efficiency.csv``.
     .venv/bin/python benchmarks/bench_compression.py --methods l1 random l1_layer channel int8 fp16 bf16
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -30,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from common import STUDY_LEVELS, machine, median, print_table
+from common import RESULTS, STUDY_LEVELS, median, print_table, record
 
 from cxrprune.compression.efficiency import efficiency_table
 from cxrprune.compression.methods.base import Context
@@ -44,19 +52,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", nargs="+", default=["l1", "random", "channel", "int8"])
     ap.add_argument("--arch", default="resnet10")
-    ap.add_argument("--image-size", type=int, default=48)
+    ap.add_argument("--image-size", type=int, default=32, help="the default data.image_size")
     ap.add_argument("--classes", type=int, default=20)
     ap.add_argument("--test-images", type=int, default=900, help="the default synthetic test split: ~900")
     ap.add_argument("--val-images", type=int, default=675)
     ap.add_argument("--train-images", type=int, default=3000)
     ap.add_argument("--model", default="", help="a model.pt to use instead of random weights")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--level", type=float, default=0.5)
+    ap.add_argument("--level", type=float, default=0.5, help="the level of part 2 without --summary")
+    ap.add_argument("--summary", default="", help="a summary.json: part 2 at each method's operating point")
     ap.add_argument("--threads", type=int, default=0, help="torch threads of the predictions (0: torch's default)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(machine())
+    with record("bench_compression", args) as figures:
+        run(args, figures)
+
+
+def run(args, figures: dict) -> None:
     print(f"args: {vars(args)}")
 
     torch.manual_seed(0)
@@ -104,18 +117,34 @@ def main() -> None:
     numbers = ["latency_ms_b1", "images_per_s_b64", "bytes", "nonzero_params"]
     med = table.groupby(["method", "level"], sort=False)[numbers].median().reset_index().merge(
         table[["method", "level", "engine", "threads"]].drop_duplicates(["method", "level"]), on=["method", "level"])
-    raw = Path(__file__).with_name("bench_compression_efficiency.csv")
+    raw = RESULTS / "bench_compression_efficiency.csv"
+    RESULTS.mkdir(parents=True, exist_ok=True)
     table.to_csv(raw, index=False)
-    print(f"\nevery efficiency row of the timed runs: {raw.name}")
-    pick = med[(med["method"] == "dense") | np.isclose(med["level"], args.level) |
-               med["method"].isin(["int8", "fp16", "bf16"])].drop_duplicates(["method", "level"])
+    print(f"\nevery efficiency row of the timed runs: benchmarks/results/{raw.name}")
+    at = {m: args.level for m in args.methods}
+    where = f"level {args.level:g}"
+    if args.summary:
+        points = json.loads(Path(args.summary).read_text())["operating_points"]
+        at = {m: p["measured_at"] for m, p in points.items() if m in args.methods and p.get("measured_at") is not None}
+        where = f"its operating point in {args.summary} ({', '.join(f'{m} {k:g}' for m, k in at.items())})"
+    keep = (med["method"] == "dense") | med["method"].isin(["int8", "fp16", "bf16"])
+    for m, k in at.items():
+        keep |= (med["method"] == m) & np.isclose(med["level"], k)
+    pick = med[keep].drop_duplicates(["method", "level"])
     dense = pick[pick["method"] == "dense"].iloc[0]
     print_table(["method", "level", "engine", "threads", "latency ms (b1)", "images/s (b64)", "MB", "bytes vs dense",
                  "non-zero params"],
                 [[r.method, r.level, r.engine, r.threads, r.latency_ms_b1, r.images_per_s_b64, r.bytes / 1e6,
                   r.bytes / dense.bytes, int(r.nonzero_params)] for r in pick.itertuples()],
-                title=f"Part 2: dense vs each method at level {args.level:g} (medians of {args.repeats} timed runs)")
-    print(f"\nmachine at the end: load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+                title=f"Part 2: dense vs each method at {where} (medians of {args.repeats} timed runs)")
+    figures["cost_s"] = {m: {"timed_wall": median(seconds[(m, True)]), "timed_cpu": median(cpu_seconds[(m, True)]),
+                             "sizes_wall": median(seconds[(m, False)]), "sizes_cpu": median(cpu_seconds[(m, False)])}
+                         for m in args.methods}
+    figures["side_by_side"] = [{"method": r.method, "level": float(r.level), "engine": r.engine,
+                                "latency_ms_b1": float(r.latency_ms_b1), "images_per_s_b64": float(r.images_per_s_b64),
+                                "bytes": int(r.bytes), "bytes_vs_dense": float(r.bytes / dense.bytes),
+                                "nonzero_params": int(r.nonzero_params)} for r in pick.itertuples()]
+    figures["part2_at"] = where
 
 
 if __name__ == "__main__":

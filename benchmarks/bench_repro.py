@@ -10,6 +10,7 @@ number of cores) says whether the machine was quiet. The set-up (``make install`
 included.
 
     .venv/bin/python benchmarks/bench_repro.py [--keep]
+    .venv/bin/python benchmarks/bench_repro.py --target studies/pie-treatment/dvc.yaml --tag pie-treatment
 
 Writes ``benchmarks/results/bench_repro.{txt,json}`` (CPU model, flags, load, per-stage
 seconds); the README's run-time sentence is rendered from it (``make readme-numbers``).
@@ -47,14 +48,18 @@ def copy_tracked(dest: Path) -> None:
     subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
     subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
     # The committed results would make `dvc repro` a no-op (dvc.lock matches): start from nothing.
-    (dest / "dvc.lock").unlink(missing_ok=True)
+    for lock in dest.glob("**/dvc.lock"):
+        lock.unlink()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--keep", action="store_true", help="keep the temporary workspace (its path is printed)")
+    ap.add_argument("--target", default="", help="a dvc.yaml to reproduce instead of the default pipeline, e.g. "
+                                                 "studies/pie-treatment/dvc.yaml (the opt-in PIE treatment study)")
+    ap.add_argument("--tag", default="", help="results file suffix: benchmarks/results/bench_repro-TAG.*")
     args = ap.parse_args()
-    with record("bench_repro", args) as figures:
+    with record("bench_repro" + (f"-{args.tag}" if args.tag else ""), args) as figures:
         work = Path(tempfile.mkdtemp(prefix="cxrprune-repro-"))
         try:
             copy_tracked(work)
@@ -63,7 +68,7 @@ def main() -> None:
             env["DVC_NO_ANALYTICS"] = "1"
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
-            proc = subprocess.Popen(["dvc", "repro"], cwd=work, env=env, stdout=subprocess.PIPE,
+            proc = subprocess.Popen(["dvc", "repro", *([args.target] if args.target else [])], cwd=work, env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
             starts: list[tuple[str, float]] = []
             for line in proc.stdout:
@@ -78,7 +83,7 @@ def main() -> None:
             child_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             stages = {name: round((starts[i + 1][1] if i + 1 < len(starts) else total) - t, 1)
                       for i, (name, t) in enumerate(starts)}
-            print(f"dvc repro of the default study from nothing: {total:.0f} s "
+            print(f"dvc repro {args.target or 'of the default study'} from nothing: {total:.0f} s "
                   f"({int(total // 60)} min {total % 60:.0f} s), children's CPU {child_cpu:.0f} s "
                   f"(share {child_cpu / total:.2f} of {os.cpu_count()} cores)")
             for name, s in stages.items():
@@ -86,7 +91,7 @@ def main() -> None:
             groups: dict[str, float] = {}
             for name, s in stages.items():
                 groups[name.split("@")[0]] = groups.get(name.split("@")[0], 0.0) + s
-            figures.update({"total_s": total, "children_cpu_s": child_cpu, "children_cpu_share": child_cpu / total,
+            figures.update({"target": args.target or "dvc.yaml", "total_s": total, "children_cpu_s": child_cpu, "children_cpu_share": child_cpu / total,
                             "stages_s": stages, "stage_groups_s": groups})
         finally:
             if args.keep:

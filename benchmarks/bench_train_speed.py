@@ -7,11 +7,11 @@ reported apart). Settings rotate within each repeat (the order changes every rep
 medians of images/s with the CPU share the process got.
 
 Part 2, time to accuracy on the default data (``data/prepared/<data.name>``, built by
-``dvc repro prepare``), per seed: *today's loop* (the parameters before issue 14: 16
-epochs, patience 5, batch 128, Adam 1e-3 constant, fp32) against *the new default*
-(``params.yaml``'s ``train`` section with ``--new``'s changes, by default the proposed
-default of issue 14: 8 epochs, patience 3, 2e-3 after a 1-epoch warm-up, cosine, precision
-auto). The two trainings alternate **epoch by epoch**: each
+``dvc repro prepare``; ``--prepared DIR`` for another prepared cache, e.g. the default data
+at 48 px), per seed: *today's loop* (the parameters before issue 14: 16 epochs, patience 5,
+batch 128, Adam 1e-3 constant, fp32, per-tensor Adam) against *the new default*
+(``params.yaml``'s ``train`` section, with ``--new``'s changes if given). The two trainings
+alternate **epoch by epoch**: each
 runs one epoch through ``train_model``, its resume state is kept, and it continues later
 from that state (resumed training is bit-identical to uninterrupted training, tested in
 tests/test_determinism.py), so both sides see the same machine load over the run. The
@@ -23,7 +23,10 @@ finish (what the study pays), and the val mAP of the epoch each side keeps.
 Part 3: ResNet50 at 256 px, batch 16, fp32 vs bf16 (the paper's model; on a GPU the row
 to read is bf16 images/s).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_train_speed.py [--seeds 0 1] [--compile]
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_train_speed.py [--seeds 0 1] [--compile] \
+        [--prepared DIR --tag NAME]
+
+Writes ``benchmarks/results/bench_train_speed[-NAME].{txt,json}``.
 """
 
 from __future__ import annotations
@@ -37,21 +40,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import machine, median, print_table, spread
+from common import median, print_table, record, spread
 
 from cxrprune.core.config import TrainConfig, load_params
 from cxrprune.training.models import build_model
 from cxrprune.core.runtime import pick_device, set_threads
 from cxrprune.core.numerics import cpu_features, resolve_precision
 from cxrprune.datasets.prepare import load_meta, load_split
-from cxrprune.training.loop import _train_epoch, train_model
+from cxrprune.training.loop import _train_epoch, adam, train_model
 
 # The training loop as it was before issue 14 (params.yaml of that time).
 TODAY = dict(arch="resnet10", epochs=16, patience=5, batch_size=128, lr=1e-3, schedule="constant",
-             warmup_epochs=0.0, precision="fp32", compile=False)
+             warmup_epochs=0.0, precision="fp32", compile=False, fused_adam=False)
 # The proposed default (issue 14), applied over params.yaml's train section: half the epochs,
 # twice the peak rate after a one-epoch warm-up, cosine decay, precision by device.
-NEW = "epochs=8,patience=3,batch_size=128,lr=0.002,schedule=cosine,warmup_epochs=1.0,precision=auto,compile=false"
+# The new side by default: params.yaml's train section as it is (the current default).
+NEW = ""
 
 
 def cpu_seconds() -> float:
@@ -119,19 +123,20 @@ def time_to_accuracy(sides: dict[str, TrainConfig], seed: int, data) -> dict[str
     return out
 
 
-def throughput(settings: list[tuple[str, int, bool]], x, y, repeats: int, device, arch: str) -> dict:
+def throughput(settings: list[tuple], x, y, repeats: int, device, arch: str) -> dict:
+    """images/s of ``_train_epoch`` per setting ``(precision, batch, compile, fused_adam)``."""
     loss_fn = nn.BCEWithLogitsLoss()
     runs = {}
-    for prec, bs, comp in settings:
+    for prec, bs, comp, fused in settings:
         torch.manual_seed(0)
         model = build_model(arch, y.shape[1]).to(device, memory_format=torch.channels_last)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        cfg = TrainConfig(arch=arch, batch_size=bs, precision=prec, compile=comp, fused_adam=fused)
+        opt = adam(model.parameters(), cfg)
         step_model = torch.compile(model) if comp else model
-        cfg = TrainConfig(arch=arch, batch_size=bs, precision=prec, compile=comp)
         gen = torch.Generator().manual_seed(0)
         first = time.perf_counter()
         _train_epoch(step_model, opt, loss_fn, x, y, cfg, gen, device, precision=prec)  # warm-up (compiles)
-        runs[(prec, bs, comp)] = dict(fn=lambda m=step_model, o=opt, c=cfg, g=gen, p=prec: _train_epoch(
+        runs[(prec, bs, comp, fused)] = dict(fn=lambda m=step_model, o=opt, c=cfg, g=gen, p=prec: _train_epoch(
             m, o, loss_fn, x, y, c, g, device, precision=p), first=time.perf_counter() - first, rates=[], share=[])
     keys = list(runs)
     for r in range(repeats):
@@ -144,6 +149,11 @@ def throughput(settings: list[tuple[str, int, bool]], x, y, repeats: int, device
             runs[k]["rates"].append(x.shape[0] / w)
             runs[k]["share"].append((cpu_seconds() - c) / w)
     return runs
+
+
+def _label(key: tuple) -> str:
+    p, b, c, f = key
+    return f"{p}/{b}{'/compiled' if c else ''}{'/fused Adam' if f else ''}"
 
 
 def main() -> None:
@@ -159,19 +169,26 @@ def main() -> None:
     ap.add_argument("--r50-images", type=int, default=32)
     ap.add_argument("--candidate", action="append", default=[], metavar="KEY=VALUE,...",
                     help="another side in part 2: the new default with these train params changed")
+    ap.add_argument("--prepared", default=None, metavar="DIR",
+                    help="a prepared dataset other than params.yaml's (e.g. the default data at 48 px)")
+    ap.add_argument("--tag", default="", help="results file suffix: benchmarks/results/bench_train_speed-TAG.*")
     args = ap.parse_args()
+    with record("bench_train_speed" + (f"-{args.tag}" if args.tag else ""), args) as figures:
+        run(args, figures)
+
+
+def run(args, figures: dict) -> None:
     params = load_params()
     new = dataclasses.replace(params.train, **_parse(args.new, params.train)) if args.new else params.train
     set_threads(new.threads)
     device = pick_device(new.device)
     flags = ", ".join(k for k, v in cpu_features().items() if v) or "none"
-    print(machine())
     print(f"CPU lower-precision flags: {flags}; precision auto -> {resolve_precision('auto', device)} on {device}")
     today = dataclasses.replace(new, **TODAY)
     print(f"today's loop: {TODAY}")
     print(f"new (params.yaml train + --new): " + ", ".join(f"{k}={getattr(new, k)}" for k in TODAY) + "\n")
 
-    prep = params.data.prepared_dir
+    prep = args.prepared or params.data.prepared_dir
     classes = load_meta(prep)["classes"]
     train_labels, train_images = load_split(prep, "train")
     val_labels, val_images = load_split(prep, "val")
@@ -183,22 +200,35 @@ def main() -> None:
         y = torch.from_numpy(train_labels[classes].to_numpy(np.float32, copy=True)[:n]).to(device)
         precs = ["fp32"] + [p for p in ("bf16", "fp16") if _supported(p, device)]
         sizes = sorted({*args.batch_sizes, 128, new.batch_size})
-        settings = [(p, b, False) for p in precs for b in sizes]
+        # Every precision x batch with the per-tensor Adam of today's loop, and each precision at
+        # the default batch with the fused Adam.
+        settings = [(p, b, False, False) for p in precs for b in sizes]
+        settings += [(p, new.batch_size, False, True) for p in precs]
         if args.compile:
-            settings += [(p, new.batch_size, True) for p in precs]
+            settings += [(p, new.batch_size, True, new.fused_adam) for p in precs]
         runs = throughput(settings, x, y, args.repeats, device, new.arch)
-        print_table(["precision", "batch", "compile", "images/s, median [min-max]", "CPU share", "first epoch s"],
-                    [[p, b, c, spread(r["rates"]), f"{median(r['share']):.2f}", f"{r['first']:.1f}"]
-                     for (p, b, c), r in runs.items()],
-                    title=f"part 1: {new.arch} at {params.data.image_size} px, _train_epoch over {n} images, "
+        print_table(["precision", "batch", "compile", "fused Adam", "images/s, median [min-max]", "CPU share",
+                     "first epoch s"],
+                    [[p, b, c, f, spread(r["rates"]), f"{median(r['share']):.2f}", f"{r['first']:.1f}"]
+                     for (p, b, c, f), r in runs.items()],
+                    title=f"part 1: {new.arch} at {train_images.shape[-1]} px, _train_epoch over {n} images, "
                           f"{args.repeats} repeats, settings rotated, device {device}")
-        base = median(runs[("fp32", 128, False)]["rates"])
-        print("relative to fp32 batch 128: " + ", ".join(
-            f"{p}/{b}{'/compiled' if c else ''} {median(r['rates']) / base:.2f}x" for (p, b, c), r in runs.items()))
+        base = median(runs[("fp32", 128, False, False)]["rates"])
+        print("relative to fp32 batch 128 (per-tensor Adam): " + ", ".join(
+            f"{_label(k)} {median(r['rates']) / base:.2f}x" for k, r in runs.items()))
+        figures["image_size"] = int(train_images.shape[-1])
+        figures["throughput"] = [{"precision": p, "batch": b, "compile": c, "fused_adam": f,
+                                  "images_per_s": median(r["rates"]), "rates": r["rates"],
+                                  "relative": median(r["rates"]) / base} for (p, b, c, f), r in runs.items()]
 
     if "accuracy" not in args.skip:
-        print(f"\npart 2: time to today's final validation mAP, {params.data.name} data "
-              f"({len(train_images)} train / {len(val_images)} val images), epochs alternated")
+        print(f"\npart 2: time to today's final validation mAP, {prep} ({train_images.shape[-1]} px, "
+              f"{len(train_images)} train / {len(val_images)} val images), epochs alternated")
+        figures["image_size"] = int(train_images.shape[-1])
+        figures["prepared"] = str(prep)
+        figures["today"] = {k: getattr(today, k) for k in TODAY}
+        figures["new"] = {k: getattr(new, k) for k in TODAY}
+        figures["sides"] = []
         rows, ratios, finish = [], {}, {}
         for seed in args.seeds:
             sides = {"today": today, "new": new}
@@ -213,6 +243,13 @@ def main() -> None:
                 reached = (f"epoch {r['reached'][0]}, {r['reached'][1]:.1f} s" if r["reached"] else "not reached")
                 rows.append([seed, name, f"{target:.4f}", reached, r["epochs_run"], f"{r['total_s']:.1f}",
                              f"{r['cpu_s'] / r['wall_s']:.2f}", r["best_epoch"], f"{r['kept_map']:.4f}"])
+                figures["sides"].append({"seed": seed, "side": name, "target_val_map": target,
+                                         "reached_epoch": r["reached"][0] if r["reached"] else None,
+                                         "reached_s": r["reached"][1] if r["reached"] else None,
+                                         "epochs_run": r["epochs_run"], "total_s": r["total_s"],
+                                         "kept_epoch": r["best_epoch"], "kept_val_map": r["kept_map"],
+                                         "val_map": [h["val_map"] for h in r["history"]],
+                                         "seconds": [h["seconds"] for h in r["history"]]})
             for name in list(sides)[1:]:
                 if res[name]["reached"] and res["today"]["reached"]:
                     ratios.setdefault(name, []).append(res[name]["reached"][1] / res["today"]["reached"][1])
@@ -227,6 +264,8 @@ def main() -> None:
                 print(f"{name} / today, time to today's val mAP: not reached")
             print(f"{name} / today, time to finish: {', '.join(f'{r:.3f}' for r in finish[name])} "
                   f"(median {median(finish[name]):.3f})")
+        figures["time_to_target_ratio"] = {k: median(v) for k, v in ratios.items()}
+        figures["time_to_finish_ratio"] = {k: median(v) for k, v in finish.items()}
 
     if "resnet50" not in args.skip:
         rng = np.random.default_rng(0)
@@ -235,10 +274,12 @@ def main() -> None:
         y = torch.from_numpy((rng.random((args.r50_images, len(classes))) < 0.1).astype(np.float32)).to(device)
         precs = ["fp32"] + [p for p in ("bf16",) if _supported(p, device)]
         bs = 16 if device.type == "cpu" else 128
-        runs = throughput([(p, bs, False) for p in precs], x, y, max(2, args.repeats - 1), device, "resnet50")
+        runs = throughput([(p, bs, False, new.fused_adam) for p in precs], x, y, max(2, args.repeats - 1), device,
+                          "resnet50")
         print_table(["precision", "batch", "images/s, median [min-max]", "CPU share"],
-                    [[p, b, spread(r["rates"]), f"{median(r['share']):.2f}"] for (p, b, _), r in runs.items()],
+                    [[p, b, spread(r["rates"]), f"{median(r['share']):.2f}"] for (p, b, _, _), r in runs.items()],
                     title=f"part 3: resnet50 at {size} px, {args.r50_images} images per measurement, device {device}")
+        figures["resnet50_256px"] = {p: median(r["rates"]) for (p, _, _, _), r in runs.items()}
 
 
 def _parse(spec: str, base: TrainConfig) -> dict:

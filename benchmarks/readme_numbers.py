@@ -48,6 +48,12 @@ class Outputs:
     def csv(self, rel: str) -> pd.DataFrame:
         return pd.read_csv(self.root / rel)
 
+    def json_params_weight(self) -> str:
+        """``pie_treatment.weight`` of the committed params.yaml (the weight the study ran with)."""
+        import yaml
+
+        return f"{yaml.safe_load((self.root / 'params.yaml').read_text())['pie_treatment']['weight']:g}"
+
     def bench(self, name: str) -> dict | None:
         path = self.root / "benchmarks" / "results" / f"{name}.json"
         return json.loads(path.read_text()) if path.exists() else None
@@ -268,6 +274,95 @@ def scaleout(o: Outputs) -> str:
             + ". For GPU figures put one GPU's\nper-seed time into t_seed.\n")
 
 
+def train_speed(o: Outputs) -> str:
+    """Time to today's validation mAP and images/s (benchmarks/bench_train_speed.py), one
+    paragraph per committed run (the default data, and the default data at 48 px)."""
+    runs = sorted((o.root / "benchmarks" / "results").glob("bench_train_speed*.json"))
+    out = []
+    for path in runs:
+        b = json.loads(path.read_text())
+        f, m = b["figures"], b["machine"]
+        if "sides" not in f:
+            continue
+        rows = {(r["seed"], r["side"]): r for r in f["sides"]}
+        seeds = sorted({r["seed"] for r in f["sides"]})
+        parts = []
+        for seed in seeds:
+            t, n = rows[(seed, "today")], rows[(seed, "new")]
+            reach = (f"reached it in {n['reached_s']:.0f} s (epoch {n['reached_epoch'] + 1}), "
+                     f"**{n['reached_s'] / t['reached_s']:.2f}x** today's time" if n["reached_s"] is not None
+                     else f"did not reach it (kept val mAP {n['kept_val_map']:.3f})")
+            parts.append(f"seed {seed}: today's loop kept val mAP {t['kept_val_map']:.3f} after {t['reached_s']:.0f} s "
+                         f"(epoch {t['reached_epoch'] + 1}); the new default {reach}, finishing in {n['total_s']:.0f} s "
+                         f"vs {t['total_s']:.0f} s")
+        new = ", ".join(f"{k} {v}" for k, v in f["new"].items() if f["today"].get(k) != v)
+        thr = ""
+        if f.get("throughput"):
+            best = {(r["precision"], r["batch"], r["fused_adam"]): r for r in f["throughput"] if not r["compile"]}
+            thr = " Images/s of the loop relative to fp32/128: " + ", ".join(
+                f"{p}/{bs}{' fused' if fu else ''} {r['relative']:.2f}x" for (p, bs, fu), r in best.items()) + "."
+        out.append(f"- **{f['image_size']} px** (`{path.relative_to(o.root)}`; {m['cpu_model']}, {m['nproc']} cores, "
+                   f"CPU share {m['cpu_share']:.2f}, {m['started_utc']}); new default = today's loop with {new}: "
+                   + "; ".join(parts) + "." + thr)
+    if not out:
+        return "No committed output of `benchmarks/bench_train_speed.py` yet.\n"
+    return "\n".join(out) + "\n"
+
+
+def pie_answer(o: Outputs) -> str:
+    """The PIE treatment study's answer on the default data, from metrics/synthetic/pie_treatment.json."""
+    path = o.root / "metrics/synthetic/pie_treatment.json"
+    if not path.exists():
+        return ("**Not run yet**: `metrics/synthetic/pie_treatment.json` is not committed; run "
+                "`dvc repro studies/pie-treatment/dvc.yaml` and `make readme-numbers`.\n")
+    d = json.loads(path.read_text())
+    tp = d["train_pies"]
+    truth = tp.get("truth", {})
+
+    def cmp(t: str, ref: str, key: str) -> str:
+        r = d[f"vs_{ref}"][t][key]
+        return (f"{r['mean_diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], p {p_(r['p'])}"
+                if r.get("mean_diff") is not None and r.get("ci_low") is not None else "n/a")
+
+    def verdict(t: str) -> str:
+        rows = [d[f"vs_{ref}"][t][k] for ref in ("baseline", "remove_random") for k in ("map", "rare_ap")
+                if t in d.get(f"vs_{ref}", {})]
+        better = [r for r in rows if r.get("p") is not None and r["p"] < 0.05 and r["mean_diff"] > 0]
+        worse = [r for r in rows if r.get("p") is not None and r["p"] < 0.05 and r["mean_diff"] < 0]
+        return "helps" if better and not worse else "hurts" if worse and not better else "changes nothing significant"
+
+    flips = truth.get("flipped", {})
+    degr = truth.get("degraded", {})
+    what = (f"Training-set PIEs ({tp['count']} images, out of fold) hold flipped labels at precision "
+            f"{flips.get('precision', float('nan')):.3f} (base rate {flips.get('base_rate', float('nan')):.3f}, "
+            f"Fisher p {p_(flips['p'])}) and degraded images at {degr.get('precision', float('nan')):.3f} "
+            f"(base rate {degr.get('base_rate', float('nan')):.3f}, p {p_(degr['p'])})" if flips and degr
+            else f"{tp['count']} training-set PIEs (no synthetic truth to check them against)")
+    sentences = [
+        f"{what}; removing them **{verdict('remove')}** (dense mAP vs the baseline {cmp('remove', 'baseline', 'map')}, "
+        f"vs dropping as many random images {cmp('remove', 'remove_random', 'map')}; rare-class AP vs the random "
+        f"control {cmp('remove', 'remove_random', 'rare_ap')}).",
+        f"Upweighting them x{o.json_params_weight()} **{verdict('upweight')}** (dense mAP vs the baseline "
+        f"{cmp('upweight', 'baseline', 'map')}, rare-class AP {cmp('upweight', 'baseline', 'rare_ap')}); "
+        f"mean differences over {d['vs_baseline']['remove']['map']['n']} seeds with 95% t intervals and paired "
+        "t-tests (`metrics/synthetic/pie_treatment.json`).",
+    ]
+    return "\n".join(sentences) + "\n"
+
+
+def pie_cost(o: Outputs) -> str:
+    """The PIE treatment study's wall time (bench_repro.py --target studies/pie-treatment/dvc.yaml)."""
+    b = o.bench("bench_repro-pie-treatment")
+    if not b:
+        return "No committed output of the PIE study's timing yet.\n"
+    f, m = b["figures"], b["machine"]
+    total = f["total_s"]
+    groups = ", ".join(f"{name} {s:.0f} s" for name, s in f["stage_groups_s"].items())
+    return (f"**{int(total // 60)} min {total % 60:.0f} s** on {m['cpu_model']} ({m['nproc']} cores; the stages' CPU "
+            f"share {f['children_cpu_share']:.2f}, {m['started_utc']}; `benchmarks/results/bench_repro-pie-treatment.json`): "
+            f"{groups}.\n")
+
+
 def operating_point_table(o: Outputs) -> str:
     """The default run's operating points per method (``cxrprune.analysis.readme``)."""
     from cxrprune.analysis.readme import render as render_points
@@ -299,7 +394,7 @@ def repro_time(o: Outputs) -> str:
 
 RENDER: dict[str, Callable[[Outputs], str]] = {
     "findings": findings, "why": why, "benchmarks": bench_table, "scaleout": scaleout, "repro": repro_time,
-    "operating-points": operating_point_table,
+    "operating-points": operating_point_table, "train-speed": train_speed, "pie-answer": pie_answer, "pie-cost": pie_cost,
 }
 
 
