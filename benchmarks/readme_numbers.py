@@ -301,6 +301,11 @@ def train_speed(o: Outputs) -> str:
             best = {(r["precision"], r["batch"], r["fused_adam"]): r for r in f["throughput"] if not r["compile"]}
             thr = " Images/s of the loop relative to fp32/128: " + ", ".join(
                 f"{p}/{bs}{' fused' if fu else ''} {r['relative']:.2f}x" for (p, bs, fu), r in best.items()) + "."
+        r50 = f.get("resnet50_256px") or {}
+        if r50:
+            thr += (" ResNet50 at 256 px (the paper's model), images/s: "
+                    + ", ".join(f"{p} {v:.1f}" for p, v in r50.items())
+                    + (f" ({r50['bf16'] / r50['fp32']:.2f}x in bf16)." if "bf16" in r50 and "fp32" in r50 else "."))
         out.append(f"- **{f['image_size']} px** (`{path.relative_to(o.root)}`; {m['cpu_model']}, {m['nproc']} cores, "
                    f"CPU share {m['cpu_share']:.2f}, {m['started_utc']}); new default = today's loop with {new}: "
                    + "; ".join(parts) + "." + thr)
@@ -352,15 +357,7 @@ def pie_answer(o: Outputs) -> str:
 
 def pie_cost(o: Outputs) -> str:
     """The PIE treatment study's wall time (bench_repro.py --target studies/pie-treatment/dvc.yaml)."""
-    b = o.bench("bench_repro-pie-treatment")
-    if not b:
-        return "No committed output of the PIE study's timing yet.\n"
-    f, m = b["figures"], b["machine"]
-    total = f["total_s"]
-    groups = ", ".join(f"{name} {s:.0f} s" for name, s in f["stage_groups_s"].items())
-    return (f"**{int(total // 60)} min {total % 60:.0f} s** on {m['cpu_model']} ({m['nproc']} cores; the stages' CPU "
-            f"share {f['children_cpu_share']:.2f}, {m['started_utc']}; `benchmarks/results/bench_repro-pie-treatment.json`): "
-            f"{groups}.\n")
+    return _repro_line(o, "bench_repro-pie-treatment", "the PIE treatment study")
 
 
 def operating_point_table(o: Outputs) -> str:
@@ -378,18 +375,21 @@ def operating_point_table(o: Outputs) -> str:
 
 def repro_time(o: Outputs) -> str:
     """The default study's wall time (benchmarks/bench_repro.py: `dvc repro` from nothing)."""
-    b = o.bench("bench_repro")
+    return _repro_line(o, "bench_repro", "the default")
+
+
+def _repro_line(o: Outputs, name: str, what: str) -> str:
+    b = o.bench(name)
     if not b:
-        return "No committed output of `benchmarks/bench_repro.py` yet: the run time is not measured.\n"
+        return f"No committed output of `benchmarks/bench_repro.py` for {what} yet: the run time is not measured.\n"
     f, m = b["figures"], b["machine"]
     total = f["total_s"]
-    groups = ", ".join(f"{name} {s:.0f} s" for name, s in f["stage_groups_s"].items())
+    groups = ", ".join(f"{stage} {s:.0f} s" for stage, s in f["stage_groups_s"].items())
     flags = m.get("cpu_flags") or []
     kind = "with AMX" if "amx_bf16" in flags else ("with AVX-512 BF16, no AMX" if "avx512_bf16" in flags else "")
-    return (f"**{int(total // 60)} min {total % 60:.0f} s** for `dvc repro` of the default from nothing on "
+    return (f"**{int(total // 60)} min {total % 60:.0f} s** for `dvc repro` of {what} from nothing on "
             f"{m['cpu_model']} ({m['nproc']} cores{', ' + kind if kind else ''}; the stages' CPU share "
-            f"{f['children_cpu_share']:.2f}, {m['started_utc']}; `benchmarks/results/bench_repro.json`): "
-            f"{groups}.\n")
+            f"{f['children_cpu_share']:.2f}, {m['started_utc']}; `benchmarks/results/{name}.json`): {groups}.\n")
 
 
 RENDER: dict[str, Callable[[Outputs], str]] = {
