@@ -360,6 +360,28 @@ def pie_cost(o: Outputs) -> str:
     return _repro_line(o, "bench_repro-pie-treatment", "the PIE treatment study")
 
 
+def compare_table(o: Outputs) -> str:
+    """Which verdicts survive other draws of the synthetic data: reports/compare.md's table,
+    verdict symbols only, one column per experiment (``cxrprune compare``)."""
+    path = o.root / "reports/compare.md"
+    if not path.exists():
+        return "No committed `reports/compare.md` yet: run the experiments above, then `cxrprune compare`.\n"
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in path.read_text().splitlines() if line.startswith("|")]
+    head, body = rows[0], [r for r in rows[2:]]
+    axes = {r[0].strip("*"): r[1:-1] for r in body if r[0].startswith("*")}
+    seeds = axes.get("synthetic.seed") or ["-"] * (len(head) - 2)
+    out = ["| finding | " + " | ".join(f"{n} (seed {sd})" for n, sd in zip(head[1:-1], seeds)) + " | reproduced |",
+           "| --- |" + " --- |" * (len(head) - 1)]
+    for r in body:
+        if r[0].startswith("*"):
+            continue
+        out.append(f"| {r[0]} | " + " | ".join(cell.split(" ", 1)[0] for cell in r[1:-1]) + f" | {r[-1]} |")
+    legend = next((line for line in path.read_text().splitlines() if line.startswith("Source:")), "")
+    symbols = legend.split("Cells: verdict symbol, then this run's value [95% CI]. ", 1)[-1]
+    return "\n".join(out) + f"\n\n{symbols}\n"
+
+
 def operating_point_table(o: Outputs) -> str:
     """The default run's operating points per method (``cxrprune.analysis.readme``)."""
     from cxrprune.analysis.readme import render as render_points
@@ -395,6 +417,7 @@ def _repro_line(o: Outputs, name: str, what: str) -> str:
 RENDER: dict[str, Callable[[Outputs], str]] = {
     "findings": findings, "why": why, "benchmarks": bench_table, "scaleout": scaleout, "repro": repro_time,
     "operating-points": operating_point_table, "train-speed": train_speed, "pie-answer": pie_answer, "pie-cost": pie_cost,
+    "compare": compare_table,
 }
 
 

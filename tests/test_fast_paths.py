@@ -174,11 +174,14 @@ def test_random_method_equals_the_seeded_permutation():
     pruner = GlobalPruner(model)
     dense = pruner.original.clone()
     pruner.reset("random", torch.Generator().manual_seed(5 + RANDOM_PRUNE_SEED_OFFSET))
-    order = torch.randperm(pruner.n, generator=torch.Generator().manual_seed(5 + RANDOM_PRUNE_SEED_OFFSET))
+    # Weight i's rank is the i-th entry of the seeded permutation (a uniformly random ranking):
+    # level k prunes exactly the weights ranked below round(k * n).
+    rank = torch.randperm(pruner.n, generator=torch.Generator().manual_seed(5 + RANDOM_PRUNE_SEED_OFFSET),
+                          dtype=torch.int32)
     for level in [0.1, 0.5, 0.9]:
         pruner.apply(level)
-        keep = torch.ones(pruner.n, dtype=torch.bool)
-        keep[order[:n_pruned(level, pruner.n)]] = False
+        keep = rank >= n_pruned(level, pruner.n)
+        assert int((~keep).sum()) == n_pruned(level, pruner.n)
         flat = torch.cat([p.detach().reshape(-1) for p in pruner.params])
         assert torch.equal(flat, torch.where(keep, dense, torch.zeros(())))
 

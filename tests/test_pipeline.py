@@ -34,7 +34,8 @@ TINY = {
     "data": {"image_size": 32, "workers": 1},
     "synthetic": {"n_patients": 100, "images_per_patient": 2.0, "image_size": 48, "min_positives": 2,
                   "val_fraction": 0.25, "test_fraction": 0.3},
-    "train": {"arch": "resnet10", "epochs": 2, "patience": 1, "batch_size": 64, "threads": 1},
+    # checkpoint_every_s 0: a resume state after every epoch (the kill-and-resume tests need one)
+    "train": {"arch": "resnet10", "epochs": 2, "patience": 1, "batch_size": 64, "threads": 1, "checkpoint_every_s": 0},
     "prune": {"methods": METHODS, "levels": LEVELS, "batch_size": 256, "calibration_images": 16,
               "efficiency_repeats": 1},
     "evaluate": {"test": "ttest"},
