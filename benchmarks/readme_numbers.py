@@ -409,9 +409,13 @@ def _repro_line(o: Outputs, name: str, what: str) -> str:
     groups = ", ".join(f"{stage} {s:.0f} s" for stage, s in f["stage_groups_s"].items())
     flags = m.get("cpu_flags") or []
     kind = "with AMX" if "amx_bf16" in flags else ("with AVX-512 BF16, no AMX" if "avx512_bf16" in flags else "")
+    shared = (f" The machine was shared during this run (the stages got {f['children_cpu_share']:.2f} of "
+              f"{m['nproc']} cores): the stages' own CPU time was {f['children_cpu_s'] / 60:.0f} CPU-minutes, and a "
+              "quiet run takes less wall time." if f["children_cpu_share"] < 0.75 * m["nproc"] else "")
     return (f"**{int(total // 60)} min {total % 60:.0f} s** for `dvc repro` of {what} from nothing on "
             f"{m['cpu_model']} ({m['nproc']} cores{', ' + kind if kind else ''}; the stages' CPU share "
-            f"{f['children_cpu_share']:.2f}, {m['started_utc']}; `benchmarks/results/{name}.json`): {groups}.\n")
+            f"{f['children_cpu_share']:.2f}, {m['started_utc']}; `benchmarks/results/{name}.json`): {groups}."
+            f"{shared}\n")
 
 
 RENDER: dict[str, Callable[[Outputs], str]] = {

@@ -42,8 +42,9 @@ def test_a_hand_edited_number_is_caught():
 
 @pytest.fixture
 def outputs_copy(tmp_path):
-    for rel in ("metrics/synthetic", "plots/synthetic", "benchmarks/results"):
+    for rel in ("metrics/synthetic", "plots/synthetic", "benchmarks/results", "reports"):
         shutil.copytree(REPO / rel, tmp_path / rel, ignore=shutil.ignore_patterns("*.png"))
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")  # the PIE study's weight
     return tmp_path
 
 
