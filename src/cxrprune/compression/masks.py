@@ -257,15 +257,6 @@ def permutation_rank(n: int, generator: torch.Generator | None = None) -> torch.
     return torch.randperm(n, generator=generator, dtype=dtype, device="cpu")
 
 
-def pruning_order(weights: torch.Tensor, method: str, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Flat indices in the order they are pruned (a reference; the pruner never builds it)."""
-    if method == "l1":
-        return torch.sort(weights.abs(), stable=True).indices
-    if method == "random":
-        return torch.argsort(permutation_rank(weights.numel(), generator).long()).to(weights.device)
-    raise ValueError(f"unknown pruning method {method!r}; choose one of {METHODS}")
-
-
 def masks_for_levels(model: nn.Module, levels: Iterable[float], method: str = "l1",
                      generator: torch.Generator | None = None) -> dict[float, list[torch.Tensor]]:
     """Boolean keep-masks per level and parameter (for tests and benchmarks)."""

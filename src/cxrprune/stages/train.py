@@ -50,15 +50,16 @@ def run(params: Params, seed: int) -> None:
               f"(MLflow run {run_id})", file=sys.stderr)
         log.call(runs.log_missing_epochs, run_id, state.get("history", []))
 
-    last_save = [time.monotonic()]
+    last_save = time.monotonic()
 
     def save(training_state: dict) -> None:
         # A resume state is a few tens of MB: on a small default each epoch takes seconds, and
         # writing it every epoch cost ~8% of the training; a kill loses at most this interval.
-        if time.monotonic() - last_save[0] < params.train.checkpoint_every_s:
+        nonlocal last_save
+        if time.monotonic() - last_save < params.train.checkpoint_every_s:
             return
         resume_file.save({**training_state, "run_id": run_id, "resume_count": count})
-        last_save[0] = time.monotonic()
+        last_save = time.monotonic()
 
     try:
         result = train_model(params.train, seed, train_labels, train_images, val_labels, val_images, classes,
