@@ -54,3 +54,26 @@ def test_compare_lists_every_experiment_with_its_verdicts(tmp_path):
                     assert f"[{f['ci_lo']:.3g}, {f['ci_hi']:.3g}]" in cell
             else:
                 assert "n/a" in cell
+
+
+def _entry(rev: str, seed: int, value: float, name: str | None = None) -> dict:
+    """One state as `dvc exp show --json` gives it: params.yaml and a findings report."""
+    findings = {"calibration": True, "findings": {CLAIMS[0].key: {"verdict": "reproduced", "value": value}}}
+    return {"rev": rev, "name": name, "data": {
+        "params": {"params.yaml": {"data": {"synthetic": {"seed": seed}, "seeds": [0, 1]}}},
+        "metrics": {"reports/synthetic/findings.json": {"data": findings}}}}
+
+
+def test_an_unchanged_workspace_is_not_counted_twice():
+    base = _entry("a" * 40, 0, 0.7, name="main")
+    exp = _entry("b" * 40, 1, 0.6, name="synth-seed-1")
+    clean = [dict(_entry("workspace", 0, 0.7)), dict(base, experiments=[{"revs": [exp]}])]
+    assert [e.name for e in compare.collect(clean)[0]] == ["main", "synth-seed-1"]
+    # A workspace whose params or results differ from every commit is its own column.
+    edited = [_entry("workspace", 5, 0.7), dict(base, experiments=[{"revs": [exp]}])]
+    assert [e.name for e in compare.collect(edited)[0]] == ["workspace", "main", "synth-seed-1"]
+    rerun = [_entry("workspace", 0, 0.65), dict(base, experiments=[{"revs": [exp]}])]
+    assert [e.name for e in compare.collect(rerun)[0]] == ["workspace", "main", "synth-seed-1"]
+    text = compare.render(compare.collect(clean)[0], [], None)
+    row = next(line for line in text.splitlines() if line.startswith(f"| {CLAIMS[0].title} |"))
+    assert row.endswith("| 2/2 |"), row  # main and synth-seed-1, not the workspace again

@@ -86,7 +86,17 @@ def collect(entries: list[dict]) -> tuple[list[Experiment], list[str]]:
                 value = None  # not a synthetic run: the generator seed means nothing
             exp.axes[axis] = "" if value is None else str(value)
         found.append(exp)
-    return found, skipped
+    return _without_unchanged_workspace(found), skipped
+
+
+def _without_unchanged_workspace(found: list[Experiment]) -> list[Experiment]:
+    """Drop the workspace when it holds a commit's results unchanged (after ``dvc repro`` of a
+    clean checkout): shown twice, the same run would count twice in "reproduced"."""
+    work = next((e for e in found if e.rev == "workspace"), None)
+    if work is not None and any(e is not work and e.params == work.params and e.findings == work.findings
+                                for e in found):
+        found = [e for e in found if e is not work]
+    return found
 
 
 def render(experiments: list[Experiment], skipped: list[str], figure: Path | None) -> str:
