@@ -15,6 +15,12 @@ LOCK_TOOLS := .venv-lock-tools
 
 # `make test BROWSER_TESTS=0` deselects the browser tests instead of installing Chromium.
 BROWSER_TESTS ?= 1
+# Test processes (pytest-xdist). The end-to-end tests spend most of their time starting
+# single-threaded stage processes, so one pytest process keeps one core of two busy (load
+# average about 1); two workers use both. Whole files go to one worker (--dist loadfile): a module's
+# reproduced workspace is built once. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 UI_PORT ?= 5000
 
 export PATH := $(BIN):$(PATH)
@@ -53,10 +59,10 @@ repro-ray: install ## train@s/prune@s as Ray tasks, then dvc repro (RAY_ADDRESS=
 # A browser test that skips would pass silently: under `make test` a missing Chromium is
 # installed (root or password-less sudo with apt-get) or the run stops with the command to run.
 test: install $(if $(filter 0,$(BROWSER_TESTS)),,browser) ## the test suite, browser tests included (BROWSER_TESTS=0: without them)
-	CXRPRUNE_REQUIRE_BROWSER=$(BROWSER_TESTS) $(BIN)/python -m pytest $(if $(filter 0,$(BROWSER_TESTS)),-m "not browser")
+	CXRPRUNE_REQUIRE_BROWSER=$(BROWSER_TESTS) $(BIN)/python -m pytest $(XDIST) $(if $(filter 0,$(BROWSER_TESTS)),-m "not browser")
 
 test-fast: install ## the tests without the end-to-end dvc repro and browser tests
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest $(XDIST) -m "not slow"
 
 APT_CHROMIUM := apt-get install -y chromium chromium-driver
 browser: ## install Debian's chromium and chromium-driver for the browser tests, if missing
