@@ -278,11 +278,13 @@ def train_speed(o: Outputs) -> str:
     """Time to today's validation mAP and images/s (benchmarks/bench_train_speed.py), one
     paragraph per committed run (the default data, and the default data at 48 px)."""
     runs = sorted((o.root / "benchmarks" / "results").glob("bench_train_speed*.json"))
-    out = []
+    out, compiled = [], []
     for path in runs:
         b = json.loads(path.read_text())
         f, m = b["figures"], b["machine"]
         if "sides" not in f:
+            if any(r["compile"] for r in f.get("throughput", [])):
+                compiled.append(_compile_line(path.relative_to(o.root), f, m))
             continue
         rows = {(r["seed"], r["side"]): r for r in f["sides"]}
         seeds = sorted({r["seed"] for r in f["sides"]})
@@ -309,9 +311,26 @@ def train_speed(o: Outputs) -> str:
         out.append(f"- **{f['image_size']} px** (`{path.relative_to(o.root)}`; {m['cpu_model']}, {m['nproc']} cores, "
                    f"CPU share {m['cpu_share']:.2f}, {m['started_utc']}); new default = today's loop with {new}: "
                    + "; ".join(parts) + "." + thr)
+    out += compiled
     if not out:
         return "No committed output of `benchmarks/bench_train_speed.py` yet.\n"
     return "\n".join(out) + "\n"
+
+
+def _compile_line(path: Path, f: dict, m: dict) -> str:
+    """A throughput run with ``--compile``: each compiled row next to the same setting eager,
+    and what compiling cost (the first epoch, which compiles, from an empty cache)."""
+    eager = {(r["precision"], r["batch"], r["fused_adam"]): r for r in f["throughput"] if not r["compile"]}
+    parts = []
+    for r in (r for r in f["throughput"] if r["compile"]):
+        e = eager.get((r["precision"], r["batch"], r["fused_adam"]))
+        if e is None:
+            continue
+        parts.append(f"{r['precision']}/{r['batch']}{' fused' if r['fused_adam'] else ''} "
+                     f"{r['images_per_s'] / e['images_per_s']:.2f}x of eager, first epoch (compiling) "
+                     f"{r['first_epoch_s']:.0f} s vs {e['first_epoch_s']:.1f} s")
+    return (f"- **{f['image_size']} px, `torch.compile`** (`{path}`; {m['cpu_model']}, {m['nproc']} cores, "
+            f"CPU share {m['cpu_share']:.2f}, {m['started_utc']}): " + "; ".join(parts) + ".")
 
 
 def pie_answer(o: Outputs) -> str:
