@@ -420,7 +420,10 @@ def test_killed_worker_and_ctrl_c_leave_no_partial_output(twins, tmp_path):
     """Seed 1's Ray worker is killed (no retries): seed 0 trains on. Then Ctrl-C: seed 0 is
     cancelled, its stage process dies with its worker, no output of either remains."""
     ws = copy_workspace(twins[1], tmp_path / "ws")
-    set_param(ws, "train", "epochs", 4)  # both seeds retrain, long enough to interrupt
+    # Both seeds retrain, for longer than this test lasts: with 4 epochs and early stopping,
+    # seed 0 finished before the Ctrl-C on a fast machine. It is cancelled, never run out.
+    set_param(ws, "train", "epochs", 200)
+    set_param(ws, "train", "patience", 200)
     lock_before = lock(ws)
     proc = subprocess.Popen([str(BIN / "cxrprune"), "repro", "--ray", "--cpus", "2", "--progress", "lines",
                              "--retries", "0"], cwd=ws, env=cxr_env(), stdout=subprocess.PIPE,
