@@ -173,3 +173,58 @@ def test_compiled_training_reaches_a_finite_loss_bit_identically(data):
     assert np.isfinite(first.history[["train_loss", "val_loss"]].to_numpy()).all()
     assert _weights(first.model) == _weights(second.model)
     assert not any(k.startswith("_orig_mod.") for k in first.model.state_dict())
+
+
+def test_weight_average_is_the_exponential_moving_average_of_the_steps(data):
+    """train.ema_decay: after the first step the average is the weights; after each later
+    step avg <- decay * avg + (1 - decay) * weights, for batch-norm statistics too (checked
+    against a float64 recomputation from the weights after every step)."""
+    from cxrprune.training.loop import weight_average
+
+    tl, ti, _, _, classes = data
+    torch.manual_seed(0)
+    model = build_model("resnet10", len(classes)).to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    ema = weight_average(model, 0.9)
+    x = torch.from_numpy(np.array(ti))
+    y = torch.from_numpy(tl[classes].to_numpy(np.float32, copy=True))
+    cfg = dataclasses.replace(CFG, batch_size=8, rotation=0.0)
+    expected = None
+    # One step per call: batch 8 over the first 8 images only.
+    for step in range(4):
+        _train_epoch(model, opt, nn.BCEWithLogitsLoss(), x[:8], y[:8], cfg, torch.Generator().manual_seed(step),
+                     "cpu", ema=ema)
+        now = {k: v.double() for k, v in model.state_dict().items() if v.is_floating_point()}
+        expected = now if expected is None else {k: 0.9 * expected[k] + 0.1 * now[k] for k in now}
+    got = ema.module.state_dict()
+    assert int(ema.n_averaged) == 4
+    for k, v in expected.items():
+        torch.testing.assert_close(got[k].double(), v, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(got["fc.weight"], model.state_dict()["fc.weight"])  # an average, not a copy
+    assert any("running_mean" in k for k in expected)  # batch-norm statistics averaged too
+
+
+def test_training_with_weight_averaging_keeps_the_average_and_resumes_bit_identically(data):
+    cfg = dataclasses.replace(CFG, epochs=3, patience=3, ema_decay=0.9)
+    reference = train_model(cfg, SEED, *data)
+    plain = train_model(dataclasses.replace(cfg, ema_decay=0.0), SEED, *data)
+    assert np.isfinite(reference.history[["train_loss", "val_loss"]].to_numpy()).all()
+    assert _weights(reference.model) != _weights(plain.model)  # the averaged weights are what is kept
+    assert not reference.history["val_loss"].equals(plain.history["val_loss"])  # and what is validated
+    states = []
+
+    class Stop(Exception):
+        pass
+
+    def keep_then_stop(state):
+        states.append(state)
+        if state["epoch"] == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_model(cfg, SEED, *data, on_checkpoint=keep_then_stop)
+    resumed = train_model(cfg, SEED, *data, resume=states[-1])
+    assert _weights(resumed.model) == _weights(reference.model)
+    assert resumed.history.drop(columns="seconds").equals(reference.history.drop(columns="seconds"))
+    with pytest.raises(ConfigError, match=r"train.ema_decay must be 0 \(off\) or a decay in \(0, 1\)"):
+        from_dict({"train": {"ema_decay": 1.0}})

@@ -186,6 +186,7 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # auto: see cxrprune.core.numerics
     compile: bool = False  # torch.compile of the training forward/backward
     fused_adam: bool = False  # Adam's fused kernel instead of its per-tensor loop (cxrprune.training.loop.adam)
+    ema_decay: float = 0.0  # exponential moving average of the weights per step (0: off); validated and kept
     checkpoint_every_s: float = 0.0  # resume state written after an epoch if this long since the last (0: every epoch)
 
     def __post_init__(self) -> None:
@@ -196,6 +197,8 @@ class TrainConfig:
         _require(1 <= self.batch_size <= MAX_BATCH, "train.batch_size", f"an integer in [1, {MAX_BATCH}]",
                  self.batch_size)
         _require(0 < self.lr <= 10, "train.lr", "a positive number (at most 10)", self.lr)
+        _require(0 <= self.ema_decay < 1, "train.ema_decay", "0 (off) or a decay in (0, 1), e.g. 0.99",
+                 self.ema_decay)
         _require(0 <= self.weight_decay <= 10, "train.weight_decay", "a number in [0, 10]", self.weight_decay)
         _require(0 <= self.rotation <= 180, "train.rotation", "degrees in [0, 180]", self.rotation)
         _require(0 <= self.checkpoint_every_s <= 86400, "train.checkpoint_every_s", "seconds in [0, 86400]",

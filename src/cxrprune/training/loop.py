@@ -8,7 +8,8 @@ Levers (``train`` params, measured in ``benchmarks/bench_train_speed.py``): a pe
 learning-rate schedule (:func:`learning_rate`: linear warm-up, then constant or cosine),
 the precision (:mod:`cxrprune.core.numerics` decides it, for training and inference alike) and
 ``torch.compile`` of the training forward/backward (its compile time falls in epoch 0's
-``seconds``). On a GPU the uint8 cache is copied to the device once when it fits,
+``seconds``), and ``train.ema_decay``: an exponential moving average of the weights
+(:func:`weight_average`) is what is validated, early-stopped on and kept. On a GPU the uint8 cache is copied to the device once when it fits,
 augmentation runs there, and nothing in a step waits for the device (fp16's gradient
 scaler aside: it checks for infinities once per step).
 """
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from cxrprune.analysis.metrics import average_precision, roc_auc
@@ -79,6 +81,8 @@ def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_i
         device, memory_format=torch.channels_last)
     optimizer = adam(model.parameters(), cfg)
     scaler = grad_scaler(precision, device)
+    ema = weight_average(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    judged = ema.module if ema is not None else model  # what is validated, early-stopped on and kept
     loss_fn = nn.BCEWithLogitsLoss()
     # The compiled module shares the model's parameters; validation and the saved state use
     # the model itself (no second compilation for eval mode, no "_orig_mod." keys).
@@ -106,6 +110,8 @@ def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_i
         optimizer.load_state_dict(resume["optimizer"])
         if resume.get("scaler"):
             scaler.load_state_dict(resume["scaler"])
+        if ema is not None:
+            ema.load_state_dict(resume["ema"])
         best_loss, best_epoch, stale = float(resume["best_loss"]), int(resume["best_epoch"]), int(resume["stale"])
         best_state = resume["best_state"]
         rows = [dict(r) for r in resume["history"]]
@@ -116,8 +122,8 @@ def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_i
     for epoch in ([] if stopped else epochs):
         start = time.perf_counter()
         train_loss = _train_epoch(step_model, optimizer, loss_fn, x_train, y_train, cfg, gen, device, epoch=epoch,
-                                  precision=precision, scaler=scaler, w=w_train)
-        val_loss, val_probs = _validate(model, loss_fn, x_val, y_val, cfg.batch_size, device, precision)
+                                  precision=precision, scaler=scaler, w=w_train, ema=ema)
+        val_loss, val_probs = _validate(judged, loss_fn, x_val, y_val, cfg.batch_size, device, precision)
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -130,13 +136,13 @@ def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_i
         epochs.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}", mAP=f"{row['val_map']:.3f}")
         if val_loss < best_loss:
             best_loss, best_epoch, stale = val_loss, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(judged.state_dict())
         else:
             stale += 1
         stopped = stale >= cfg.patience
         if on_checkpoint is not None:
             on_checkpoint(training_state(epoch, model, optimizer, best_state, best_loss, best_epoch, stale,
-                                         stopped, rows, gen, scaler))
+                                         stopped, rows, gen, scaler, ema))
         if on_epoch is not None:
             on_epoch(row)
         if stopped:
@@ -151,7 +157,8 @@ def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_i
 
 
 def training_state(epoch: int, model: nn.Module, optimizer, best_state, best_loss: float, best_epoch: int,
-                   stale: int, stopped: bool, rows: list[dict], gen: torch.Generator, scaler=None) -> dict:
+                   stale: int, stopped: bool, rows: list[dict], gen: torch.Generator, scaler=None,
+                   ema: AveragedModel | None = None) -> dict:
     """Everything :func:`train_model` needs to continue after ``epoch`` (tensors, numbers, lists).
 
     The learning rate is a function of the step (:func:`learning_rate`), so the epoch is the
@@ -160,7 +167,22 @@ def training_state(epoch: int, model: nn.Module, optimizer, best_state, best_los
     return {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "best_state": best_state, "best_loss": best_loss, "best_epoch": best_epoch, "stale": stale,
             "stopped": stopped, "history": [dict(r) for r in rows], "rng": _capture_rng(gen),
-            "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else {}}
+            "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else {},
+            "ema": ema.state_dict() if ema is not None else {}}
+
+
+def weight_average(model: nn.Module, decay: float) -> AveragedModel:
+    """Exponential moving average of ``model``'s weights and batch-norm statistics, updated
+    after every optimizer step (``update_parameters``); ``.module`` is the averaged model.
+
+    Why: at a rate high enough to learn fast the weights after any one step sit at a noisy
+    point around the path; their average over the last ~1/(1 - decay) steps can be the better
+    model sooner (Polyak averaging, torchvision's ``references/classification --model-ema``).
+    torch's ``AveragedModel`` copies the weights at its first update, so the random start
+    never enters the average. Measured on the default data (benchmarks/bench_train_speed.py):
+    it smooths the validation loss but lags the validation mAP, so it is off by default.
+    """
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True).eval()
 
 
 def _capture_rng(gen: torch.Generator) -> dict:
@@ -209,7 +231,7 @@ def adam(parameters, cfg: TrainConfig) -> torch.optim.Adam:
 
 
 def _train_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device, *, epoch: int = 0,
-                 precision: str = "fp32", scaler=None, w=None) -> float:
+                 precision: str = "fp32", scaler=None, w=None, ema: AveragedModel | None = None) -> float:
     """One pass over the uint8 cache ``x`` in a seeded random order.
 
     Per batch: gather the uint8 rows, move them (pinned, asynchronously, on a GPU), convert,
@@ -221,7 +243,7 @@ def _train_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device,
     """
     with _heap_scope(device):
         return _run_epoch(model, optimizer, loss_fn, x, y, cfg, gen, device, epoch, precision,
-                          scaler if scaler is not None else grad_scaler(precision, device), w)
+                          scaler if scaler is not None else grad_scaler(precision, device), w, ema)
 
 
 def _heap_scope(device):
@@ -229,7 +251,7 @@ def _heap_scope(device):
 
 
 def _run_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device, epoch, precision, scaler,
-               w=None) -> float:
+               w=None, ema=None) -> float:
     model.train()
     perm = torch.randperm(x.shape[0], generator=gen)  # on the CPU generator: the same order on any device
     pin = torch.device(device).type == "cuda" and x.device.type == "cpu"
@@ -255,6 +277,8 @@ def _run_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device, e
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        if ema is not None:
+            ema.update_parameters(model)
         total += loss.detach().double() * len(idx)
         seen += len(idx)
     return float(total) / seen
