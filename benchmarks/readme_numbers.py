@@ -98,7 +98,7 @@ def findings(o: Outputs) -> str:
          (f"{'same sign' if f['first_drop_r'] > 0 else 'opposite sign'}, "
          f"{'significant' if f['first_drop_p'] < 0.05 else 'not significant'}: r {f['first_drop_r']:.2f} "
          f"(p {p_(f['first_drop_p'])}), rho {f['first_drop_rho']:.2f}; No Finding drops "
-         f"{'last' if nf['first_drop'] >= fg['first_drop'].max() else 'at'}, at {nf['first_drop']:.2f} (paper: 0.90)")),
+         f"{'last, ' if nf['first_drop'] >= fg['first_drop'].max() else ''}at {nf['first_drop']:.2f} (paper: 0.90)")),
         ("FCD grows with the frequency gap (r 0.71) and shrinks with co-occurrence (r -0.43)",
          (f"r {fc['freq_r']:.2f} (p {p_(fc['freq_p'])}) and r {fc['iou_r']:.2f} (p {p_(fc['iou_p'])}) over "
          f"{fc['n_pairs_used']} pairs")),
@@ -288,15 +288,25 @@ def train_speed(o: Outputs) -> str:
             continue
         rows = {(r["seed"], r["side"]): r for r in f["sides"]}
         seeds = sorted({r["seed"] for r in f["sides"]})
+        # --candidate specs, in order, from the command line the record kept ("candidate 1", ...)
+        argv = b["machine"].get("argv") or []
+        specs = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--candidate"]
+        labels = {"new": "the new default", **{f"candidate {i + 1}": f"the new default with {spec}"
+                                               for i, spec in enumerate(specs)}}
         parts = []
         for seed in seeds:
-            t, n = rows[(seed, "today")], rows[(seed, "new")]
-            reach = (f"reached it in {n['reached_s']:.0f} s (epoch {n['reached_epoch'] + 1}), "
-                     f"**{n['reached_s'] / t['reached_s']:.2f}x** today's time" if n["reached_s"] is not None
-                     else f"did not reach it (kept val mAP {n['kept_val_map']:.3f})")
+            t = rows[(seed, "today")]
+            sides = []
+            for side, label in labels.items():
+                n = rows.get((seed, side))
+                if n is None:
+                    continue
+                reach = (f"reached it in {n['reached_s']:.0f} s (epoch {n['reached_epoch'] + 1}), "
+                         f"**{n['reached_s'] / t['reached_s']:.2f}x** today's time" if n["reached_s"] is not None
+                         else f"did not reach it (kept val mAP {n['kept_val_map']:.3f})")
+                sides.append(f"{label} {reach}, finishing in {n['total_s']:.0f} s")
             parts.append(f"seed {seed}: today's loop kept val mAP {t['kept_val_map']:.3f} after {t['reached_s']:.0f} s "
-                         f"(epoch {t['reached_epoch'] + 1}); the new default {reach}, finishing in {n['total_s']:.0f} s "
-                         f"vs {t['total_s']:.0f} s")
+                         f"(epoch {t['reached_epoch'] + 1}, finishing in {t['total_s']:.0f} s); " + "; ".join(sides))
         new = ", ".join(f"{k} {v}" for k, v in f["new"].items() if f["today"].get(k) != v)
         thr = ""
         if f.get("throughput"):
@@ -308,13 +318,21 @@ def train_speed(o: Outputs) -> str:
             thr += (" ResNet50 at 256 px (the paper's model), images/s: "
                     + ", ".join(f"{p} {v:.1f}" for p, v in r50.items())
                     + (f" ({r50['bf16'] / r50['fp32']:.2f}x in bf16)." if "bf16" in r50 and "fp32" in r50 else "."))
-        out.append(f"- **{f['image_size']} px** (`{path.relative_to(o.root)}`; {m['cpu_model']}, {m['nproc']} cores, "
+        out.append(f"- **{f['image_size']} px{_train_images(path)}** (`{path.relative_to(o.root)}`; {m['cpu_model']}, {m['nproc']} cores, "
                    f"CPU share {m['cpu_share']:.2f}, {m['started_utc']}); new default = today's loop with {new}: "
                    + "; ".join(parts) + "." + thr)
     out += compiled
     if not out:
         return "No committed output of `benchmarks/bench_train_speed.py` yet.\n"
     return "\n".join(out) + "\n"
+
+
+def _train_images(json_path: Path) -> str:
+    """", N training images" from the run's printed part-2 header (its .txt beside the .json):
+    runs on differently sized data are then told apart."""
+    txt = json_path.with_suffix(".txt")
+    hit = re.search(r"\(\d+ px, (\d+) train / \d+ val images\)", txt.read_text()) if txt.exists() else None
+    return f", {int(hit.group(1)):,} training images" if hit else ""
 
 
 def _compile_line(path: Path, f: dict, m: dict) -> str:
