@@ -11,6 +11,8 @@ probabilities) and times, interleaved and repeated:
   block for every one of ``--resamples`` resamples) plus :func:`map_intervals`.
 
     python benchmarks/bench_bootstrap.py --seeds 5 --images 900 --resamples 1000 --repeats 3
+
+Writes ``benchmarks/results/bench_bootstrap.{txt,json}``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 
 import numpy as np
 import pandas as pd
-from common import STUDY_LEVELS, machine  # sets up sys.path for src/
+from common import STUDY_LEVELS, record  # sets up sys.path for src/
 
 from cxrprune.analysis import uncertainty
 from cxrprune.analysis.metrics import metrics_for_blocks
@@ -55,7 +57,11 @@ def main() -> None:
     ap.add_argument("--resamples", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    print(machine())
+    with record("bench_bootstrap", args) as fig:
+        run(args, fig)
+
+
+def run(args, fig: dict) -> None:
     labels, classes, preds = tables(args.seeds, args.images, args.classes, np.random.default_rng(0))
     y = labels[classes].to_numpy()
 
@@ -82,7 +88,9 @@ def main() -> None:
     print("| path | wall s | CPU s |")
     print("| --- | --- | --- |")
     for name, rows in times.items():
-        print(f"| {name} | {statistics.median(r[0] for r in rows):.2f} | {statistics.median(r[1] for r in rows):.2f} |")
+        wall, cpu = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+        print(f"| {name} | {wall:.2f} | {cpu:.2f} |")
+        fig[name] = {"wall_s": wall, "cpu_s": cpu, "runs": [list(r) for r in rows]}
 
 
 if __name__ == "__main__":
