@@ -146,6 +146,13 @@ def test_resumed_cosine_training_ends_with_the_uninterrupted_weights(data):
     cfg = dataclasses.replace(CFG, epochs=3, patience=3, schedule="cosine", warmup_epochs=1.0,
                               precision="bf16" if _cpu_supports("bf16") else "fp32")
     reference = train_model(cfg, SEED, *data)
+    _assert_resumed_equals(cfg, data, reference, stop_after_epoch=0)
+
+
+def _assert_resumed_equals(cfg, data, reference, stop_after_epoch: int) -> None:
+    """Interrupt a training after ``stop_after_epoch`` (an exception from its checkpoint
+    callback), resume it from that state with torch's global RNG disturbed, and compare the
+    end with the uninterrupted ``reference``."""
     states = []
 
     class Stop(Exception):
@@ -153,13 +160,13 @@ def test_resumed_cosine_training_ends_with_the_uninterrupted_weights(data):
 
     def keep_then_stop(state):
         states.append(state)
-        if state["epoch"] == 0:
+        if state["epoch"] == stop_after_epoch:
             raise Stop
 
     with pytest.raises(Stop):
         train_model(cfg, SEED, *data, on_checkpoint=keep_then_stop)
     torch.manual_seed(999)
-    resumed = train_model(cfg, SEED, *data, resume=states[0])
+    resumed = train_model(cfg, SEED, *data, resume=states[-1])
     assert _weights(resumed.model) == _weights(reference.model)
     assert resumed.history.drop(columns="seconds").equals(reference.history.drop(columns="seconds"))
 
@@ -211,20 +218,6 @@ def test_training_with_weight_averaging_keeps_the_average_and_resumes_bit_identi
     assert np.isfinite(reference.history[["train_loss", "val_loss"]].to_numpy()).all()
     assert _weights(reference.model) != _weights(plain.model)  # the averaged weights are what is kept
     assert not reference.history["val_loss"].equals(plain.history["val_loss"])  # and what is validated
-    states = []
-
-    class Stop(Exception):
-        pass
-
-    def keep_then_stop(state):
-        states.append(state)
-        if state["epoch"] == 1:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train_model(cfg, SEED, *data, on_checkpoint=keep_then_stop)
-    resumed = train_model(cfg, SEED, *data, resume=states[-1])
-    assert _weights(resumed.model) == _weights(reference.model)
-    assert resumed.history.drop(columns="seconds").equals(reference.history.drop(columns="seconds"))
+    _assert_resumed_equals(cfg, data, reference, stop_after_epoch=1)
     with pytest.raises(ConfigError, match=r"train.ema_decay must be 0 \(off\) or a decay in \(0, 1\)"):
         from_dict({"train": {"ema_decay": 1.0}})
