@@ -398,8 +398,9 @@ def pie_cost(o: Outputs) -> str:
 
 
 def compare_table(o: Outputs) -> str:
-    """Which verdicts survive other draws of the synthetic data: reports/compare.md's table,
-    verdict symbols only, one column per experiment (``cxrprune compare``)."""
+    """Which verdicts survive other draws of the synthetic data and other architectures:
+    reports/compare.md's table, verdict symbols only, one column per experiment (``cxrprune
+    compare``), each headed by what it changes."""
     path = o.root / "reports/compare.md"
     if not path.exists():
         return "No committed `reports/compare.md` yet: run the experiments above, then `cxrprune compare`.\n"
@@ -407,9 +408,15 @@ def compare_table(o: Outputs) -> str:
             for line in path.read_text().splitlines() if line.startswith("|")]
     head, body = rows[0], [r for r in rows[2:]]
     axes = {r[0].strip("*"): r[1:-1] for r in body if r[0].startswith("*")}
-    seeds = axes.get("synthetic.seed") or ["-"] * (len(head) - 2)
-    out = ["| finding | " + " | ".join(f"{n} (seed {sd})" for n, sd in zip(head[1:-1], seeds)) + " | reproduced |",
-           "| --- |" + " --- |" * (len(head) - 1)]
+    short = {"train.arch": "{}", "synthetic.seed": "seed {}"}  # how an axis reads in a column head
+
+    def what(i: int) -> str:
+        """The first column: its architecture and seed; the others: what differs from it."""
+        keys = [k for k in short if k in axes] if i == 0 else [k for k in axes if axes[k][i] != axes[k][0]]
+        return ", ".join(short.get(k, k + " {}").format(axes[k][i]) for k in keys)
+
+    out = ["| finding | " + " | ".join(f"{n} ({what(i)})" if what(i) else n for i, n in enumerate(head[1:-1]))
+           + " | reproduced |", "| --- |" + " --- |" * (len(head) - 1)]
     for r in body:
         if r[0].startswith("*"):
             continue
