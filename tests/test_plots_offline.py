@@ -120,3 +120,23 @@ def test_cdn_page_stays_blank_in_the_same_browser(plots_repo, offline_browser, t
     assert not any(driver.execute_script(DRAWN_JS, ids))
     assert driver.execute_script("return typeof window.vegaEmbed") == "undefined"
 
+
+
+def test_median_curves_carry_their_bootstrap_band(plots_repo):
+    """mAP vs sparsity and the forgettability curves: the templates' band layer, filled in by
+    the real ``dvc plots show``, spans each point's 95% interval columns (``<y>_lo``, ``<y>_hi``)."""
+    import json
+
+    out = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=plots_repo, check=True,
+                         capture_output=True, text=True).stdout
+    data = json.loads(out)["data"]
+    for title, y in (("mAP vs sparsity", "map"), ("Forgettability curves", "rel_dap")):
+        spec = next(v[0]["content"] for k, v in data.items() if k.startswith(title))
+        band, line = spec["layer"]
+        assert band["mark"]["type"] == "area" and line["mark"]["type"] == "line"
+        assert (band["encoding"]["y"]["field"], band["encoding"]["y2"]["field"]) == (f"{y}_lo", f"{y}_hi")
+        assert line["encoding"]["y"]["field"] == y
+        rows = spec["data"]["values"]
+        # lo <= hi; a percentile interval need not contain the point (near-chance AP is biased
+        # upward under resampling), so the median itself is not checked against it.
+        assert rows and all(float(r[f"{y}_lo"]) <= float(r[f"{y}_hi"]) for r in rows)
