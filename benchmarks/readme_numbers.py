@@ -289,7 +289,7 @@ def train_speed(o: Outputs) -> str:
         rows = {(r["seed"], r["side"]): r for r in f["sides"]}
         seeds = sorted({r["seed"] for r in f["sides"]})
         # --candidate specs, in order, from the command line the record kept ("candidate 1", ...)
-        argv = b["machine"].get("argv") or []
+        argv = m.get("argv") or []
         specs = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--candidate"]
         labels = {"new": "the new default", **{f"candidate {i + 1}": f"the new default with {spec}"
                                                for i, spec in enumerate(specs)}}
