@@ -1,6 +1,13 @@
-"""Planning a ``cxrprune repro --ray`` run: which ``dvc.yaml`` stages are per-seed (matrix
-members), how they group into one chain per seed, which are out of date (DVC's own status),
-and removing the partial outputs of a stage cut short."""
+"""Planning a ``cxrprune repro --ray`` run: which ``dvc.yaml`` stages are per-item (matrix
+members: per seed, fold or treatment), how they group into one chain per item, in which
+*waves* they run when plain stages sit between them, which are out of date (DVC's own
+status), and removing the partial outputs of a stage cut short.
+
+Waves: the root pipeline has one (``train@s -> prune@s`` for every seed, after ``generate``
+and ``prepare``). A study such as ``studies/pie-treatment/dvc.yaml`` has plain stages
+between matrix stages (``pie-fold@* -> pie-score -> pie-retrain@* -> pie-report``): wave 0
+runs every ``pie-fold`` in parallel, then ``pie-score`` runs with ``dvc repro`` in order,
+then wave 1 runs every ``pie-retrain`` in parallel, and ``dvc repro`` does the rest."""
 
 from __future__ import annotations
 
@@ -39,13 +46,36 @@ class Group:
 
 
 @dataclass
+class Wave:
+    before: list[str]  # plain stages that must be reproduced (in order, by dvc repro) first
+    groups: list[Group]  # the per-item chains of this wave, run in parallel
+
+
+@dataclass
 class Plan:
     root: Path
     targets: list[str]
-    upstream: list[str]  # non-seed stages the seed stages depend on
-    stages: dict[str, StageSpec]
-    groups: list[Group]
+    stages: dict[str, StageSpec]  # every per-item stage in scope, wave by wave
+    waves: list[Wave]
     frozen: set[str] = field(default_factory=set)
+
+    @property
+    def upstream(self) -> list[str]:
+        """The plain stages every per-item stage of the first wave depends on."""
+        return self.waves[0].before if self.waves else []
+
+    @property
+    def groups(self) -> list[Group]:
+        return [g for w in self.waves for g in w.groups]
+
+    def upstream_of(self, wave: Wave) -> list[str]:
+        """Every plain stage reproduced before ``wave`` (what its tasks read)."""
+        out: list[str] = []
+        for w in self.waves:
+            out.extend(w.before)
+            if w is wave:
+                break
+        return out
 
 
 def is_seed_stage(stage: Any) -> bool:
@@ -54,43 +84,60 @@ def is_seed_stage(stage: Any) -> bool:
 
 
 def make_plan(root: str | os.PathLike, targets: Iterable[str] = ()) -> Plan:
-    """The stages in scope (``targets`` and their upstream, or the whole pipeline) split into
-    the non-seed stages before the seed stages, and the seed stages grouped by seed."""
+    """The stages in scope, as ``dvc repro`` takes them: ``targets`` and their upstream, or
+    without targets the workspace's ``dvc.yaml`` and its upstream (a study's pipeline file
+    is opt-in there too). The per-item stages are split into waves at the plain stages
+    between them, and grouped into chains within a wave."""
     import networkx as nx
+    from dvc.dvcfile import PROJECT_FILE
     from dvc.repo import Repo
 
     root = Path(root).resolve()
     targets = list(targets or [])
     with contextlib.chdir(root), Repo(str(root)) as repo:  # stage addresses are relative to the cwd
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
-        if targets:
-            scope: set = set()
-            for target in targets:
-                try:
-                    scope.update(repo.stage.collect(target, with_deps=True))
-                except Exception as exc:  # dvc's StageNotFound and friends
-                    raise ScaleoutError(f"--targets {target}: {exc}") from None
-        else:
-            scope = set(repo.index.stages)
-        seeds = {s for s in scope if is_seed_stage(s)}
-        upstream = {d for s in seeds for d in nx.descendants(graph, s) if d not in seeds and d in scope}
-        sandwiched = sorted(u.addressing for u in upstream if any(d in seeds for d in nx.descendants(graph, u)))
-        if sandwiched:
-            raise ScaleoutError(f"stage(s) {', '.join(sandwiched)} sit between per-seed stages; "
-                                f"run them with plain `dvc repro`")
+        scope: set = set()
+        for target in targets or [PROJECT_FILE]:
+            try:
+                scope.update(repo.stage.collect(target, with_deps=True))
+            except Exception as exc:  # dvc's StageNotFound and friends
+                raise ScaleoutError(f"--targets {target}: {exc}") from None
+        waves_of = _wave_numbers(graph.subgraph(scope))
+        items = {s for s in scope if is_seed_stage(s)}
         specs: dict[str, StageSpec] = {}
-        groups: list[Group] = []
-        sub = graph.subgraph(seeds)
-        for component in nx.weakly_connected_components(sub):
-            order = list(nx.lexicographical_topological_sort(sub.subgraph(component).reverse(copy=True),
-                                                             key=lambda s: s.addressing))
-            for s in order:
-                specs[s.addressing] = _spec(s, root, graph, component)
-            groups.append(Group(_group_label([s.addressing for s in order]), [s.addressing for s in order]))
-        groups.sort(key=lambda g: _natural_key(g.label))
-        specs = {a: specs[a] for g in groups for a in g.stages}
-        frozen = {s.addressing for s in seeds if getattr(s, "frozen", False)}
-        return Plan(root, targets, sorted(u.addressing for u in upstream), specs, groups, frozen)
+        waves: list[Wave] = []
+        for k in sorted({waves_of[s] for s in items}):
+            members = {s for s in items if waves_of[s] == k}
+            # the plain stages this wave needs that no earlier wave ran
+            needed = {d for s in members for d in nx.descendants(graph, s) if d in scope and d not in items}
+            before = sorted(d.addressing for d in needed if waves_of[d] == k)
+            sub = graph.subgraph(members)
+            groups: list[Group] = []
+            for component in nx.weakly_connected_components(sub):
+                order = list(nx.lexicographical_topological_sort(sub.subgraph(component).reverse(copy=True),
+                                                                 key=lambda s: s.addressing))
+                for s in order:
+                    specs[s.addressing] = _spec(s, root, graph, component)
+                groups.append(Group(_group_label([s.addressing for s in order]), [s.addressing for s in order]))
+            groups.sort(key=lambda g: _natural_key(g.label))
+            waves.append(Wave(before, groups))
+        specs = {a: specs[a] for w in waves for g in w.groups for a in g.stages}
+        frozen = {s.addressing for s in items if getattr(s, "frozen", False)}
+        return Plan(root, targets, specs, waves, frozen)
+
+
+def _wave_numbers(graph: Any) -> dict[Any, int]:
+    """For a per-item stage, the wave it runs in; for a plain stage, the wave before which it
+    must run: a plain stage downstream of wave ``k`` belongs before wave ``k + 1``."""
+    import networkx as nx
+
+    wave: dict[Any, int] = {}
+    for stage in reversed(list(nx.topological_sort(graph))):  # dependencies first
+        w = 0
+        for dep in graph.successors(stage):
+            w = max(w, wave[dep] + 1 if is_seed_stage(dep) and not is_seed_stage(stage) else wave[dep])
+        wave[stage] = w
+    return wave
 
 
 def _spec(stage: Any, root: Path, graph: Any, component: set) -> StageSpec:

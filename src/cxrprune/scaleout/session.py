@@ -4,7 +4,9 @@
 with the per-seed work spread over a Ray cluster:
 
 1. **upstream**: the non-seed stages that the per-seed stages depend on (generate,
-   prepare) run first with ``dvc repro <stage>``, so every input exists;
+   prepare) run first with ``dvc repro <stage>``, so every input exists. A pipeline with
+   plain stages between its per-item stages (a study's ``dvc.yaml``) runs in waves: steps 1
+   and 2 once per wave (:mod:`cxrprune.scaleout.plan`), on one Ray runtime;
 2. **seeds**: DVC's own status says which per-seed stages (matrix members, ``name@item``)
    are out of date. Each seed's chain (``train@s`` then ``prune@s``) runs as dependent Ray
    tasks, each asking for one GPU where the cluster has GPUs, else an equal share of the
@@ -46,7 +48,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
 from cxrprune.scaleout.common import FINAL, LOG_DIR, SUMMARY, ScaleoutError
-from cxrprune.scaleout.plan import Group, Plan, dvc_status, make_plan, remove_outputs
+from cxrprune.scaleout.plan import Group, Plan, Wave, dvc_status, make_plan, remove_outputs
 from cxrprune.scaleout.progress import (
     ProgressBoard,
     ProgressView,
@@ -143,21 +145,11 @@ def _reproduce(root: Path, opts: Options, stream: TextIO) -> Report:
     phases: dict[str, float] = {}
     t = time.time()
     plan = make_plan(root, opts.targets)
-    if not plan.groups:
+    if not plan.waves:
         stream.write("cxrprune repro: no per-seed stages in scope; running dvc repro\n")
         run_dvc(["repro", *plan.targets], root)
         return Report({}, {"rest": time.time() - t}, root / opts.log_dir / SUMMARY)
-
-    if plan.upstream:
-        from dvc.repo import Repo
-
-        with Repo(str(root)) as repo:
-            stale_up = dvc_status(repo, plan.upstream)
-        if stale_up:
-            stream.write(f"cxrprune repro: upstream stages first: dvc repro {' '.join(plan.upstream)}\n")
-            stream.flush()
-            run_dvc(["repro", *plan.upstream], root)
-    phases["upstream"] = time.time() - t
+    phases["plan"] = time.time() - t
 
     session = _Session(plan, opts, stream)
     try:
@@ -186,7 +178,9 @@ def _reproduce(root: Path, opts: Options, stream: TextIO) -> Report:
 
 
 class _Session:
-    """Phase 2: the seed stages on Ray, with DVC's repository lock held throughout."""
+    """The per-item stages on Ray, wave by wave: a wave's plain prerequisites with ``dvc
+    repro`` first, then its chains in parallel with DVC's repository lock held. One Ray
+    runtime serves every wave; a failure in one wave blocks the later ones."""
 
     def __init__(self, plan: Plan, opts: Options, stream: TextIO) -> None:
         self.plan, self.opts, self.stream = plan, opts, stream
@@ -196,7 +190,11 @@ class _Session:
         self.refs: dict[Any, str] = {}
         self.active: set[str] = set()
         self.initial_stale: set[str] = set()
-        self.phases: dict[str, float] = {}
+        self.phases: dict[str, float] = {"upstream": 0.0, "seeds": 0.0}
+        self.wave = plan.waves[0]
+        self.ray: Any = None
+        self.tracking_uri: str | None = None
+        self.board: Any = None
         self.nodes: dict[str, Any] = {}
         self.resources: TaskResources | None = None
         self.summary_path = self.root / opts.log_dir / SUMMARY
@@ -215,6 +213,42 @@ class _Session:
         self._dvc(lambda r: r.commit(addr, force=True))
 
     def run(self) -> None:
+        try:
+            for k, wave in enumerate(self.plan.waves):
+                self.wave = wave
+                label = f"wave {k + 1}/{len(self.plan.waves)}: " if len(self.plan.waves) > 1 else ""
+                self._run_before(wave)
+                self._run_wave(wave, label)
+                if any(self.states[a].state in ("failed", "cancelled") for g in wave.groups for a in g.stages):
+                    for later in self.plan.waves[k + 1:]:
+                        for g in later.groups:
+                            for a in g.stages:
+                                self.states[a].state = "blocked"
+                    break
+        finally:
+            if self.ray is not None:
+                if self.opts.address == "local":
+                    self.ray.shutdown()
+                else:
+                    with contextlib.suppress(Exception):
+                        self.ray.shutdown()  # disconnects this driver; the cluster keeps running
+
+    def _run_before(self, wave: Wave) -> None:
+        """The plain stages this wave reads, reproduced in order by ``dvc repro`` (outside
+        the repository lock, which ``dvc repro`` takes itself)."""
+        if not wave.before:
+            return
+        from dvc.repo import Repo
+
+        t = time.time()
+        with Repo(str(self.root)) as repo:
+            stale = dvc_status(repo, wave.before)
+        if stale:
+            self.view.note(f"cxrprune repro: upstream stages first: dvc repro {' '.join(wave.before)}")
+            run_dvc(["repro", *wave.before], self.root)
+        self.phases["upstream"] += time.time() - t
+
+    def _run_wave(self, wave: Wave, label: str) -> None:
         import logging
 
         from dvc.repo import Repo, lock_repo
@@ -225,35 +259,30 @@ class _Session:
         self.repo = Repo(str(self.root))
         try:
             with lock_repo(self.repo):
-                self._run_locked()
+                self._run_locked(wave, label)
         finally:
             self.repo.close()
             dvc_logger.setLevel(level)
 
-    def _run_locked(self) -> None:
+    def _run_locked(self, wave: Wave, label: str) -> None:
         plan = self.plan
-        seeds = [a for a in plan.stages if a not in plan.frozen]
-        self.initial_stale = self._dvc(lambda r: dvc_status(r, seeds))
-        todo = [g for g in plan.groups if any(a in self.initial_stale for a in g.stages)]
-        for g in plan.groups:
+        items = [a for g in wave.groups for a in g.stages if a not in plan.frozen]
+        self.initial_stale = self._dvc(lambda r: dvc_status(r, items))
+        todo = [g for g in wave.groups if any(a in self.initial_stale for a in g.stages)]
+        for g in wave.groups:
             if g not in todo:
                 for a in g.stages:
                     self.states[a].state = "up to date"
         if not todo:
-            self.view.note("cxrprune repro: every per-seed stage is up to date")
+            self.view.note(f"cxrprune repro: {label}every per-seed stage is up to date")
             return
-        t = time.time()
-        tracking_uri = prepare_tracking(self.opts.tracking, self.root) if self.opts.tracking is not None else None
-        ray = self._init_ray()
-        self.phases["ray_init"] = time.time() - t
-        try:
-            self._schedule(ray, todo, tracking_uri)
-        finally:
-            if self.opts.address == "local":
-                ray.shutdown()
-            else:
-                with contextlib.suppress(Exception):
-                    ray.shutdown()  # disconnects this driver; the cluster keeps running
+        if self.ray is None:
+            t = time.time()
+            if self.opts.tracking is not None:
+                self.tracking_uri = prepare_tracking(self.opts.tracking, self.root)
+            self.ray = self._init_ray()
+            self.phases["ray_init"] = time.time() - t
+        self._schedule(self.ray, todo, self.tracking_uri, label)
 
     def _init_ray(self) -> Any:
         try:
@@ -272,7 +301,7 @@ class _Session:
                                     f"`ray start --head` (see README, 'Scale-out')") from None
         return ray
 
-    def _schedule(self, ray: Any, todo: list[Group], tracking_uri: str | None) -> None:
+    def _schedule(self, ray: Any, todo: list[Group], tracking_uri: str | None, label: str = "") -> None:
         opts = self.opts
         alive = [n for n in ray.nodes() if n.get("Alive")]
         self.nodes = {n["NodeID"]: {"ip": n.get("NodeManagerAddress"), "resources": n.get("Resources", {})}
@@ -285,7 +314,7 @@ class _Session:
             raise ScaleoutError(f"no node of the Ray cluster can run a seed task needing {res.describe()}; "
                                 f"adjust --task-cpus, --task-gpus or --resources")
         mode = f"DVC remote {opts.remote!r}" if opts.remote else "shared workspace"
-        self.view.note(f"cxrprune repro: {len(todo)} seed(s) on {len(alive)} Ray node(s) "
+        self.view.note(f"cxrprune repro: {label}{len(todo)} seed(s) on {len(alive)} Ray node(s) "
                        f"({ray.cluster_resources().get('CPU', 0):g} CPU, {ray.cluster_resources().get('GPU', 0):g} GPU); "
                        f"each task: {res.describe()}; {mode}; logs in {opts.log_dir}/")
         if opts.remote and tracking_uri and not tracking_uri.startswith(("http://", "https://")) and len(alive) > 1:
@@ -297,8 +326,9 @@ class _Session:
             self.env["MLFLOW_TRACKING_URI"] = tracking_uri
         if opts.remote:
             self._push_inputs(todo)
-            self.snapshot_ref = ray.put(make_snapshot(self.root))
-        self.board = ray.remote(num_cpus=0)(ProgressBoard).remote()
+            self.snapshot_ref = ray.put(make_snapshot(self.root))  # per wave: a study's plain stages moved on
+        if self.board is None:
+            self.board = ray.remote(num_cpus=0)(ProgressBoard).remote()
         self.task = ray.remote(execute_stage)
         self.task_options = dict(num_cpus=res.num_cpus, num_gpus=res.num_gpus, resources=res.resources or None,
                                  max_retries=opts.retries, retry_exceptions=False)
@@ -323,13 +353,13 @@ class _Session:
             self._interrupt(ray)
             raise
         finally:
-            self.phases["seeds"] = time.time() - t
+            self.phases["seeds"] += time.time() - t
             self.view.refresh(force=True)
 
     def _push_inputs(self, todo: list[Group]) -> None:
         """Remote mode: the outputs the tasks will pull (upstream, clean in-group stages)."""
         clean = [a for g in todo for a in g.stages if a not in self.initial_stale]
-        targets = [*self.plan.upstream, *clean]
+        targets = [*self.plan.upstream_of(self.wave), *clean]
         if targets:
             self.view.note(f"cxrprune repro: dvc push -r {self.opts.remote} {' '.join(targets)}")
             try:
