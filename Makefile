@@ -28,6 +28,8 @@ export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 RAY_ADDRESS ?=
+# More `cxrprune repro --ray` options, e.g. RAY_ARGS="--cpus 8 --targets studies/pie-treatment/dvc.yaml".
+RAY_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install repro repro-ray test test-fast browser exp-show metrics plots ui bench lock readme-numbers clean
@@ -53,8 +55,8 @@ repro: install ## run the whole study (dvc repro)
 	dvc repro
 
 # Per-seed stages as parallel Ray tasks (empty RAY_ADDRESS: a local runtime), then dvc repro.
-repro-ray: install ## train@s/prune@s as Ray tasks, then dvc repro (RAY_ADDRESS=host:port joins a cluster)
-	cxrprune repro --ray $(RAY_ADDRESS)
+repro-ray: install ## train@s/prune@s as Ray tasks, then dvc repro (RAY_ADDRESS=host:port joins a cluster; RAY_ARGS=more options)
+	cxrprune repro --ray $(RAY_ADDRESS) $(RAY_ARGS)
 
 # A browser test that skips would pass silently: under `make test` a missing Chromium is
 # installed (root or password-less sudo with apt-get) or the run stops with the command to run.

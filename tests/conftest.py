@@ -1,4 +1,5 @@
-"""Shared by every test module: thread count under pytest-xdist.
+"""Shared by every test module: thread count under pytest-xdist, the one reproduced tiny
+study, and the order in which pytest-xdist hands out the files.
 
 `make test` runs two test processes on a 2-core machine. Each would otherwise start torch
 with one thread per core, four threads on two cores, and OpenMP threads spinning on a
@@ -8,7 +9,13 @@ that. Stage subprocesses set their own count (`train.threads` in the tiny params
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import time
+from pathlib import Path
+
+import pytest
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
@@ -16,12 +23,62 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
-def pytest_collection_modifyitems(config, items):
-    """Files with end-to-end (``slow``) tests first, the rest after, each in its own order.
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory, worker_id) -> tuple[Path, str]:
+    """``make repro`` of the tiny study in a clone of the repository, built once per test run
+    and shared by the xdist workers (the first to ask builds it under a file lock, the other
+    waits for it). Returns the workspace and the output of ``make repro``. Read it; to change
+    anything or run a DVC command in it, work on ``workspaces.copy_workspace`` of it."""
+    from workspaces import clone_repo, make
 
-    pytest-xdist (``--dist loadfile``) hands out whole files in this order: the few long files
-    started first finish while the many short ones fill the other worker, instead of one long
-    file running alone at the end.
-    """
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if worker_id != "master" else base  # pytest-N/, shared by gw0, gw1
+    ws, record = shared / "tiny-study", shared / "tiny-study.json"
+    with open(shared / "tiny-study.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not record.exists():
+                t0 = time.monotonic()
+                try:
+                    clone_repo(ws)
+                    out, error = make("repro", ws), None
+                except AssertionError as exc:  # recorded: the other worker reports it, not rebuilds
+                    out, error = "", str(exc)
+                record.write_text(json.dumps({"output": out, "error": error, "seconds": time.monotonic() - t0}))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    doc = json.loads(record.read_text())
+    if doc["error"]:
+        raise AssertionError(f"the shared tiny study (make repro in {ws}) failed:\n{doc['error']}")
+    return ws, doc["output"]
+
+
+# pytest-xdist (--dist loadfile) gives each worker two files to start with, then one more each
+# time it finishes one, in this order. The end-to-end files come first, longest first, so
+# that the last files to run are short ones; the first two files of the two workers alternate
+# between one that builds the shared tiny study and one that does not need it, so neither
+# worker starts by waiting for the other.
+FIRST = [
+    "test_pipeline.py",  # builds the shared tiny study
+    "test_determinism.py",  # its own workspace: kill and resume a training
+    "test_scaleout.py",  # a Ray run beside the shared study
+    "test_train_speed.py",  # torch.compile, in process
+    "test_pie_treatment.py",
+    "test_robustness_queue.py",
+    "test_compare.py",
+    "test_readme_commands.py",
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    """The files of :data:`FIRST` in that order, then the other files with end-to-end
+    (``slow``) tests, then the rest, each file's tests in their own order."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)  # stable: order within a file kept
+
+    def key(item) -> tuple[int, int]:
+        name = item.path.name
+        if name in FIRST:
+            return (0, FIRST.index(name))
+        return (1 if item.path in slow_files else 2, 0)
+
+    items.sort(key=key)  # stable: order within a file kept

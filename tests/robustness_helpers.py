@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from test_pipeline import env, make_workspace, run, tiny_params
+from workspaces import env, make_workspace, run, tiny_params
 
 
 def tiny_workspace(dest: Path, seeds=(0,), levels=(0.0, 0.9), epochs: int = 2, patience: int = 1,

@@ -1,7 +1,7 @@
 """`cxrprune compare` over real DVC experiments of the tiny study (marked slow): the tiny
-default and one experiment that changes two axes (synthetic.seed and the architecture; one
-experiment for both keeps this test to two pipeline runs), read back through
-`dvc exp show --json`."""
+default (the shared tiny study, its results committed in a copy) and one experiment that
+changes two axes (synthetic.seed and the architecture; one experiment for both keeps this
+test to one pipeline run), read back through `dvc exp show --json`."""
 
 from __future__ import annotations
 
@@ -9,39 +9,39 @@ import json
 import subprocess
 
 import pytest
-from test_pipeline import env, make_workspace, run
+from workspaces import commit_all, copy_workspace, env, run
 
 from cxrprune.analysis import compare
 from cxrprune.analysis.findings import CLAIMS
 
 
 @pytest.mark.slow
-def test_compare_lists_every_experiment_with_its_verdicts(tmp_path):
-    ws = make_workspace(tmp_path)
-    # --temp: each experiment runs from HEAD in its own folder (in the workspace the next
-    # one would start from the previous one's params).
+def test_compare_lists_every_experiment_with_its_verdicts(tiny_study, tmp_path):
+    ws = copy_workspace(tiny_study[0], tmp_path / "ws")
+    commit_all(ws, "the tiny study's results")  # the baseline column: a commit with its findings
+    base = run(["git", "rev-parse", "--abbrev-ref", "HEAD"], ws).strip()
+    # --temp: the experiment runs from HEAD in its own folder.
     # The paper's two methods: channel pruning of a ViT is not what this test is about.
-    two = ["-S", "prune.methods=[l1,random]"]
-    run(["dvc", "exp", "run", "--temp", "-n", "base", *two], ws)
-    run(["dvc", "exp", "run", "--temp", "-n", "vit", "-S", "synthetic.seed=1", "-S", "train.arch=vit_tiny", *two], ws)
+    run(["dvc", "exp", "run", "--temp", "-n", "vit", "-S", "synthetic.seed=1", "-S", "train.arch=vit_tiny",
+         "-S", "prune.methods=[l1,random]"], ws)
     out = run(["cxrprune", "compare"], ws)
-    assert "2 experiment(s)" in out or "3 experiment(s)" in out, out
+    assert "2 experiment(s)" in out, out
 
     shown = json.loads(subprocess.run(["dvc", "exp", "show", "--json"], cwd=ws, env=env(), capture_output=True,
                                       text=True, check=True).stdout)
     experiments, _ = compare.collect(shown)
     by_name = {e.name: e for e in experiments}
-    assert {"base", "vit"} <= by_name.keys()
-    assert by_name["base"].findings["findings"]["rare_forgotten_earlier"]["ci_lo"] is not None  # intervals arrive
+    assert {base, "vit"} == by_name.keys()
+    assert by_name[base].findings["findings"]["rare_forgotten_earlier"]["ci_lo"] is not None  # intervals arrive
     assert by_name["vit"].axes["train.arch"] == "vit_tiny" and by_name["vit"].axes["synthetic.seed"] == "1"
-    assert by_name["base"].axes["train.arch"] == "resnet10" and by_name["base"].axes["synthetic.seed"] == "0"
+    assert by_name[base].axes["train.arch"] == "resnet10" and by_name[base].axes["synthetic.seed"] == "0"
 
     text = (ws / "reports/compare.md").read_text()
     assert (ws / "reports/compare.png").stat().st_size > 1000
     assert "calibration, not replication" in text
     header = next(line for line in text.splitlines() if line.startswith("| finding"))
     columns = [c.strip() for c in header.strip("|").split("|")]
-    for name in ("base", "vit"):
+    for name in (base, "vit"):
         col = columns.index(f"`{name}`")
         doc = by_name[name].findings
         for claim in CLAIMS:

@@ -27,7 +27,7 @@ import pytest
 import torch
 from nih_layout import write_nih_dataset
 from robustness_helpers import cxrprune, popen_cxrprune, tiny_workspace
-from test_pipeline import env
+from workspaces import env
 
 from cxrprune.compression.predictions import predictions_table
 from cxrprune.compression.prune import prune_and_predict

@@ -20,7 +20,7 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from nih_layout import CLASSES, write_nih_dataset
-from test_pipeline import REPO
+from workspaces import REPO
 
 from cxrprune.core.config import Params, SourceOptions, load_params
 from cxrprune.core.errors import ConfigError, CxrpruneError, DataError

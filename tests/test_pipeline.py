@@ -1,19 +1,14 @@
-"""End to end: a real `dvc repro` of dvc.yaml in a temporary git repository, tiny params.
+"""End to end: `make repro` in a clone of the repository, tiny params (the shared tiny study).
 
 Checks every output contract, the MLflow run structure in the repository's own sqlite
 store, `dvc exp show --json`, that a second `dvc repro` reruns nothing, and that changing a
-prune parameter reruns only prune and what follows it.
+prune parameter reruns only prune and what follows it (those on copies of the study).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,85 +16,16 @@ import pytest
 import yaml
 from sklearn.metrics import average_precision_score
 
+from workspaces import LEVELS, METHODS, N_BLOCKS, SEEDS, copy_workspace, env, run, stages_run
+
 from cxrprune.core.classes import NIH_CXR_LT_CLASSES
 
-REPO = Path(__file__).resolve().parents[1]
-SEEDS = [0, 1]
-LEVELS = [0.0, 0.5, 0.9]
-METHODS = ["l1", "random", "channel", "int8"]  # the default's methods: int8 has one level, 0.0
-N_BLOCKS = 3 * len(LEVELS) + 1  # (method, level) blocks per seed
-
-TINY = {
-    "seeds": SEEDS,
-    "data": {"image_size": 32, "workers": 1},
-    "synthetic": {"n_patients": 100, "images_per_patient": 2.0, "image_size": 48, "min_positives": 2,
-                  "val_fraction": 0.25, "test_fraction": 0.3},
-    # checkpoint_every_s 0: a resume state after every epoch (the kill-and-resume tests need one)
-    "train": {"arch": "resnet10", "epochs": 2, "patience": 1, "batch_size": 64, "threads": 1, "checkpoint_every_s": 0},
-    "prune": {"methods": METHODS, "levels": LEVELS, "batch_size": 256, "calibration_images": 16,
-              "efficiency_repeats": 1},
-    "evaluate": {"test": "ttest"},
-    "reader": {"per_group": 2, "forms": 2, "simulated_readers": 2, "image_size": 64},
-}
-
-
-def tiny_params() -> dict:
-    """The repository's params.yaml with the tiny values on top (keys must stay valid)."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in TINY.items():
-        if section not in params:
-            continue
-        if isinstance(values, dict):
-            params[section].update({k: v for k, v in values.items()})
-        else:
-            params[section] = values
-    return params
-
-
-def make_workspace(dest: Path) -> Path:
-    """A git repository holding the pipeline definition and the sources its deps name."""
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(REPO / name, dest / name)
-    shutil.copytree(REPO / "reader_answers", dest / "reader_answers")
-    shutil.copytree(REPO / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local"))
-    shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copytree(REPO / "plots" / "templates", dest / "plots" / "templates")
-    (dest / "data" / "raw").mkdir(parents=True)
-    shutil.copy(REPO / "data" / ".gitignore", dest / "data" / ".gitignore")
-    shutil.copy(REPO / "data" / "raw" / ".gitignore", dest / "data" / "raw" / ".gitignore")
-    (dest / ".gitignore").write_text("/mlflow.db\n/mlruns/\n")
-    (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
-    run(["git", "init", "-q"], dest)
-    run([*git, "add", "-A"], dest)
-    run([*git, "commit", "-qm", "tiny study"], dest)
-    return dest
-
-
-def env() -> dict:
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
-    e["DVC_NO_ANALYTICS"] = "1"
-    e["OMP_NUM_THREADS"] = "1"
-    return e
-
-
-def run(cmd: list[str], cwd: Path) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc.stdout + proc.stderr
-
-
-def stages_run(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    ws = make_workspace(tmp_path_factory.mktemp("study"))
-    first = run(["dvc", "repro"], ws)
-    return ws, first
+def study(tiny_study):
+    """The shared tiny study (``make repro`` in a clone, see conftest.py): read only."""
+    return tiny_study
 
 
 @pytest.mark.slow
@@ -213,8 +139,8 @@ def test_mlflow_has_one_run_per_seed_and_one_child_per_level(study):
 
 
 @pytest.mark.slow
-def test_second_repro_reruns_nothing_and_exp_show_has_summary(study):
-    ws, _ = study
+def test_second_repro_reruns_nothing_and_exp_show_has_summary(study, tmp_path):
+    ws = copy_workspace(study[0], tmp_path / "ws")
     again = run(["dvc", "repro"], ws)
     assert stages_run(again) == set(), again
     proc = subprocess.run(["dvc", "exp", "show", "--json"], cwd=ws, env=env(), capture_output=True, text=True,
@@ -235,10 +161,10 @@ def test_second_repro_reruns_nothing_and_exp_show_has_summary(study):
 
 
 @pytest.mark.slow
-def test_editing_an_analysis_module_reruns_only_analyze(study):
+def test_editing_an_analysis_module_reruns_only_analyze(study, tmp_path):
     """dvc.yaml's source deps are each stage's import closure: an edit in analysis/fcd.py
     touches no model and no prediction table."""
-    ws, _ = study
+    ws = copy_workspace(study[0], tmp_path / "ws")
     fcd = ws / "src/cxrprune/analysis/fcd.py"
     fcd.write_text(fcd.read_text() + "\n# an edit\n")
     ran = stages_run(run(["dvc", "repro"], ws))
@@ -246,8 +172,8 @@ def test_editing_an_analysis_module_reruns_only_analyze(study):
 
 
 @pytest.mark.slow
-def test_changing_a_prune_parameter_reruns_only_prune_and_after(study):
-    ws, _ = study
+def test_changing_a_prune_parameter_reruns_only_prune_and_after(study, tmp_path):
+    ws = copy_workspace(study[0], tmp_path / "ws")
     params = yaml.safe_load((ws / "params.yaml").read_text())
     params["prune"]["methods"] = ["l1"]
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 from robustness_helpers import tiny_workspace
-from test_pipeline import env, run
+from workspaces import env, run
 
 EXPERIMENTS = {"exp-lr-a": "0.001", "exp-lr-b": "0.002"}
 LEVELS = [0.0, 0.9]

@@ -35,7 +35,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from test_pipeline import N_BLOCKS, SEEDS, env, make_workspace, run, stages_run
+from workspaces import HANG_S, N_BLOCKS, SEEDS, Hung, clone_repo, copy_workspace, env, make, make_workspace, run, \
+    stages_run
 
 from cxrprune.cli import build_parser
 from cxrprune.scaleout import common, plan, progress, resources, worker
@@ -57,10 +58,16 @@ def cxr_env(**extra: str) -> dict:
     return e
 
 
-def repro_ray(ws: Path, *args: str, extra_env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "cxrprune"), "repro", "--progress", "lines", *args], cwd=ws,
-                          env=cxr_env(**(extra_env or {})), capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=timeout)
+def repro_ray(ws: Path, *args: str, extra_env: dict | None = None, timeout: float = HANG_S) -> subprocess.CompletedProcess:
+    """``cxrprune repro --progress lines ARGS``; the timeout is a hang detector."""
+    cmd = [str(BIN / "cxrprune"), "repro", "--progress", "lines", *args]
+    t0 = time.monotonic()
+    try:
+        return subprocess.run(cmd, cwd=ws, env=cxr_env(**(extra_env or {})), capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise Hung(f"`cxrprune repro {' '.join(args)}` in {ws} still running after {time.monotonic() - t0:.0f} s "
+                   f"(hang detector {timeout:.0f} s):\n{str(exc.stderr or '')[-3000:]}") from None
 
 
 def summary(ws: Path) -> dict:
@@ -92,11 +99,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def copy_workspace(src: Path, dest: Path) -> Path:
-    shutil.copytree(src, dest, symlinks=True, ignore=shutil.ignore_patterns("lock", "ray-logs"))
-    return dest
 
 
 def set_param(ws: Path, section: str, key: str, value) -> None:
@@ -197,35 +199,48 @@ def test_plan_groups_each_seeds_chain_after_the_upstream_stages(tmp_path):
     only = plan.make_plan(ws, ["prune@1"])
     assert [g.stages for g in only.groups] == [["train@1", "prune@1"]] and only.upstream == ["generate", "prepare"]
     assert plan.make_plan(ws, ["prepare"]).groups == []
+    assert len(p.waves) == 1 and not [a for a in p.stages if "pie-" in a]  # the opt-in study: not without a target
+
+
+def test_a_study_file_runs_in_waves_split_at_its_plain_stages(tmp_path):
+    """studies/pie-treatment/dvc.yaml: pie-fold@* -> pie-score -> pie-retrain@* -> pie-report."""
+    ws = make_workspace(tmp_path)
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    study = "studies/pie-treatment/dvc.yaml"
+    p = plan.make_plan(ws, [study])
+    folds = [f"{study}:pie-fold@{f}-{s}" for f in params["pie_treatment"]["folds"] for s in params["pie_treatment"]["seeds"]]
+    assert [w.before for w in p.waves] == [["generate", "prepare"], [f"{study}:pie-score"]]
+    first, second = ([a for g in w.groups for a in g.stages] for w in p.waves)
+    assert first and all(a.startswith(f"{study}:pie-fold@") for a in first)
+    assert all(len(g.stages) == 1 for w in p.waves for g in w.groups)  # every model its own task
+    assert sorted(second) == sorted(f"{study}:pie-retrain@{t}-{s}" for t in params["pie_treatment"]["treatments"]
+                                    for s in params["pie_treatment"]["seeds"])
+    assert sorted(first) == sorted(folds)
+    assert p.upstream == ["generate", "prepare"] and p.upstream_of(p.waves[1]) == [
+        "generate", "prepare", f"{study}:pie-score"]
+    assert f"{study}:pie-report" not in p.stages  # the rest: dvc repro after the last wave
 
 
 # ------------------------------------------------------------------------- slow tests
 
 
 @pytest.fixture(scope="module")
-def twins(tmp_path_factory):
-    """The tiny study reproduced twice: plain `dvc repro`, and `cxrprune repro --ray` on a
-    local 2-CPU Ray runtime (both with train.threads 1). The two run at the same time to
-    save wall time; results do not depend on load (timings are the benchmark's business)."""
-    seq = make_workspace(tmp_path_factory.mktemp("sequential"))
-    par = make_workspace(tmp_path_factory.mktemp("ray"))
-    plain = subprocess.Popen([str(BIN / "dvc"), "repro"], cwd=seq, env=env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
-    try:
-        proc = repro_ray(par, "--ray", "--cpus", "2")
-        out, _ = plain.communicate(timeout=300)
-    finally:
-        if plain.poll() is None:
-            plain.kill()
-    assert plain.returncode == 0, out[-4000:]
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return seq, par, proc
+def twins(tiny_study, tmp_path_factory):
+    """The tiny study reproduced in two clones of the repository (both with train.threads 1):
+    `make repro` (the shared tiny study) and `make repro-ray` (`cxrprune repro --ray`, here on
+    a local 2-CPU Ray runtime). The clones hold `studies/`, whose pipeline `cxrprune repro`
+    leaves alone without a target, as `dvc repro` does."""
+    seq = tiny_study[0]
+    par = clone_repo(tmp_path_factory.mktemp("ray") / "ws")
+    out = make("repro-ray", par, "RAY_ARGS=--cpus 2 --progress lines",
+               extra_env={"RAY_USAGE_STATS_ENABLED": "0"}, drop_env=("OMP_NUM_THREADS",))
+    return seq, par, out
 
 
 @pytest.mark.slow
 @needs_ray
 def test_local_ray_runs_seeds_in_parallel_and_records_what_dvc_repro_would(twins):
-    seq, par, proc = twins
+    seq, par, out = twins
     info = summary(par)
     assert info["task_resources"]["num_cpus"] == 1 and info["task_resources"]["threads"] == 1
     states = info["stages"]
@@ -234,7 +249,8 @@ def test_local_ray_runs_seeds_in_parallel_and_records_what_dvc_repro_would(twins
     assert t0["start"] < t1["end"] and t1["start"] < t0["end"], "the two seeds did not train at the same time"
     for a in states:
         assert f"cxrprune {a.split('@')[0]} --seed {a.split('@')[1]}" in (par / LOGS / f"{a}.log").read_text()
-    assert "train@0: done" in proc.stderr and "/#/experiments/" in proc.stderr  # the live view, with links
+    assert "train@0: done" in out and "/#/experiments/" in out  # the live view, with links
+    assert not [a for a in states if a.startswith("pie-")], "the opt-in study ran without being asked for"
     assert "/#/experiments/" in states["train@0"]["link"]
 
     # dvc.lock: every stage, command, parameter and hash is the sequential run's, except the
