@@ -22,6 +22,9 @@ BROWSER_TESTS ?= 1
 TEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 UI_PORT ?= 5000
+# One browser on this machine needs one server process; MLflow's default of four starts four
+# processes that each import MLflow first (UI_WORKERS=4 for a server shared by a team).
+UI_WORKERS ?= 1
 
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
@@ -101,7 +104,7 @@ ui: install ## MLflow UI of the local store (mlflow.db); prints the address of t
 	base = "http://127.0.0.1:$(UI_PORT)"; \
 	print(f"runs of experiment {name!r}: {base}/#/experiments/{row[0]}?workflowType=machine_learning" if row \
 	      else f"no experiment {name!r} in mlflow.db yet (run make repro); MLflow: {base}")'
-	mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(UI_PORT)
+	mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(UI_PORT) --workers $(UI_WORKERS)
 
 bench: install ## the evaluation benchmark (benchmarks/bench_evaluate.py)
 	$(BIN)/python benchmarks/bench_evaluate.py --blocks 60

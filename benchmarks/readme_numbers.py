@@ -77,48 +77,24 @@ def ratio(x: float) -> str:
 # --------------------------------------------------------------------- result blocks
 
 def findings(o: Outputs) -> str:
-    s = o.json("metrics/synthetic/summary.json")
-    ev = o.json("metrics/synthetic/evaluate.json")
-    fg = o.csv("metrics/synthetic/forgettability.csv").set_index("class_name")
-    cls = o.csv("plots/synthetic/pie_class_ratios.csv").set_index("class_name")["ratio"]
-    fnd = o.csv("plots/synthetic/pie_findings_ratios.csv").set_index("findings")["ratio"]
-    f, fc, pie = s["forgettability"], s["fcd"], s["pie"]
-    top = cls.sort_values(ascending=False).head(5)
-    common = cls.iloc[:5]  # the file lists classes from the most to the least frequent
-    nf = fg.loc["No Finding"]
-    rows = [
-        ("mAP holds, then collapses; \"up to 65% prunable\"",
-         (f"dense mAP {s['map_dense']:.3f}, {s['map_at_50']:.3f} at 50%, {s['map_at_90']:.3f} at 90%; random pruning "
-         f"is at {ev['random_map_at_50']:.3f} by 50%; largest safe sparsity (paired t-test, Holm) "
-         f"**{s['max_safe_sparsity']:.2f}**")),
-        ("rare classes are forgotten more at 95% (dAP@95 vs ln train count: r 0.80, rho 0.75)",
-         (f"**r {f['dap95_r']:.2f} (p {p_(f['dap95_p'])}), rho {f['dap95_rho']:.2f} (p {p_(f['dap95_rho_p'])})**; "
-         f"No Finding {nf['dap95']:.2f} (paper -0.41), Hernia {fg.loc['Hernia', 'dap95']:.2f} (paper -0.98)")),
-        ("rare classes are forgotten earlier (first 20% drop: r 0.64, rho 0.61)",
-         (f"{'same sign' if f['first_drop_r'] > 0 else 'opposite sign'}, "
-         f"{'significant' if f['first_drop_p'] < 0.05 else 'not significant'}: r {f['first_drop_r']:.2f} "
-         f"(p {p_(f['first_drop_p'])}), rho {f['first_drop_rho']:.2f}; No Finding drops "
-         f"{'last, ' if nf['first_drop'] >= fg['first_drop'].max() else ''}at {nf['first_drop']:.2f} (paper: 0.90)")),
-        ("FCD grows with the frequency gap (r 0.71) and shrinks with co-occurrence (r -0.43)",
-         (f"r {fc['freq_r']:.2f} (p {p_(fc['freq_p'])}) and r {fc['iou_r']:.2f} (p {p_(fc['iou_p'])}) over "
-         f"{fc['n_pairs_used']} pairs")),
-        ("PIEs over-represent rare classes (3-15x)",
-         ", ".join(f"{c} {ratio(v)}" for c, v in top.items())
-         + f"; the five most common classes {ratio(common.min())}-{ratio(common.max())}"),
-        ("PIEs over-represent images with 3+ findings (~2x)",
-         (f"**{pie['ratio_3plus_findings']:.2f}x** (Fisher p {p_(pie['ratio_3plus_p'])}); 4+ findings "
-         f"{ratio(fnd.loc['4+'])}")),
-        ("PIEs have more label noise",
-         (f"{'reproduced' if pie['flipped_p'] < 0.05 else 'not reproduced'}: "
-         f"{round(pie['frac_flipped_pie'] * pie['count'])} of {pie['count']} PIEs has a flipped label vs "
-         f"{100 * pie['frac_flipped_nonpie']:.1f}% of the rest (p {p_(pie['flipped_p'])})")),
-        ("PIEs have lower image quality",
-         (f"{'reproduced' if pie['quality_p'] < 0.05 else 'not reproduced'}: mean quality "
-         f"{pie['mean_quality_pie']:.2f} vs {pie['mean_quality_nonpie']:.2f} (p {p_(pie['quality_p'])}); "
-         f"{pct(pie['frac_degraded_pie'])} of PIEs are degraded vs {pct(pie['frac_degraded_nonpie'])} of the rest")),
-    ]
-    lines = ["| finding (paper) | default run |", "| --- | --- |"]
-    return "\n".join(lines + [f"| {a} | {b} |" for a, b in rows]) + "\n"
+    """The report's findings table from ``reports/synthetic/findings.json`` alone: value
+    [95% CI], p, Holm p and verdict formatted as ``findings.md`` formats them
+    (``cxrprune.analysis.report``); each claim's title, published value and statistic are the
+    constants of ``cxrprune.analysis.findings``, nothing else is written here."""
+    from cxrprune.analysis.findings import CLAIMS, NOT_MEASURED
+    from cxrprune.analysis.report import fmt_p, fmt_value
+
+    doc = o.json("reports/synthetic/findings.json")
+    rows = ["| finding | paper | this run: statistic | value [95% CI] | p | p (Holm) | verdict |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for claim in CLAIMS:
+        f = doc["findings"].get(claim.key, {})  # dvc exp show style: a null metric may be absent
+        cells = [claim.title, claim.paper, claim.statistic, fmt_value(f.get("value"), [f.get("ci_lo"), f.get("ci_hi")]),
+                 fmt_p(f.get("p")), fmt_p(f.get("p_holm")), f"**{f.get('verdict', NOT_MEASURED)}**"]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    family = doc["multiplicity"]
+    return "\n".join(rows) + (f"\n\nHolm-adjusted over the {family['m']} findings with a p-value "
+                              f"(family-wise error {doc['alpha']:g}); the verdicts use the adjusted p.\n")
 
 
 def air_density_loss(o: Outputs) -> str:
@@ -129,23 +105,39 @@ def air_density_loss(o: Outputs) -> str:
 
 
 def why(o: Outputs) -> str:
+    """What the synthetic truth and the simulated readers say about the PIEs, with the
+    verdicts of ``findings.json``; every number from the outputs, no prose that depends on them."""
+    from cxrprune.analysis.findings import CLAIMS
+
     s = o.json("metrics/synthetic/summary.json")
     pie = s["pie"]
-    r = o.json("metrics/synthetic/reader.json")["pooled"]
-    ag, q = r["agree"], r["quality"]
+    found = o.json("reports/synthetic/findings.json")["findings"]
+    title = {c.key: c.title for c in CLAIMS}
+
+    def verdict(key: str) -> str:
+        return f"{title[key]}: **{found[key]['verdict']}**"
+
+    reader = o.json("metrics/synthetic/reader.json")
+    r = reader["pooled"]
+    enr = o.csv("plots/synthetic/pie_class_ratios.csv").set_index("class_name")["enrichment"]
     flipped = round(pie["frac_flipped_pie"] * pie["count"])
+    air = ", ".join(f"{c} {enr[c]:+.2f}" for c in AIR)
     return (
-        "Why the last two do not appear here: the pruned ResNet10 forgets whole classes, above all\n"
-        f"the air-density findings ({', '.join(AIR)}\n{air_density_loss(o)}), so the PIEs are the images that "
-        "show them. A\ndegraded image gets near-prior predictions from the dense and the pruned ensemble alike, so\n"
-        f"pruning barely reorders its classes: {pct(pie['frac_degraded_pie'])} of the PIEs are degraded, against "
-        f"{pct(pie['frac_degraded_nonpie'])} of\nthe other images. {flipped} of {pie['count']} PIEs {'has' if flipped == 1 else 'have'} a flipped "
-        f"label ({100 * pie['frac_flipped_nonpie']:.1f}% of the other images do),\nwhich is why `summary.json` gives "
-        "a p-value beside every PIE ratio.\nThe simulated reader study follows the truth: PIEs get "
-        f"{'slightly *more*' if ag['pie_mean'] > ag['non_pie_mean'] else 'less'} agreement ({ag['pie_mean']:.2f} vs\n"
-        f"{ag['non_pie_mean']:.2f}, Kruskal-Wallis p {p_(ag['kruskal_p'])}) and "
-        f"{'the same' if q['kruskal_p'] >= 0.05 else 'a different'} quality ({q['pie_mean']:.2f} vs "
-        f"{q['non_pie_mean']:.2f}, p {p_(q['kruskal_p'])}).\n")
+        f"The synthetic truth ({verdict('pie_label_noise')}; {verdict('pie_low_quality')}): "
+        f"{flipped} of {pie['count']} PIEs {'has' if flipped == 1 else 'have'} a flipped\nlabel, against "
+        f"{100 * pie['frac_flipped_nonpie']:.1f}% of the other images (one-sided Fisher p {p_(pie['flipped_p'])}); "
+        f"{pct(pie['frac_degraded_pie'])} of the PIEs are degraded, against\n{pct(pie['frac_degraded_nonpie'])} of the "
+        f"other images; mean quality {pie['mean_quality_pie']:.2f} vs {pie['mean_quality_nonpie']:.2f} "
+        f"(one-sided Mann-Whitney p {p_(pie['quality_p'])}).\n"
+        f"The air-density findings ({', '.join(AIR)})\n{air_density_loss(o)}; their smoothed PIE enrichment "
+        f"(ln of observed over expected PIE positives, 0.5 added to both) is {air}.\n"
+        f"The simulated reader study ({reader['n_readers']} readers, {r['agree']['n_images_pie']} PIE and "
+        f"{r['agree']['n_images_non_pie']} other images; {r['agree']['test']}), per-image means, PIE vs other "
+        f"images:\n" + ",\n".join(
+            f"{what} {r[q]['pie_image_mean']:.2f} vs {r[q]['non_pie_image_mean']:.2f} (p {p_(r[q]['p'])}; {verdict(key)})"
+            for what, q, key in (("agreement with the label", "agree", "reader_label_noise"),
+                                 ("quality", "quality", "reader_quality"),
+                                 ("difficulty", "difficulty", "reader_difficulty"))) + ".\n")
 
 
 # ------------------------------------------------------------------ benchmark blocks
@@ -422,7 +414,7 @@ def compare_table(o: Outputs) -> str:
             continue
         out.append(f"| {r[0]} | " + " | ".join(cell.split(" ", 1)[0] for cell in r[1:-1]) + f" | {r[-1]} |")
     legend = next((line for line in path.read_text().splitlines() if line.startswith("Source:")), "")
-    symbols = legend.split("Cells: verdict symbol, then this run's value [95% CI]. ", 1)[-1]
+    symbols = legend.split("Cells: ", 1)[-1].split(". ", 1)[-1]  # the symbols' legend after the cells' description
     return "\n".join(out) + f"\n\n{symbols}\n"
 
 

@@ -173,11 +173,23 @@ def test_analyze_end_to_end(workspace):
                                          abs=1e-6)
     for key in ("first_drop_p", "dap95_rho", "dap95_p"):
         assert key in f
-    assert set(summary["fcd"]) >= {"freq_r", "freq_rho", "iou_r", "iou_rho", "n_pairs"}
-    assert summary["fcd"]["n_pairs"] == 6
+    c = summary["fcd"]
+    assert set(c) >= {"freq_r", "freq_rho", "iou_r", "iou_rho", "n_pairs", "freq_given_iou_rho", "freq_given_iou_rho_p"}
+    assert c["n_pairs"] == 6 and c["n_classes_used"] == 4 and c["classes_excluded"] == []
+    # 4 classes: all 4! class permutations are enumerated, so every Mantel p is a multiple of 1/24.
+    assert c["p_method"] == "mantel, all 24 class permutations (exact)"
+    for key in ("freq_p", "freq_rho_p", "iou_p", "iou_rho_p"):
+        assert c[key] * 24 == pytest.approx(round(c[key] * 24), abs=1e-9) and 0 < c[key] <= 1
     pie = summary["pie"]
     assert pie["count"] == int(0.05 * N_TEST) == 2
     assert {"ratio_3plus_findings", "ratio_flipped_label", "mean_quality_pie", "mean_quality_nonpie"} <= pie.keys()
+    assert "class_ratio_vs_frequency_rho" not in pie  # the statistic random PIEs made significant is gone
+    assert -1 <= pie["class_enrichment_rho"] <= 1 and 0 < pie["class_enrichment_p"] <= 1
+    assert pie["class_enrichment_test"].startswith("Spearman rho of the smoothed log PIE enrichment")
+    yt = test[CLASSES].to_numpy()
+    assert pie["class_enrichment_n_classes"] == int((yt.sum(axis=0) > 0).sum())
+    assert pie["class_enrichment_excluded"] == [{"class": c, "reason": "no test positive"}
+                                                for c, n in zip(CLASSES, yt.sum(axis=0)) if n == 0]
     assert summary["weights"]["n_weights"] == n_weights
     assert 0 <= summary["weights"]["frac_below_1e-2"] <= 1
 
@@ -217,7 +229,6 @@ def test_analyze_end_to_end(workspace):
     assert list(pairs.columns) == ["class_a", "class_b", "pair", "fcd", "abs_dlnf", "iou_quarter"]
     assert len(pairs) == 6
     # Label-weighted IoU of (Effusion, Nodule) by explicit loops over the test images.
-    yt = test[CLASSES].to_numpy()
     n_labels = yt.sum(axis=1)
     fa = n_labels[yt[:, 1] == 1].sum()
     fb = n_labels[yt[:, 2] == 1].sum()
@@ -227,7 +238,11 @@ def test_analyze_end_to_end(workspace):
     assert row["abs_dlnf"] == pytest.approx(abs(math.log(fa) - math.log(fb)))
     assert row["fcd"] == pytest.approx(math.sqrt(sum((0.5 * k - 1.0 * k) ** 2 for k in LEVELS[1:])), rel=1e-9)
     ratios = pd.read_csv(plots / "pie_class_ratios.csv")
-    assert list(ratios.columns) == ["class_name", "ratio"] and ratios["class_name"].tolist() == CLASSES
+    assert list(ratios.columns) == ["class_name", "ratio", "enrichment"] and ratios["class_name"].tolist() == CLASSES
+    # Smoothed log enrichment by hand: (PIE positives + 0.5) / (positives x PIE rate + 0.5).
+    flags = test["image_id"].isin(pies_csv.loc[pies_csv["is_pie"], "image_id"]).to_numpy()
+    k, n = yt[flags].sum(axis=0), yt.sum(axis=0)
+    np.testing.assert_allclose(ratios["enrichment"], np.log((k + 0.5) / (n * flags.mean() + 0.5)), rtol=1e-12)
     bins = pd.read_csv(plots / "pie_findings_ratios.csv", dtype={"findings": str})
     assert bins["findings"].tolist() == ["0", "1", "2", "3", "4+"]
     hist = pd.read_csv(plots / "weight_histogram.csv")
@@ -350,7 +365,7 @@ def test_figures_survive_degenerate_inputs(tmp_path):
                           "first_drop": [np.nan] * 3, "dap95": [-0.1, -0.1, np.nan]})
     none = forgetting.correlate(np.array([]), np.array([]))
     figures.forgetting_vs_frequency(table, none, none, tmp_path / "f.png")
-    ratios = pd.DataFrame({"class_name": ["A", "B"], "ratio": [np.nan, 0.0]})
+    ratios = pd.DataFrame({"class_name": ["A", "B"], "ratio": [np.nan, 0.0], "enrichment": [np.nan, -0.4]})
     bins = pd.DataFrame({"findings": ["0", "1", "2", "3", "4+"], "ratio": [np.nan] * 5})
     figures.pie_ratios(ratios, bins, tmp_path / "p.png")
     from cxrprune.analysis import weights

@@ -1,7 +1,9 @@
-"""FCD on three hand curves and label statistics on a hand-countable label matrix."""
+"""FCD on three hand curves, label statistics on a hand-countable label matrix, and the Mantel
+p-values against a brute-force enumeration of class permutations."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -63,7 +65,7 @@ def test_id_columns_are_not_classes():
     pd.testing.assert_frame_equal(a, b)
 
 
-def test_correlations_equal_scipy():
+def test_statistics_equal_scipy_and_p_values_are_mantel():
     rng = np.random.default_rng(3)
     classes = [f"c{i}" for i in range(6)]
     curves = pd.DataFrame(rng.normal(size=(19, 6)), columns=classes)
@@ -71,15 +73,78 @@ def test_correlations_equal_scipy():
     y[0] = 1  # every class has a positive
     pairs = fcd.fcd_pairs(curves, y, classes)
     assert len(pairs) == 15
-    corr = fcd.fcd_correlations(pairs)
+    tests = fcd.fcd_correlations(pairs)
+    assert tests.classes == tuple(classes) and tests.excluded == ()
+    assert tests.exact and tests.permutations == math.factorial(6)  # 720 <= MANTEL_PERMUTATIONS: enumerated
+    assert tests.p_method == "mantel, all 720 class permutations (exact)"
     for key, col in (("freq", "abs_dlnf"), ("iou", "iou_quarter")):
         pr = stats.pearsonr(pairs["fcd"], pairs[col])
         sr = stats.spearmanr(pairs["fcd"], pairs[col])
-        assert corr[key].n == 15
-        assert corr[key].r == pytest.approx(pr.statistic, abs=1e-12)
-        assert corr[key].p_r == pytest.approx(pr.pvalue, rel=1e-9)
-        assert corr[key].rho == pytest.approx(sr.statistic, abs=1e-12)
-        assert corr[key].p_rho == pytest.approx(sr.pvalue, rel=1e-9)
+        c = getattr(tests, key)
+        assert c.n == 15
+        assert c.r == pytest.approx(pr.statistic, abs=1e-12)
+        assert c.rho == pytest.approx(sr.statistic, abs=1e-12)
+        # Not the textbook p-values, which treat the 15 pairs of 6 classes as independent.
+        assert c.p_rho != pytest.approx(sr.pvalue) and c.p_r != pytest.approx(pr.pvalue)
+
+
+# Five classes: hand curves over three levels and hand labels with four different frequencies.
+CURVES5 = pd.DataFrame({"A": [0.0, -0.1, -0.2], "B": [0.0, -0.3, -0.9], "C": [-0.1, -0.2, -0.5],
+                        "D": [0.0, 0.0, -0.1], "E": [-0.2, -0.6, -1.0]},
+                       index=pd.Index([0.05, 0.5, 0.95], name="sparsity"))
+LABELS5 = np.array([[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 0, 1, 0, 0], [1, 0, 0, 0, 0], [1, 0, 0, 1, 0],
+                    [0, 1, 1, 0, 0], [0, 1, 0, 0, 1], [0, 0, 1, 0, 0], [1, 0, 0, 0, 1], [1, 1, 0, 0, 0]])
+
+
+def test_p_values_equal_brute_force_class_permutations():
+    """The oracle relabels the classes' curves by every one of the 5! permutations, recomputes
+    every pair through fcd_pairs and counts correlations at least as extreme as the observed one."""
+    classes = list(CURVES5.columns)
+    observed = fcd.fcd_pairs(CURVES5, LABELS5, classes)
+    tests = fcd.fcd_correlations(observed)
+
+    def partial(p: pd.DataFrame) -> float:
+        rxy, rxz, ryz = (stats.spearmanr(p[a], p[b]).statistic
+                         for a, b in (("fcd", "abs_dlnf"), ("fcd", "iou_quarter"), ("abs_dlnf", "iou_quarter")))
+        return (rxy - rxz * ryz) / math.sqrt((1 - rxz ** 2) * (1 - ryz ** 2))
+
+    def statistics(p: pd.DataFrame) -> dict[str, float]:
+        return {"freq_rho": stats.spearmanr(p["fcd"], p["abs_dlnf"]).statistic,
+                "freq_r": stats.pearsonr(p["fcd"], p["abs_dlnf"]).statistic,
+                "iou_rho": stats.spearmanr(p["fcd"], p["iou_quarter"]).statistic,
+                "iou_r": stats.pearsonr(p["fcd"], p["iou_quarter"]).statistic,
+                "partial": partial(p)}
+
+    obs = statistics(observed)
+    extreme = dict.fromkeys(obs, 0)
+    perms = list(itertools.permutations(range(len(classes))))
+    for perm in perms:
+        relabelled = CURVES5.iloc[:, list(perm)].set_axis(classes, axis=1)
+        for k, v in statistics(fcd.fcd_pairs(relabelled, LABELS5, classes)).items():
+            extreme[k] += abs(v) >= abs(obs[k]) - 1e-10
+    brute = {k: n / len(perms) for k, n in extreme.items()}
+    assert 0 < min(brute.values()) and max(brute.values()) < 1  # the case separates the permutations
+    assert tests.freq.rho == pytest.approx(obs["freq_rho"], abs=1e-12)
+    assert tests.freq.p_rho == pytest.approx(brute["freq_rho"], abs=1e-12)
+    assert tests.freq.p_r == pytest.approx(brute["freq_r"], abs=1e-12)
+    assert tests.iou.p_rho == pytest.approx(brute["iou_rho"], abs=1e-12)
+    assert tests.iou.p_r == pytest.approx(brute["iou_r"], abs=1e-12)
+    assert tests.freq_given_iou_rho == pytest.approx(obs["partial"], abs=1e-12)
+    assert tests.freq_given_iou_p == pytest.approx(brute["partial"], abs=1e-12)
+
+
+def test_twenty_classes_use_the_seeded_monte_carlo_test():
+    rng = np.random.default_rng(11)
+    classes = [f"c{i}" for i in range(20)]
+    curves = pd.DataFrame(rng.normal(size=(19, 20)), columns=classes)
+    y = (rng.random((500, 20)) < np.geomspace(0.5, 0.01, 20)).astype(int)
+    y[:20] = np.eye(20, dtype=int)  # every class has a positive
+    pairs = fcd.fcd_pairs(curves, y, classes)
+    a, b = fcd.fcd_correlations(pairs), fcd.fcd_correlations(pairs)
+    assert a == b  # seeded
+    assert not a.exact and a.permutations == fcd.MANTEL_PERMUTATIONS
+    assert a.p_method == f"mantel, {fcd.MANTEL_PERMUTATIONS} class permutations (seed {fcd.MANTEL_SEED})"
+    assert a.freq.p_rho >= 1 / (fcd.MANTEL_PERMUTATIONS + 1)  # the observed arrangement counts once
 
 
 def test_absent_class_gives_undefined_pairs_not_errors():
@@ -89,4 +154,19 @@ def test_absent_class_gives_undefined_pairs_not_errors():
     d = pairs[pairs["class_b"] == "D"]
     assert d["abs_dlnf"].isna().all()  # ln(0) undefined
     assert (d["iou"] == 0).all()  # D never co-occurs; the union is not empty
-    assert fcd.fcd_correlations(pairs)["freq"].n == 3
+    tests = fcd.fcd_correlations(pairs)
+    # A Mantel test needs every pair of its classes: D leaves with all its pairs, from both tests.
+    assert tests.freq.n == tests.iou.n == 3
+    assert tests.classes == ("A", "B", "C") and tests.excluded == ("D",) and tests.freq.excluded == ("D",)
+    assert tests.exact and tests.permutations == 6
+
+
+def test_testable_classes_drop_the_class_with_most_undefined_pairs_first():
+    pairs = pd.DataFrame({"class_a": ["A", "A", "A", "B", "B", "C"], "class_b": ["B", "C", "D", "C", "D", "D"],
+                          "fcd": [1.0, 2.0, np.nan, 3.0, np.nan, np.nan],
+                          "abs_dlnf": [0.1, 0.2, 0.3, np.nan, 0.5, 0.6], "iou_quarter": 0.5})
+    # D has three undefined pairs and goes first; then (B, C) is still undefined: B goes (first on the tie).
+    assert fcd.testable_classes(pairs) == (["A", "C"], ["B", "D"])
+    tests = fcd.fcd_correlations(pairs)
+    assert tests.freq.n == 1 and math.isnan(tests.freq.rho) and math.isnan(tests.freq.p_rho)
+    assert tests.p_method.startswith("mantel, not run")

@@ -11,7 +11,6 @@ other projects or absent on a machine that only has the git history).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,19 +18,23 @@ from typing import Any
 
 from cxrprune.analysis.findings import (
     CLAIMS,
+    NOT_ESTIMABLE,
     NOT_MEASURED,
     NOT_REPRODUCED,
     OPPOSITE,
     REPRODUCED,
     SAME_DIRECTION,
+    finite_number,
 )
-from cxrprune.analysis.report import fmt_value
+from cxrprune.analysis.report import fmt_p, fmt_value
 
 # What tells experiments apart, in the order shown (params.yaml keys).
 AXES = ("train.arch", "prune.methods", "data.name", "synthetic.seed", "train.pretrained", "seeds")
-SYMBOL = {REPRODUCED: "✅", SAME_DIRECTION: "➖", NOT_REPRODUCED: "❌", OPPOSITE: "⛔", NOT_MEASURED: "·"}
+SYMBOL = {REPRODUCED: "✅", SAME_DIRECTION: "➖", NOT_REPRODUCED: "❌", OPPOSITE: "⛔", NOT_ESTIMABLE: "❔",
+          NOT_MEASURED: "·"}
 COLOR = {REPRODUCED: "#2e7d32", SAME_DIRECTION: "#a5d6a7", NOT_REPRODUCED: "#ef9a9a", OPPOSITE: "#c62828",
-         NOT_MEASURED: "#e0e0e0"}
+         NOT_ESTIMABLE: "#fff59d", NOT_MEASURED: "#e0e0e0"}
+CELLS = "Cells: verdict symbol, then this run's value [95% CI] and its Holm-adjusted p (`p_holm`)."
 
 
 @dataclass
@@ -102,8 +105,7 @@ def _without_unchanged_workspace(found: list[Experiment]) -> list[Experiment]:
 def render(experiments: list[Experiment], skipped: list[str], figure: Path | None) -> str:
     lines = ["# Findings across experiments", "",
              "Source: `dvc exp show --json` (each experiment's `reports/<name>/findings.json` and params). "
-             "Cells: verdict symbol, then this run's value [95% CI]. "
-             + ", ".join(f"{s} {v}" for v, s in SYMBOL.items()) + ".", ""]
+             f"{CELLS} " + ", ".join(f"{s} {v}" for v, s in SYMBOL.items()) + ".", ""]
     if any(e.findings.get("calibration") for e in experiments):
         lines += [("> Runs on the embedded synthetic data are **calibration, not replication**: the generator was "
                    "tuned until findings appeared. A verdict that survives other `synthetic.seed` values is robust "
@@ -119,9 +121,10 @@ def render(experiments: list[Experiment], skipped: list[str], figure: Path | Non
             verdict = f.get("verdict", NOT_MEASURED)
             n_rep += verdict == REPRODUCED
             n_measured += verdict != NOT_MEASURED
-            value = f.get("value")
-            value = value if isinstance(value, (int, float)) and math.isfinite(value) else None
-            cells.append(f"{SYMBOL.get(verdict, '?')} {fmt_value(value, [f.get('ci_lo'), f.get('ci_hi')])}")
+            value = fmt_value(finite_number(f.get("value")), [f.get("ci_lo"), f.get("ci_hi")])
+            cell = f"{SYMBOL.get(verdict, '?')} {value}"
+            p_holm = finite_number(f.get("p_holm"))  # absent in reports older than the adjustment
+            cells.append(cell if p_holm is None else f"{cell}, p_holm {fmt_p(p_holm)}")
         lines.append("| " + " | ".join([claim.title] + cells + [f"{n_rep}/{n_measured}"]) + " |")
     if figure is not None:
         lines += ["", f"![verdicts]({figure.name})"]
@@ -147,8 +150,8 @@ def plot(experiments: list[Experiment], path: Path) -> None:
             f = (e.findings.get("findings") or {}).get(claim.key) or {}
             verdict = f.get("verdict", NOT_MEASURED)
             grid[i][j] = to_rgb(COLOR.get(verdict, COLOR[NOT_MEASURED]))
-            value = f.get("value")
-            if isinstance(value, (int, float)) and math.isfinite(value):
+            value = finite_number(f.get("value"))
+            if value is not None:
                 ax.text(j, i, f"{value:.2g}", ha="center", va="center", fontsize=7)
     ax.imshow(grid, aspect="auto")
     ax.set_yticks(range(rows), [c.title for c in CLAIMS], fontsize=7)

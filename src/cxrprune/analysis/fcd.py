@@ -9,17 +9,29 @@ from the TEST labels. The reference code weights by labels: with M = Y^T Y,
     IoU(A, B) = M[A, B] / (f_A + f_B - M[A, B])
 
 ``plain`` uses the number of positives and the standard image-level IoU instead.
+
+Significance (:func:`fcd_correlations`): the statistics are Spearman's rho and Pearson's r
+over the pairs, but the pairs are not independent observations. 20 classes give 190 pairs
+and each class sits in 19 of them, so one class with an unusual curve or frequency moves a
+whole row of pairs, and the textbook p-value of a correlation over 190 "observations" is far
+too small. The p-values therefore come from Mantel tests (:mod:`cxrprune.stats.mantel`) that
+permute the class labels of the FCD matrix, keeping that row structure in the null. The
+partial Mantel test of FCD vs |d ln f| given IoU^(1/4) asks whether the frequency relation
+survives co-occurrence, which is itself related to frequency.
 """
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
 
 from cxrprune.analysis.forgetting import Correlation, correlate
-from cxrprune.core.errors import DataError
+from cxrprune.core.errors import CxrpruneError, DataError
+from cxrprune.stats.mantel import mantel, pairs_to_matrix, partial_mantel
 
 Distance = Literal["euclidean", "mse"]
 Weighting = Literal["label", "plain"]
@@ -97,10 +109,96 @@ def fcd_pairs(curves: pd.DataFrame, test_labels: pd.DataFrame | np.ndarray,
     return rows
 
 
-def fcd_correlations(pairs: pd.DataFrame) -> dict[str, Correlation]:
-    """Correlation of FCD with |d ln f| (``freq``) and with IoU^(1/4) (``iou``) over defined pairs."""
-    fcd = pairs["fcd"].to_numpy(dtype=np.float64)
-    return {
-        "freq": correlate(fcd, pairs["abs_dlnf"].to_numpy(dtype=np.float64)),
-        "iou": correlate(fcd, pairs["iou_quarter"].to_numpy(dtype=np.float64)),
-    }
+MANTEL_PERMUTATIONS = 9999
+"""Class-label permutations per Mantel test. Not a study parameter: it only sets the Monte
+Carlo error of the p-value, whose standard error near p = 0.05 is sqrt(0.05 * 0.95 / 10000)
+~ 0.002 (the smallest p it can give is 1e-4). With n! <= 9999 (up to 7 classes) every
+permutation is enumerated instead and the p-value is exact."""
+MANTEL_SEED = 0  # the same inputs give the same p-values
+PAIR_VALUES = ("fcd", "abs_dlnf", "iou_quarter")
+
+
+@dataclass(frozen=True)
+class FcdTests:
+    """FCD vs frequency gap (``freq``) and vs co-occurrence (``iou``) over the pairs of
+    ``classes``: r and rho over the pairs, their p-values (``p_r``, ``p_rho``) from Mantel
+    tests, and the partial Spearman rho of FCD and |d ln f| given IoU^(1/4) with its partial
+    Mantel p-value. ``excluded``: classes left out because a value of their pairs is undefined."""
+
+    freq: Correlation
+    iou: Correlation
+    freq_given_iou_rho: float
+    freq_given_iou_p: float
+    classes: tuple[str, ...]
+    excluded: tuple[str, ...]
+    permutations: int  # evaluated per test: n! when exact
+    exact: bool
+
+    @property
+    def p_method(self) -> str:
+        """How the p-values were obtained, for summary.json."""
+        if self.permutations == 0:
+            return "mantel, not run (fewer than 3 classes with defined pairs, or a constant value)"
+        if self.exact:
+            return f"mantel, all {self.permutations} class permutations (exact)"
+        return f"mantel, {self.permutations} class permutations (seed {MANTEL_SEED})"
+
+
+def testable_classes(pairs: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(kept, excluded) classes: a Mantel test needs every pair of the kept classes defined.
+
+    A class whose frequency is 0 (ln undefined) or whose curve is undefined makes all its
+    pairs undefined; it is dropped with all its pairs, the class with the most undefined
+    pairs first (the earlier class on a tie), until none is left among the kept classes.
+    """
+    classes = list(dict.fromkeys(itertools.chain(pairs["class_a"], pairs["class_b"])))
+    undefined = ~np.isfinite(pairs[list(PAIR_VALUES)].to_numpy(dtype=np.float64)).all(axis=1)
+    a, b = pairs["class_a"].to_numpy(), pairs["class_b"].to_numpy()
+    kept, excluded = set(classes), []
+    while True:
+        live = undefined & np.isin(a, list(kept)) & np.isin(b, list(kept))
+        if not live.any():
+            break
+        counts = pd.Series(np.concatenate([a[live], b[live]])).value_counts()
+        worst = max(classes, key=lambda c: (counts.get(c, 0), -classes.index(c)))
+        kept.discard(worst)
+        excluded.append(worst)
+    return [c for c in classes if c in kept], [c for c in classes if c not in kept]
+
+
+def fcd_correlations(pairs: pd.DataFrame) -> FcdTests:
+    """Correlation of FCD with |d ln f| and with IoU^(1/4), Mantel p-values (module docstring).
+
+    Both relations use the pairs of the same classes (:func:`testable_classes`), so that the
+    partial test can relate all three matrices. A statistic that is undefined (fewer than 3
+    classes, a constant triangle) has NaN p-values.
+    """
+    kept, excluded = testable_classes(pairs)
+    used = pairs.loc[pairs["class_a"].isin(kept) & pairs["class_b"].isin(kept)]
+    fcd = used["fcd"].to_numpy(dtype=np.float64)
+    nan = float("nan")
+    tests: dict[str, Correlation] = {}
+    permutations, exact = 0, False
+    matrices = {col: pairs_to_matrix(used, "class_a", "class_b", col, kept) for col in PAIR_VALUES} \
+        if len(kept) >= 3 else {}
+    for key, col in (("freq", "abs_dlnf"), ("iou", "iou_quarter")):
+        c = correlate(fcd, used[col].to_numpy(dtype=np.float64))
+        p = {}
+        for method, stat in (("pearson", c.r), ("spearman", c.rho)):
+            if not matrices or not np.isfinite(stat):  # no Mantel test of an undefined correlation
+                p[method] = nan
+                continue
+            res = mantel(matrices["fcd"], matrices[col], method=method, permutations=MANTEL_PERMUTATIONS,
+                         seed=MANTEL_SEED)
+            p[method], permutations, exact = res.p, res.permutations, res.exact
+        tests[key] = Correlation(c.r, p["pearson"], c.rho, p["spearman"], c.n, tuple(excluded))
+    partial_rho, partial_p = nan, nan
+    if matrices and np.isfinite(tests["freq"].rho) and np.isfinite(tests["iou"].rho):
+        try:
+            res = partial_mantel(matrices["fcd"], matrices["abs_dlnf"], matrices["iou_quarter"], method="spearman",
+                                 permutations=MANTEL_PERMUTATIONS, seed=MANTEL_SEED)
+            partial_rho, partial_p = res.r, res.p
+        except CxrpruneError:
+            pass  # |d ln f| or FCD a perfect monotone function of IoU^(1/4): no partial correlation exists
+    return FcdTests(tests["freq"], tests["iou"], partial_rho, partial_p, tuple(kept), tuple(excluded),
+                    permutations, exact)

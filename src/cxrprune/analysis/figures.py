@@ -76,9 +76,11 @@ def _fmt_p(p: float) -> str:
     return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
 
 
-def corr_text(c: Correlation) -> str:
-    """``r=0.64 (p=0.003), rho=0.61 (p=0.005), n=20`` for titles."""
-    return f"r={_fmt(c.r)} (p={_fmt_p(c.p_r)}), \u03c1={_fmt(c.rho)} (p={_fmt_p(c.p_rho)}), n={c.n}"
+def corr_text(c: Correlation, p_name: str = "p") -> str:
+    """``r=0.64 (p=0.003), rho=0.61 (p=0.005), n=20`` for titles; ``p_name`` says which test
+    gave the p-values where it is not the textbook one."""
+    return (f"r={_fmt(c.r)} ({p_name}={_fmt_p(c.p_r)}), \u03c1={_fmt(c.rho)} ({p_name}={_fmt_p(c.p_rho)}), "
+            f"n={c.n}")
 
 
 def map_vs_sparsity(map_df: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -229,8 +231,8 @@ def forgetting_vs_frequency(table: pd.DataFrame, first: Correlation, dap: Correl
 
 
 def fcd_scatter(pairs: pd.DataFrame, corrs: Mapping[str, Correlation], path: str | os.PathLike,
-                distance: str = "euclidean") -> None:
-    """FCD of every class pair against |d ln f| and against IoU^(1/4)."""
+                distance: str = "euclidean", p_name: str = "p") -> None:
+    """FCD of every class pair against |d ln f| and against IoU^(1/4) (``p_name``: see :func:`corr_text`)."""
     ylabel = "FCD (Euclidean distance)" if distance == "euclidean" else "FCD (mean squared difference)"
     with _figure(path, ncols=2, width=4.5, height=3.8) as (fig, axes):
         for ax, col, key, xlabel, color in (
@@ -240,32 +242,33 @@ def fcd_scatter(pairs: pd.DataFrame, corrs: Mapping[str, Correlation], path: str
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
             ax.set_title(f"FCD vs {'frequency difference' if key == 'freq' else 'co-occurrence'}\n"
-                         f"{corr_text(corrs[key])}", fontsize=8)
+                         f"{corr_text(corrs[key], p_name)}", fontsize=8)
 
 
 def pie_ratios(class_ratios: pd.DataFrame, findings_ratios: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Bars of the PIE / non-PIE ratio per class (log y) and per number of findings.
+    """Bars of the smoothed PIE enrichment per class and of the PIE / non-PIE ratio per number
+    of findings.
 
-    A ratio of 0 (class absent among PIEs) cannot sit on a log axis and an undefined one
-    (class absent among non-PIEs) has no value: both are marked by text, not drawn as bars.
+    The class panel shows ``enrichment`` = log((k + 0.5) / (n q + 0.5))
+    (:mod:`cxrprune.stats.enrichment`), defined for every class with a test positive: the raw
+    prevalence ratio is 0 for a class without a PIE and huge for a rare class with one, which
+    drew the eye to exactly the classes chance favoured. A class without a test positive has no
+    enrichment and is marked by text, not drawn as a bar.
     """
     with _figure(path, ncols=2, width=5.0, height=4.0) as (fig, axes):
         ax = axes[0]
         names = class_ratios["class_name"].astype(str).to_list()
-        ratio = class_ratios["ratio"].to_numpy(dtype=np.float64)
+        enrichment = class_ratios["enrichment"].to_numpy(dtype=np.float64)
         x = np.arange(len(names))
-        pos = np.isfinite(ratio) & (ratio > 0)
-        ax.bar(x[pos], ratio[pos], color="#1f5fa8", width=0.75)
-        ax.set_yscale("log")
-        ax.axhline(1.0, color="0.3", linestyle="--", linewidth=0.8)
-        for xi, r in zip(x, ratio):
-            if not (np.isfinite(r) and r > 0):
-                ax.annotate("0" if np.isfinite(r) else "n/a", (xi, 1.0), ha="center", va="bottom",
-                            fontsize=6, color="0.4")
+        ok = np.isfinite(enrichment)
+        ax.bar(x[ok], enrichment[ok], color=np.where(enrichment[ok] > 0, "#c0392b", "#1f5fa8"), width=0.75)
+        ax.axhline(0.0, color="0.3", linestyle="--", linewidth=0.8)
+        for xi in x[~ok]:
+            ax.annotate("n/a", (xi, 0.0), ha="center", va="bottom", fontsize=6, color="0.4")
         ax.set_xticks(x, names, rotation=60, ha="right", rotation_mode="anchor", fontsize=7)
         ax.set_xlim(-0.6, len(names) - 0.4)  # every class keeps its slot, drawn or not
-        ax.set_ylabel("Prevalence among PIEs / among non-PIEs")
-        ax.set_title("PIE over-representation by class")
+        ax.set_ylabel("ln((PIE positives + 0.5) / (expected + 0.5))")
+        ax.set_title("PIE enrichment by class (smoothed)")
         ax = axes[1]
         fr = findings_ratios["ratio"].to_numpy(dtype=np.float64)
         xb = np.arange(len(fr))

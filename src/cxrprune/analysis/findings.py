@@ -7,21 +7,37 @@ product, never read from anywhere at run time.
 
 Every measured number comes from the pipeline's metrics: ``summary.json`` (analyze),
 ``evaluate.json`` (evaluate) and ``reader.json`` (reader-analyze), through
-:func:`measure`. :func:`verdict` applies the rules:
+:func:`measure`. :func:`assess` adjusts the p-values and :func:`verdict` applies the rules:
 
 - ``not measured``: the statistic is undefined (e.g. no ground truth for label noise);
-- significance: ``p < alpha`` where a p-value exists AND the confidence interval excludes
-  the null value where an interval exists (both must hold when both exist);
+- ``not estimable``: the interval is a single point (e.g. [0, 0] when no PIE has a flipped
+  label): the resamples never varied, so the data say nothing about the uncertainty, and
+  neither the interval nor the p-value is evidence;
+- multiplicity: the report tests twelve findings at once, so each p-value is Holm-adjusted
+  (:func:`cxrprune.stats.multiplicity.holm`) over the family of directional findings that
+  have one, and significance uses the adjusted p (family-wise error at ``alpha`` across the
+  report). The safe-sparsity row is outside the family: its verdict is a threshold on the
+  evaluate stage's own Holm family across levels, not a p-value of this report;
+- significance: adjusted ``p < alpha`` where a p-value exists AND the confidence interval
+  excludes the null value where an interval exists (both must hold when both exist);
 - ``reproduced``: on the paper's side of the null and significant;
 - ``same direction, not significant``: on the paper's side, not significant;
-- ``opposite``: on the other side and significant (for a one-sided p in the paper's
-  direction, which cannot show the other side, the interval alone decides);
+- ``opposite``: on the other side and the same test significant there: a two-sided p-value
+  (or, without one, the two-sided interval). A one-sided p-value in the paper's direction
+  cannot show the other side, so there the verdict is ``not reproduced``, whatever the
+  interval (the interval is not the test the p-value is);
 - ``not reproduced``: on the other side (or at the null), not significant.
+
+The null is the claim's (0 for a correlation, 1 for a ratio) unless the measurement brings
+its own: the rare-class enrichment rho is read against the mean rho of random PIEs.
 
 The safe-sparsity finding is a threshold, not a direction: ``reproduced`` when the largest
 safe sparsity is at least the paper's 65% minus one level step (5%), ``not reproduced``
 when lower, ``not measured`` when the paired test could not reach significance at all
 (too few seeds: ``evaluate.json`` says so in ``note``).
+
+Each claim names what its measurement cannot show (:func:`cannot_show`), e.g. that a
+one-sided test cannot show the opposite effect or that synthetic truth is not real data.
 """
 
 from __future__ import annotations
@@ -30,12 +46,18 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from cxrprune.stats.multiplicity import holm
+
 REPRODUCED = "reproduced"
 SAME_DIRECTION = "same direction, not significant"
 NOT_REPRODUCED = "not reproduced"
 OPPOSITE = "opposite"
+NOT_ESTIMABLE = "not estimable"
 NOT_MEASURED = "not measured"
-VERDICTS = (REPRODUCED, SAME_DIRECTION, NOT_REPRODUCED, OPPOSITE, NOT_MEASURED)
+VERDICTS = (REPRODUCED, SAME_DIRECTION, NOT_REPRODUCED, OPPOSITE, NOT_ESTIMABLE, NOT_MEASURED)
+MULTIPLICITY = "holm"
 
 CITATION = ("Holste G, Jiang Z, Jaiswal A, et al. How does pruning impact long-tailed multi-label medical "
             "image classifiers? MICCAI 2023 (paper and poster; NIH-CXR-LT values)")
@@ -53,36 +75,50 @@ class Claim:
     statistic: str  # what "this run" reports
     direction: int  # +1: the paper's effect is above the null, -1: below, 0: a threshold finding
     null: float
+    limits: str = ""  # what this run's measurement cannot show, where that is not obvious
 
+
+_SYNTHETIC = "synthetic truth: says nothing about real images"
+_READERS = "as good as the readers: simulated ones only echo the synthetic truth"
+_ACROSS_CLASSES = "an association across classes, not that frequency causes it"
 
 CLAIMS: tuple[Claim, ...] = (
     Claim("safe_sparsity", "Up to 65% of weights can be pruned with no significant mAP loss",
-          "65% (poster, NIH-CXR-LT, ResNet50)", "largest sparsity with no significant mAP drop (paired test)", 0, 0.0),
+          "65% (poster, NIH-CXR-LT, ResNet50)", "largest sparsity with no significant mAP drop (paired test)", 0, 0.0,
+          "no significant loss is not shown to be no loss (no non-inferiority margin)"),
     Claim("rare_forgotten_earlier", "Rare classes are forgotten earlier",
           "first 20% drop vs ln(train count): r=0.64, rho=0.61", "Spearman rho, first drop vs ln(train count)",
-          +1, 0.0),
+          +1, 0.0, _ACROSS_CLASSES + "; classes that never drop are left out"),
     Claim("rare_forgotten_more", "Rare classes are forgotten more at 95% sparsity",
-          "dAP@95 vs ln(train count): r=0.80, rho=0.75", "Spearman rho, dAP@95 vs ln(train count)", +1, 0.0),
+          "dAP@95 vs ln(train count): r=0.80, rho=0.75", "Spearman rho, dAP@95 vs ln(train count)", +1, 0.0,
+          _ACROSS_CLASSES),
     Claim("fcd_frequency", "Classes of different frequency have dissimilar forgettability curves",
-          "FCD vs |d ln f|: r=0.71, rho=0.64", "Spearman rho, FCD vs |d ln f|", +1, 0.0),
+          "FCD vs |d ln f|: r=0.71, rho=0.64", "Spearman rho, FCD vs |d ln f| (Mantel p)", +1, 0.0,
+          "an association over class pairs; frequency and co-occurrence are entangled (partial test beside it)"),
     Claim("fcd_cooccurrence", "Co-occurring classes have similar forgettability curves",
-          "FCD vs IoU^(1/4): r=-0.43, rho=-0.47", "Spearman rho, FCD vs IoU^(1/4)", -1, 0.0),
+          "FCD vs IoU^(1/4): r=-0.43, rho=-0.47", "Spearman rho, FCD vs IoU^(1/4) (Mantel p)", -1, 0.0,
+          "an association over class pairs, not a cause"),
     Claim("pie_rare", "PIEs are enriched for rare classes",
           "rare classes 3-15x over-represented among PIEs (poster)",
-          "Spearman rho, ln(PIE prevalence ratio) vs ln(train count)", -1, 0.0),
+          "Spearman rho, smoothed PIE enrichment vs ln(train count), every class (flag-permutation p)", -1, 0.0,
+          "a trend across classes, not which classes are enriched"),
     Claim("pie_3plus", "PIEs are enriched for images with 3+ findings",
           "~2x (poster)", "PIE / non-PIE ratio of images with 3+ findings", +1, 1.0),
     Claim("pie_label_noise", "PIEs carry more label noise",
           "more label noise (reader study)", "PIE / non-PIE ratio of flipped labels (synthetic ground truth)",
-          +1, 1.0),
+          +1, 1.0, _SYNTHETIC),
     Claim("pie_low_quality", "PIEs have lower image quality",
-          "lower quality (reader study)", "mean quality, PIE minus non-PIE (synthetic ground truth)", -1, 0.0),
+          "lower quality (reader study)", "mean quality, PIE minus non-PIE (synthetic ground truth)", -1, 0.0,
+          _SYNTHETIC),
     Claim("reader_label_noise", "Readers agree less with PIEs' labels",
-          "more label noise (reader study)", "share agreeing with the label, PIE minus non-PIE", -1, 0.0),
+          "more label noise (reader study)", "rank-biserial r of each image's share agreeing with the label, PIE vs "
+          "non-PIE images", -1, 0.0, _READERS),
     Claim("reader_quality", "Readers rate PIEs' image quality lower",
-          "lower quality (reader study)", "mean quality rating (1-5), PIE minus non-PIE", -1, 0.0),
+          "lower quality (reader study)", "rank-biserial r of each image's mean quality rating (1-5), PIE vs non-PIE "
+          "images", -1, 0.0, _READERS),
     Claim("reader_difficulty", "Readers rate PIEs harder to diagnose",
-          "higher difficulty (reader study)", "mean difficulty rating (1-5), PIE minus non-PIE", +1, 0.0),
+          "higher difficulty (reader study)", "rank-biserial r of each image's mean difficulty rating (1-5), PIE vs "
+          "non-PIE images", +1, 0.0, _READERS),
 )
 
 
@@ -92,10 +128,12 @@ class Measurement:
 
     value: float | None
     ci: list[float | None] | None = None
-    p: float | None = None
+    p: float | None = None  # as the test gave it
     source: str = ""  # e.g. "summary.json: fcd.iou_rho"
     extra: dict[str, Any] = field(default_factory=dict)
     one_sided: bool = False  # p tests the paper's direction only: it says nothing about the other side
+    null: float | None = None  # the statistic's value by chance when it is not the claim's null
+    p_holm: float | None = None  # p Holm-adjusted over the report's family (:func:`assess`); None outside it
 
 
 @dataclass
@@ -105,18 +143,33 @@ class Finding:
     verdict: str
 
 
-def _num(x: Any) -> float | None:
+def finite_number(x: Any) -> float | None:
+    """``x`` as a float if it is a finite number (not a bool, None or NaN), else None."""
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
 
+def _interval(m: Measurement) -> tuple[float, float] | None:
+    """The interval when both ends are numbers."""
+    if m.ci is None or len(m.ci) != 2 or finite_number(m.ci[0]) is None or finite_number(m.ci[1]) is None:
+        return None
+    return float(m.ci[0]), float(m.ci[1])
+
+
+def degenerate(m: Measurement) -> bool:
+    """The interval is one point: the resamples never varied (e.g. [0, 0] when no PIE has a
+    flipped label), so it states no uncertainty at all."""
+    ci = _interval(m)
+    return ci is not None and ci[0] == ci[1]
+
+
 def significant(m: Measurement, null: float, alpha: float) -> bool:
-    """p < alpha where a p-value exists and the interval excludes ``null`` where one exists."""
-    p_ok = m.p is None or m.p < alpha
-    ci_ok = True
-    if m.ci is not None and m.ci[0] is not None and m.ci[1] is not None:
-        ci_ok = not (m.ci[0] <= null <= m.ci[1])
-    has_evidence = m.p is not None or (m.ci is not None and None not in m.ci)
-    return has_evidence and p_ok and ci_ok
+    """Adjusted p < alpha where a p-value exists and the interval excludes ``null`` where one
+    exists. The adjusted p is ``p_holm`` (the raw p for a measurement outside the family)."""
+    p = m.p_holm if m.p_holm is not None else m.p
+    ci = _interval(m)
+    p_ok = p is None or p < alpha
+    ci_ok = ci is None or not (ci[0] <= null <= ci[1])
+    return (p is not None or ci is not None) and p_ok and ci_ok
 
 
 def verdict(claim: Claim, m: Measurement, alpha: float) -> str:
@@ -127,62 +180,94 @@ def verdict(claim: Claim, m: Measurement, alpha: float) -> str:
         if m.extra.get("no_power"):
             return NOT_MEASURED
         return REPRODUCED if m.value >= SAFE_SPARSITY - SAFE_SPARSITY_STEP - 1e-9 else NOT_REPRODUCED
-    side = claim.direction * (m.value - claim.null)
-    sig = significant(m, claim.null, alpha)
+    if degenerate(m):
+        return NOT_ESTIMABLE
+    null = claim.null if m.null is None else m.null
+    side = claim.direction * (m.value - null)
+    sig = significant(m, null, alpha)
     if side > 0:
         return REPRODUCED if sig else SAME_DIRECTION
-    if side < 0 and m.one_sided:
-        # A one-sided p in the paper's direction is large on the other side by construction:
-        # there the interval alone decides.
-        sig = significant(Measurement(m.value, m.ci, None), claim.null, alpha)
-    if side < 0 and sig:
+    # A one-sided p in the paper's direction is large on the other side by construction: the
+    # test that was done cannot show the opposite, and an interval is not that test.
+    if side < 0 and sig and not m.one_sided:
         return OPPOSITE
     return NOT_REPRODUCED
 
 
+def cannot_show(claim: Claim, m: Measurement) -> str:
+    """What the row cannot show: the claim's limits and, for a one-sided p, the other side."""
+    parts = [claim.limits] if claim.limits else []
+    if m.one_sided and claim.direction != 0:
+        parts.insert(0, "one-sided p: not the opposite effect")
+    return "; ".join(parts)
+
+
 def measure(summary: dict, evaluation: dict, reader: dict | None) -> dict[str, Measurement]:
-    """This run's measurement of every claim, read from the stages' metrics files."""
+    """This run's measurement of every claim, read from the stages' metrics files (raw p-values;
+    :func:`assess` adds the adjusted ones)."""
     f, c, pie = summary.get("forgettability", {}), summary.get("fcd", {}), summary.get("pie", {})
     out: dict[str, Measurement] = {}
+    num = finite_number
     safe_p = next((row.get("p_adj") for row in evaluation.get("paired_tests", [])
-                   if _num(row.get("sparsity")) is not None and abs(row["sparsity"] - SAFE_SPARSITY) < 1e-6), None)
+                   if num(row.get("sparsity")) is not None and abs(row["sparsity"] - SAFE_SPARSITY) < 1e-6), None)
     out["safe_sparsity"] = Measurement(
-        _num(evaluation.get("max_safe_sparsity")), None, _num(safe_p), "evaluate.json: max_safe_sparsity",
+        num(evaluation.get("max_safe_sparsity")), None, num(safe_p), "evaluate.json: max_safe_sparsity",
         {"no_power": evaluation.get("note") is not None and "no level can be significant" in str(evaluation.get("note")),
          "p_note": "Holm-adjusted p of the paired test at 65%"})
     for key, section, name, src in (("rare_forgotten_earlier", f, "first_drop", "forgettability"),
                                     ("rare_forgotten_more", f, "dap95", "forgettability"),
                                     ("fcd_frequency", c, "freq", "fcd"), ("fcd_cooccurrence", c, "iou", "fcd")):
-        out[key] = Measurement(_num(section.get(f"{name}_rho")), section.get(f"{name}_rho_ci"),
-                               _num(section.get(f"{name}_rho_p")), f"summary.json: {src}.{name}_rho",
-                               {"r": _num(section.get(f"{name}_r")), "r_ci": section.get(f"{name}_r_ci"),
-                                "r_p": _num(section.get(f"{name}_p"))})
-    out["pie_rare"] = Measurement(_num(pie.get("class_ratio_vs_frequency_rho")),
-                                  pie.get("class_ratio_vs_frequency_rho_ci"),
-                                  _num(pie.get("class_ratio_vs_frequency_rho_p")),
-                                  "summary.json: pie.class_ratio_vs_frequency_rho")
+        out[key] = Measurement(num(section.get(f"{name}_rho")), section.get(f"{name}_rho_ci"),
+                               num(section.get(f"{name}_rho_p")), f"summary.json: {src}.{name}_rho",
+                               {"r": num(section.get(f"{name}_r")), "r_ci": section.get(f"{name}_r_ci"),
+                                "r_p": num(section.get(f"{name}_p"))})
+    out["fcd_frequency"].extra.update(partial_rho=num(c.get("freq_given_iou_rho")),
+                                      partial_p=num(c.get("freq_given_iou_rho_p")))
+    # One-sided flag-permutation p (rare classes enriched); rho is read against random PIEs' mean rho.
+    out["pie_rare"] = Measurement(num(pie.get("class_enrichment_rho")), None, num(pie.get("class_enrichment_p")),
+                                  "summary.json: pie.class_enrichment_rho", {}, one_sided=True,
+                                  null=num(pie.get("class_enrichment_null_mean_rho")))
     # The PIE p-values are one-sided in the paper's direction (analysis/pies.py).
-    out["pie_3plus"] = Measurement(_num(pie.get("ratio_3plus_findings")), pie.get("ratio_3plus_findings_ci"),
-                                   _num(pie.get("ratio_3plus_p")), "summary.json: pie.ratio_3plus_findings",
+    out["pie_3plus"] = Measurement(num(pie.get("ratio_3plus_findings")), pie.get("ratio_3plus_findings_ci"),
+                                   num(pie.get("ratio_3plus_p")), "summary.json: pie.ratio_3plus_findings",
                                    one_sided=True)
-    out["pie_label_noise"] = Measurement(_num(pie.get("ratio_flipped_label")), pie.get("ratio_flipped_label_ci"),
-                                         _num(pie.get("flipped_p")), "summary.json: pie.ratio_flipped_label",
+    out["pie_label_noise"] = Measurement(num(pie.get("ratio_flipped_label")), pie.get("ratio_flipped_label_ci"),
+                                         num(pie.get("flipped_p")), "summary.json: pie.ratio_flipped_label",
                                          one_sided=True)
-    out["pie_low_quality"] = Measurement(_num(pie.get("quality_difference")), pie.get("quality_difference_ci"),
-                                         _num(pie.get("quality_p")), "summary.json: pie.quality_difference",
+    out["pie_low_quality"] = Measurement(num(pie.get("quality_difference")), pie.get("quality_difference_ci"),
+                                         num(pie.get("quality_p")), "summary.json: pie.quality_difference",
                                          one_sided=True)
     pooled = (reader or {}).get("pooled", {})
     for key, question in (("reader_label_noise", "agree"), ("reader_quality", "quality"),
                           ("reader_difficulty", "difficulty")):
         q = pooled.get(question, {})
-        pie_mean, non_mean = _num(q.get("pie_mean")), _num(q.get("non_pie_mean"))
-        value = pie_mean - non_mean if pie_mean is not None and non_mean is not None else None
-        out[key] = Measurement(value, None, _num(q.get("kruskal_p")), f"reader.json: pooled.{question}",
-                               {"pie_mean": pie_mean, "non_pie_mean": non_mean})
+        # The image is the unit (reader/stats.py): the value is the two-sided image-level test's own
+        # effect size, so its sign is the side that test's p speaks for (a difference of rating means
+        # can point the other way when some images were rated more often).
+        out[key] = Measurement(num(q.get("rank_biserial")), None, num(q.get("p")),
+                               f"reader.json: pooled.{question}.rank_biserial",
+                               {"pie_mean": num(q.get("pie_image_mean")), "non_pie_mean": num(q.get("non_pie_image_mean")),
+                                "n_images_pie": q.get("n_images_pie"), "n_images_non_pie": q.get("n_images_non_pie")})
     return out
 
 
+def family(measured: dict[str, Measurement]) -> list[str]:
+    """Keys of the findings in the multiplicity family: the directional ones with a p-value."""
+    return [c.key for c in CLAIMS if c.direction != 0 and measured[c.key].p is not None]
+
+
+def adjust(measured: dict[str, Measurement]) -> int:
+    """Set ``p_holm`` of every finding in the :func:`family`; returns the family's size."""
+    keys = family(measured)
+    if keys:
+        adjusted = holm(np.array([measured[k].p for k in keys], dtype=np.float64)).adjusted
+        for k, p in zip(keys, adjusted, strict=True):
+            measured[k].p_holm = p
+    return len(keys)
+
+
 def assess(summary: dict, evaluation: dict, reader: dict | None, alpha: float) -> list[Finding]:
-    """Every claim with this run's measurement and its verdict, in the paper's order."""
+    """Every claim with this run's measurement, its Holm-adjusted p and its verdict, in the paper's order."""
     measured = measure(summary, evaluation, reader)
+    adjust(measured)
     return [Finding(claim, measured[claim.key], verdict(claim, measured[claim.key], alpha)) for claim in CLAIMS]

@@ -1,5 +1,6 @@
 """The findings report: ``reports/<name>/findings.md`` (GitHub/GitLab markdown, figures
-linked by relative path) and ``findings.json`` (the same rows, a DVC metric).
+linked by relative path, :func:`render`) and ``findings.json`` (the same rows, a DVC
+metric, :func:`document`).
 
 Numbers are printed with 3 significant digits (p-values in scientific notation below 1e-3)
 and always as ``value [lo, hi]``; :func:`parse_table` reads the table back (the tests
@@ -15,13 +16,16 @@ from typing import Any
 
 from cxrprune.analysis.findings import (
     CITATION,
+    MULTIPLICITY,
     SAFE_SPARSITY,
     SAFE_SPARSITY_STEP,
     Finding,
+    cannot_show,
 )
 from cxrprune.core.layout import ANALYZE_FIGURES, Layout
 
-HEADER = ["#", "finding", "paper", "this run: statistic", "value [95% CI]", "p", "verdict"]
+HEADER = ["#", "finding", "paper", "this run: statistic", "value [95% CI]", "p", "p (Holm)", "verdict",
+          "cannot show"]
 CALIBRATION_NOTE = (
     "**Calibration, not replication.** This run uses the embedded synthetic dataset, whose generator "
     "was tuned until several of the paper's findings appeared. Agreement here shows the pipeline can "
@@ -48,20 +52,45 @@ def fmt_value(value: float | None, ci: list | None) -> str:
     return f"{fmt(value)} [{fmt(ci[0])}, {fmt(ci[1])}]"
 
 
+def stat_text(f: Finding) -> str:
+    """The row's statistic with what it is read against (Pearson r, the partial test, the null
+    of random PIEs, the group means and images of the reader study)."""
+    m = f.measured
+    if f.claim.key.startswith("reader_") and m.extra.get("pie_mean") is not None:
+        images = (f", {m.extra['n_images_pie']} vs {m.extra['n_images_non_pie']} images"
+                  if m.extra.get("n_images_pie") is not None else "")
+        return (f"{f.claim.statistic} (per-image means: PIE {fmt(m.extra['pie_mean'])}, non-PIE "
+                f"{fmt(m.extra['non_pie_mean'])}{images}; Mann-Whitney p)")
+    parts = []
+    if "r" in m.extra:
+        parts.append(f"Pearson r {fmt_value(m.extra['r'], m.extra.get('r_ci'))}")
+    if m.extra.get("partial_rho") is not None:
+        parts.append(f"given IoU^(1/4): partial rho {fmt(m.extra['partial_rho'])}, "
+                     f"p {fmt_p(m.extra.get('partial_p'))}")
+    if m.null is not None:
+        parts.append(f"random PIEs give {fmt(m.null)} on average")
+    return f"{f.claim.statistic} ({'; '.join(parts)})" if parts else f.claim.statistic
+
+
 def render(findings: list[Finding], *, name: str, synthetic: bool, params: dict[str, Any], alpha: float,
            report_path: Path, layout: Layout) -> str:
     """The markdown of ``findings.md``."""
     lines = [f"# Findings of Holste et al. (MICCAI 2023) on `{name}`", ""]
     if synthetic:
         lines += [f"> {CALIBRATION_NOTE}", ""]
+    m = sum(f.measured.p_holm is not None for f in findings)
     lines += [(
         "Each row: the paper's value, this run's value with its 95% bootstrap interval (test images resampled; "
-        "see `bootstrap` in params.yaml) and p-value, and a verdict from fixed rules "
-        f"(`cxrprune.analysis.findings`): **reproduced** = the paper's direction and significant (p < {alpha:g} "
-        "and the interval excludes the null); **same direction, not significant**; **opposite** = the other "
-        "direction and significant; **not reproduced** = the other direction (or none), not significant; "
+        "see `bootstrap` in params.yaml), its p-value as the test gave it and Holm-adjusted over the "
+        f"{m} directional findings that have one (family-wise error {alpha:g} across the report), and a verdict "
+        "from fixed rules (`cxrprune.analysis.findings`): **reproduced** = the paper's direction and significant "
+        f"(Holm p < {alpha:g} and the interval excludes the null); **same direction, not significant**; "
+        "**opposite** = the other direction and the same test significant there (never from a one-sided p, "
+        "which cannot show it); **not reproduced** = the other direction (or none), not shown significant; "
+        "**not estimable** = the interval is a single point, so the data state no uncertainty; "
         f"**not measured** = no data for it here. The safe-sparsity row is reproduced when at least "
-        f"{SAFE_SPARSITY - SAFE_SPARSITY_STEP:.0%} (one level below the paper's {SAFE_SPARSITY:.0%}) is safe."),
+        f"{SAFE_SPARSITY - SAFE_SPARSITY_STEP:.0%} (one level below the paper's {SAFE_SPARSITY:.0%}) is safe; its "
+        "p (the evaluate stage's own Holm family across levels) decides nothing here."),
         "",
         "Run: " + ", ".join(f"`{k}={v}`" for k, v in params.items()),
         "",
@@ -70,13 +99,8 @@ def render(findings: list[Finding], *, name: str, synthetic: bool, params: dict[
     ]
     for i, f in enumerate(findings, 1):
         m = f.measured
-        if f.claim.key.startswith("reader_") and m.extra.get("pie_mean") is not None:
-            stat = f"{f.claim.statistic} (PIE {fmt(m.extra['pie_mean'])}, non-PIE {fmt(m.extra['non_pie_mean'])})"
-        elif "r" in m.extra:
-            stat = f"{f.claim.statistic} (Pearson r {fmt_value(m.extra['r'], m.extra.get('r_ci'))})"
-        else:
-            stat = f.claim.statistic
-        row = [str(i), f.claim.title, f.claim.paper, stat, fmt_value(m.value, m.ci), fmt_p(m.p), f"**{f.verdict}**"]
+        row = [str(i), f.claim.title, f.claim.paper, stat_text(f), fmt_value(m.value, m.ci), fmt_p(m.p),
+               fmt_p(m.p_holm), f"**{f.verdict}**", cannot_show(f.claim, m)]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
     lines += ["", "Sources: " + "; ".join(f"{i}: `{f.measured.source}`" for i, f in enumerate(findings, 1)), ""]
     lines += ["## Figures", ""]
@@ -86,6 +110,22 @@ def render(findings: list[Finding], *, name: str, synthetic: bool, params: dict[
     reader_fig = Path(os.path.relpath(layout.reader_figure, report_path.parent))
     lines += [f"![reader study]({reader_fig.as_posix()})", "", f"Paper: {CITATION}.", ""]
     return "\n".join(lines)
+
+
+def document(findings: list[Finding], *, calibration: bool, alpha: float) -> dict[str, Any]:
+    """``findings.json``: lean on purpose, since ``dvc exp show`` turns every leaf into a
+    column (titles, sources and limits are in findings.md and in
+    :mod:`cxrprune.analysis.findings`); the interval as two numbers, because
+    ``dvc exp show --json`` leaves lists (and nulls) out of metrics. ``p`` is the test's own
+    p-value, ``p_holm`` the adjusted one the verdict used (null outside the family)."""
+    rows = {}
+    for f in findings:
+        lo, hi = f.measured.ci or [None, None]
+        rows[f.claim.key] = {"verdict": f.verdict, "value": f.measured.value, "ci_lo": lo, "ci_hi": hi,
+                             "p": f.measured.p, "p_holm": f.measured.p_holm}
+    return {"calibration": calibration, "alpha": alpha,
+            "multiplicity": {"method": MULTIPLICITY, "m": sum(f.measured.p_holm is not None for f in findings)},
+            "findings": rows}
 
 
 _NUM = r"(n/a|[-+0-9.e]+)"

@@ -20,7 +20,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrprune.analysis import efficiency, fcd, figures, forgetting, operating_points, pies, uncertainty, weights
+from cxrprune.analysis import (
+    efficiency,
+    fcd,
+    figures,
+    forgetting,
+    operating_points,
+    pie_enrichment,
+    pies,
+    uncertainty,
+    weights,
+)
 from cxrprune.core.atomic import json_clean, write_csv, write_json
 from cxrprune.core.config import AnalyzeConfig
 from cxrprune.core.errors import DataError
@@ -39,9 +49,9 @@ class Analysis:
     first_drop: forgetting.Correlation
     dap95: forgetting.Correlation
     pairs: pd.DataFrame  # FCD per class pair
-    fcd_corr: dict[str, forgetting.Correlation]
+    fcd_tests: fcd.FcdTests
     pie_rows: pd.DataFrame  # every test image: spearman, is_pie (+ truth)
-    class_ratios: pd.DataFrame
+    class_ratios: pd.DataFrame  # per class: prevalence among PIEs and non-PIEs, ratio, smoothed enrichment
     bin_ratios: pd.DataFrame
     histogram: pd.DataFrame
     weight_summary: dict[str, Any]
@@ -77,7 +87,7 @@ def analyze(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, eva
 
     # Analysis 3: FCD of every class pair against test-label frequency and co-occurrence.
     pairs = fcd.fcd_pairs(curves, test_labels, classes, cfg.fcd_distance, cfg.fcd_weighting)
-    c_fcd = fcd.fcd_correlations(pairs)
+    c_fcd = fcd.fcd_correlations(pairs)  # Mantel p-values: the pairs share classes
 
     # Analysis 4: PIEs of the seeds' ensemble at pie_sparsity.
     ids, p_dense = pies.ensemble(dense, classes)
@@ -86,8 +96,15 @@ def analyze(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, eva
         raise DataError("predictions at k=0 and at the PIE sparsity list different test images; rerun prune")
     corr = pies.rowwise_spearman(p_dense, p_sparse)
     is_pie = pies.select_pies(corr, cfg.pie_fraction)
-    y_test = aligned_labels(test_labels, ids, classes)
+    test_rows = aligned_rows(test_labels, ids)
+    y_test = test_rows[classes].to_numpy(dtype=np.int64)
+    # Images of one patient share anatomy and labels: the enrichment test permutes within patients.
+    patients = test_rows["patient_id"].astype(str).to_numpy() if "patient_id" in test_rows.columns else None
     class_ratios = pies.class_prevalence_ratios(y_test, is_pie, classes)
+    # PIEs enriched for rare classes: smoothed enrichment over every class, flag-permutation p.
+    enrichment, per_class_enrichment = pie_enrichment.rare_class_enrichment(is_pie, y_test, counts.to_numpy(),
+                                                                            patients, classes)
+    class_ratios["enrichment"] = per_class_enrichment
     n_findings = pies.findings_counts(y_test, classes)
     bin_ratios = pies.findings_bin_ratios(n_findings, is_pie)
     truth_test = pies.align_truth(truth, ids) if truth is not None else None
@@ -113,9 +130,7 @@ def analyze(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, eva
     if truth_test is not None:
         pie_summary.update(pies.truth_comparison(truth_test, is_pie))
         pie_summary["quality_difference"] = pie_summary["mean_quality_pie"] - pie_summary["mean_quality_nonpie"]
-    # PIEs enriched for rare classes: ln(prevalence ratio) falls with ln(train count).
-    rho, rho_p = uncertainty.class_ratio_vs_frequency(class_ratios, counts)
-    pie_summary.update({"class_ratio_vs_frequency_rho": rho, "class_ratio_vs_frequency_rho_p": rho_p})
+    pie_summary.update(enrichment)
     summary = {
         **{k: evaluation.get(k) for k in ("map_dense", "map_at_50", "map_at_90", "map_at_95",
                                           "max_safe_sparsity")},
@@ -127,11 +142,14 @@ def analyze(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, eva
             "dap95_n": c_dap.n,
         },
         "fcd": {
-            "freq_r": c_fcd["freq"].r, "freq_p": c_fcd["freq"].p_r,
-            "freq_rho": c_fcd["freq"].rho, "freq_rho_p": c_fcd["freq"].p_rho,
-            "iou_r": c_fcd["iou"].r, "iou_p": c_fcd["iou"].p_r,
-            "iou_rho": c_fcd["iou"].rho, "iou_rho_p": c_fcd["iou"].p_rho,
-            "n_pairs": int(len(pairs)), "n_pairs_used": c_fcd["freq"].n,
+            "freq_r": c_fcd.freq.r, "freq_p": c_fcd.freq.p_r,
+            "freq_rho": c_fcd.freq.rho, "freq_rho_p": c_fcd.freq.p_rho,
+            "iou_r": c_fcd.iou.r, "iou_p": c_fcd.iou.p_r,
+            "iou_rho": c_fcd.iou.rho, "iou_rho_p": c_fcd.iou.p_rho,
+            "freq_given_iou_rho": c_fcd.freq_given_iou_rho, "freq_given_iou_rho_p": c_fcd.freq_given_iou_p,
+            "p_method": c_fcd.p_method,
+            "n_pairs": int(len(pairs)), "n_pairs_used": c_fcd.freq.n,
+            "n_classes_used": len(c_fcd.classes), "classes_excluded": list(c_fcd.excluded),
         },
         "pie": pie_summary,
         "weights": w_summary,
@@ -150,14 +168,14 @@ def analyze(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, eva
                     class_ratios, bin_ratios, hist, w_summary, bands, class_bands)
 
 
-def aligned_labels(labels: pd.DataFrame, image_ids: np.ndarray, classes: list[str]) -> np.ndarray:
-    """Test labels in the order of the prediction rows (matched by image id)."""
+def aligned_rows(labels: pd.DataFrame, image_ids: np.ndarray) -> pd.DataFrame:
+    """Rows of the test labels in the order of the prediction rows (matched by image id)."""
     indexed = labels.assign(image_id=labels["image_id"].astype(str)).set_index("image_id")
     missing = [i for i in image_ids if i not in indexed.index]
     if missing:
         raise DataError(f"predictions list test images absent from the prepared labels {missing[:3]}; "
                         f"rerun prune after prepare")
-    return indexed.loc[list(image_ids), classes].to_numpy(dtype=np.int64)
+    return indexed.loc[list(image_ids)]
 
 
 def write_outputs(a: Analysis, out: Layout, map_curve: pd.DataFrame, cfg: AnalyzeConfig) -> None:
@@ -174,7 +192,7 @@ def write_outputs(a: Analysis, out: Layout, map_curve: pd.DataFrame, cfg: Analyz
               a.forget_table[["class_name", "ln_train_count", "first_drop", "dap95"]])
     write_csv(out.plot_table("fcd_pairs"), a.pairs.assign(pair=a.pairs["class_a"] + " | " + a.pairs["class_b"])[
         ["class_a", "class_b", "pair", "fcd", "abs_dlnf", "iou_quarter"]])
-    ratios = a.class_ratios[["class_name", "ratio"]]
+    ratios = a.class_ratios[["class_name", "ratio", "enrichment"]]
     if a.class_ratio_bands is not None:
         ratios = ratios.merge(a.class_ratio_bands, on="class_name", how="left", validate="1:1")
     write_csv(out.plot_table("pie_class_ratios"), ratios)
@@ -187,7 +205,8 @@ def write_outputs(a: Analysis, out: Layout, map_curve: pd.DataFrame, cfg: Analyz
                                   bands=a.curve_bands)
     figures.forgetting_vs_frequency(a.forget_table, a.first_drop, a.dap95, fig_dir / "forgetting_vs_frequency.png",
                                     cfg.drop_threshold, DAP_SPARSITY)
-    figures.fcd_scatter(a.pairs, a.fcd_corr, fig_dir / "fcd.png", cfg.fcd_distance)
+    figures.fcd_scatter(a.pairs, {"freq": a.fcd_tests.freq, "iou": a.fcd_tests.iou}, fig_dir / "fcd.png",
+                        cfg.fcd_distance, p_name="Mantel p")
     figures.pie_ratios(a.class_ratios, a.bin_ratios, fig_dir / "pie_ratios.png")
     figures.weight_histogram(a.histogram, fig_dir / "weight_histogram.png", a.weight_summary)
 

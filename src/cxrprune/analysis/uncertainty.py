@@ -219,12 +219,16 @@ def _weighted_fraction(w: np.ndarray, group: np.ndarray, flag: np.ndarray) -> np
 
 
 def pie_intervals(w: np.ndarray, is_pie: np.ndarray, y_test: np.ndarray, n_findings: np.ndarray,
-                  counts: pd.Series, classes: Sequence[str], truth: pd.DataFrame | None,
+                  classes: Sequence[str], truth: pd.DataFrame | None,
                   level: float) -> tuple[dict[str, Any], pd.DataFrame]:
     """Intervals of the PIE ratios over the same image resamples (the PIE set is the run's:
     resampling images resamples PIEs and other images alike). Returns ``{key_ci: [lo, hi]}``
     and per class ``class_name, ratio_lo, ratio_hi``. ``w``, ``is_pie``, ``y_test`` and
-    ``truth`` are in one image order."""
+    ``truth`` are in one image order.
+
+    The rare-class enrichment has no interval here: its permutation p-value
+    (:func:`cxrprune.analysis.pies.rare_class_enrichment`) decides, and an image bootstrap
+    of its rho would answer a different design (PIEs fixed, images resampled)."""
     is_pie = np.asarray(is_pie, dtype=bool)
     out: dict[str, Any] = {}
 
@@ -236,13 +240,6 @@ def pie_intervals(w: np.ndarray, is_pie: np.ndarray, y_test: np.ndarray, n_findi
     class_ratio = ratio(np.asarray(y_test, dtype=bool))  # (C, B)
     lo, hi = bootstrap.percentile_ci(class_ratio.T, level)
     per_class = pd.DataFrame({"class_name": list(classes), "ratio_lo": lo, "ratio_hi": hi})
-    c = counts.reindex(list(classes)).to_numpy(dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        ln_count = np.where(c > 0, np.log(np.maximum(c, 1)), np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):  # a ratio of 0 has no log: left out
-        log_ratio = np.log(class_ratio.T)
-    _, rho = correlation_resamples(log_ratio, ln_count)
-    out["class_ratio_vs_frequency_rho_ci"] = bootstrap.interval(rho, level)
     if truth is not None:
         flipped = truth["flipped"].to_numpy(dtype=np.float64) > 0
         degraded = (truth["degradation"].astype(str) != "none").to_numpy()
@@ -254,20 +251,6 @@ def pie_intervals(w: np.ndarray, is_pie: np.ndarray, y_test: np.ndarray, n_findi
         out["quality_difference_ci"] = bootstrap.interval(
             _weighted_fraction(w, is_pie, quality) - _weighted_fraction(w, ~is_pie, quality), level)
     return out, per_class
-
-
-def class_ratio_vs_frequency(class_ratios: pd.DataFrame, counts: pd.Series) -> tuple[float, float]:
-    """Spearman rho (and two-sided p) of ln(PIE prevalence ratio) vs ln(train count) over the
-    classes where both are defined: negative when PIEs are enriched for rare classes."""
-    ratio = class_ratios.set_index("class_name")["ratio"].reindex(counts.index).to_numpy(dtype=np.float64)
-    c = counts.to_numpy(dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x, y = np.log(ratio), np.where(c > 0, np.log(np.maximum(c, 1)), np.nan)
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < MIN_POINTS:
-        return float("nan"), float("nan")
-    res = stats.spearmanr(x[ok], y[ok])
-    return float(res.statistic), float(res.pvalue)
 
 
 class Collector:
@@ -349,8 +332,7 @@ def analysis_intervals(res: APResamples, counts: pd.Series, test_labels: pd.Data
         raise DataError("predictions list test images absent from the prepared labels; rerun prune after prepare")
     y = test_labels[list(classes)].to_numpy()
     ci, bands = forgetting_intervals(res, counts, w, y, threshold, dap_sparsity, distance, weighting)
-    pie_ci, class_bands = pie_intervals(w[position], is_pie, y[position], n_findings, counts, classes, truth,
-                                        res.level)
+    pie_ci, class_bands = pie_intervals(w[position], is_pie, y[position], n_findings, classes, truth, res.level)
     forget = {k: v for k, v in ci.items() if k.startswith(("first_drop", "dap95"))}
     fcd = {k: v for k, v in ci.items() if k.startswith(("freq", "iou"))}
     return {"forgettability": forget, "fcd": fcd, "pie": pie_ci}, bands, class_bands

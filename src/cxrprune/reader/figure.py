@@ -44,9 +44,9 @@ def plot_reader_study(summary: dict | None, path: str | os.PathLike, title: str 
             if m is None:
                 continue
             ax.errorbar(x, m, yerr=sd or 0.0, fmt="o", ms=8, capsize=6, lw=2, color=_COLORS[group], zorder=3)
-        p = s["kruskal_p"]
-        if p is not None:
-            ax.set_title(f"{QUESTION_TEXT[q]}\nKruskal-Wallis p = {_p(p)}", fontsize=10)
+        p = s["p"]
+        if p is not None:  # images, not ratings, are the unit (reader/stats.py)
+            ax.set_title(f"{QUESTION_TEXT[q]}\nimage-level Mann-Whitney p = {_p(p)}", fontsize=10)
     if summary is None:
         fig.text(0.5, 0.5, "no answers yet", ha="center", va="center", fontsize=14, color="0.4")
     elif summary.get("readers"):

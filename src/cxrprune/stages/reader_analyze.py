@@ -2,7 +2,7 @@
 
 Reads the simulated readers' files (when ``reader.simulate``) and every ``*.csv``/``*.json``
 export under ``reader.answers_dir``, joins them with the hidden key and writes
-``metrics/<name>/reader.json`` (numbers only, for ``dvc exp show``),
+``metrics/<name>/reader.json`` (numbers, for ``dvc exp show``, and the name of each question's test),
 ``metrics/<name>/reader_validation.json`` (files read and every recorded decision),
 ``metrics/<name>/reader_answers.csv`` (the joined ratings), ``plots/<name>/reader_ratings.csv``
 and ``plots/<name>/reader_study.png`` (beside, not inside, the analyze stage's ``figures/``
@@ -71,8 +71,8 @@ def run(params: Params) -> None:
               f"(`dvc repro reader-analyze`)")
         return
     pooled = summary[POOLED]
-    parts = [f"{q} PIE {_fmt(s['pie_mean'])} vs non-PIE {_fmt(s['non_pie_mean'])} (KW p {_fmt(s['kruskal_p'])})"
-             for q, s in pooled.items()]
+    parts = [f"{q} PIE {_fmt(s['pie_mean'])} vs non-PIE {_fmt(s['non_pie_mean'])} (image-level p {_fmt(s['p'])}, "
+             f"{s['n_images_pie']} vs {s['n_images_non_pie']} images)" for q, s in pooled.items()]
     print(f"reader study {name}: {result['n_readers']} reader(s), {result['n_ratings']} ratings; "
           + "; ".join(parts) + f" -> {out.reader_json}")
 

@@ -33,15 +33,7 @@ def run(params: Params) -> None:
         experiment["synthetic.seed"] = params.synthetic.seed
     text = report.render(rows, name=params.data.name, synthetic=synthetic, params=experiment, alpha=alpha,
                          report_path=out.findings_md, layout=out)
-    # Lean on purpose: `dvc exp show` turns every leaf into a column (titles and sources are in
-    # findings.md and in cxrprune.analysis.findings); the interval as two numbers, because
-    # `dvc exp show --json` leaves lists (and nulls) out of metrics.
-    ci = {f.claim.key: f.measured.ci or [None, None] for f in rows}
-    write_json(out.findings_json, {"calibration": synthetic, "alpha": alpha,
-                                   "findings": {f.claim.key: {"verdict": f.verdict, "value": f.measured.value,
-                                                              "ci_lo": ci[f.claim.key][0], "ci_hi": ci[f.claim.key][1],
-                                                              "p": f.measured.p}
-                                                for f in rows}})
+    write_json(out.findings_json, report.document(rows, calibration=synthetic, alpha=alpha))
     write_text(out.findings_md, text)
     counts = {v: sum(f.verdict == v for f in rows) for v in findings.VERDICTS}
     print(f"report: {out.findings_md}: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n))
