@@ -5,8 +5,9 @@ history and predictions twice in a row, and a training resumed from any epoch's 
 (after the process's RNGs were disturbed) ends with exactly the uninterrupted weights.
 
 In a subprocess, in a tiny workspace: ``cxrprune train`` SIGKILLed after its first epoch
-resumes, in the same MLflow run, to the same ``model.pt`` bytes, history and predictions as
-an uninterrupted run; a prune SIGKILLed while writing its table leaves the previous table.
+resumes, in the same MLflow run, to the same ``model.pt`` bytes and history as an
+uninterrupted run (equal weights give equal predictions, shown in process above); a prune
+SIGKILLed while writing its table leaves the previous table.
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(workspace):
     out = ws / "data/models/synthetic/seed-0"
     resume_file = ws / "data/.resume/synthetic/train-seed-0.pt"
     proc = popen_cxrprune(["train", "--seed", "0"], ws)
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 900  # a hang detector: the first epoch ends in seconds
     epoch = -1
     while proc.poll() is None and time.monotonic() < deadline:
         if resume_file.exists():
@@ -205,22 +206,17 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(workspace):
     assert run.data.tags["resumed"] == "true" and run.data.tags["resume_count"] == "1"
     steps = [m.step for m in _client(ws).get_metric_history(run.info.run_id, "val_loss")]
     assert sorted(steps) == list(range(EPOCHS)), "every epoch logged exactly once"
-    cxrprune(["prune", "--seed", "0"], ws)
     resumed_files = {name: (out / name).read_bytes() for name in ("model.pt", "history.csv")}
-    table = ws / "data/predictions/synthetic/seed-0.parquet"
-    resumed_table = table.read_bytes()
 
     # The same training uninterrupted (as `dvc repro -f train@0` would: outputs deleted first).
+    # Equal weights give equal predictions: prune's determinism is tested in process above.
     for name in ("model.pt", "history.csv", "run.json"):
         (out / name).unlink()
-    table.unlink()
     cxrprune(["train", "--seed", "0"], ws)
-    cxrprune(["prune", "--seed", "0"], ws)
     assert (out / "model.pt").read_bytes() == resumed_files["model.pt"], "model.pt differs after the resume"
     history = pd.read_csv(out / "history.csv").drop(columns="seconds")
     before = pd.read_csv(io.BytesIO(resumed_files["history.csv"])).drop(columns="seconds")
     pd.testing.assert_frame_equal(history, before, check_exact=True)
-    assert table.read_bytes() == resumed_table, "predictions differ after the resume"
 
 
 @pytest.mark.slow

@@ -101,7 +101,7 @@ def canvas_pixels(driver) -> str:
     return driver.execute_script("return document.getElementById('canvas').toDataURL();")
 
 
-def wait_for_download(folder: Path, suffix: str, timeout: float = 10) -> Path:
+def wait_for_download(folder: Path, suffix: str, timeout: float = 120) -> Path:  # a hang detector
     end = time.time() + timeout
     while time.time() < end:
         done = [p for p in folder.iterdir() if p.suffix == suffix]
