@@ -41,6 +41,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -123,6 +124,24 @@ def prepare_tracking(cfg: Any, root: Path) -> str:
     with _env(DVC_ROOT=str(root)):
         store.start(cfg)
         return store.tracking_uri(cfg)
+
+
+@contextlib.contextmanager
+def _ctrl_c_as_flag() -> Iterator[threading.Event]:
+    """Ctrl-C (SIGINT) sets a flag that the scheduling loop checks every half second, instead
+    of raising KeyboardInterrupt wherever the main thread happens to be: inside Ray's and
+    DVC's calls it could be swallowed (a Ctrl-C right after a task failed was lost, and the
+    run went on for minutes). Outside the main thread (no signal handler possible) the flag
+    never sets and KeyboardInterrupt behaves as usual."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    old = signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 @dataclass
@@ -335,26 +354,33 @@ class _Session:
         t = time.time()
         pending = deque(todo)
         try:
-            while pending or self.refs:
-                while pending and len(self.active) < (opts.max_parallel or len(todo)):
-                    g = pending.popleft()
-                    self.active.add(g.label)
-                    self._advance(g)
-                if not self.refs:
-                    continue
-                ready, _ = ray.wait(list(self.refs), num_returns=1, timeout=0.5)
-                if ready:
-                    ready, _ = ray.wait(list(self.refs), num_returns=len(self.refs), timeout=0)
-                self._poll_board(ray)
-                for ref in ready:
-                    self._finish(ray, ref)
-                self.view.refresh()
+            with _ctrl_c_as_flag() as ctrl_c:
+                self._loop(ray, pending, todo, ctrl_c)
         except KeyboardInterrupt:
             self._interrupt(ray)
             raise
         finally:
             self.phases["seeds"] += time.time() - t
             self.view.refresh(force=True)
+
+    def _loop(self, ray: Any, pending: deque, todo: list[Group], ctrl_c: threading.Event) -> None:
+        opts = self.opts
+        while pending or self.refs:
+            if ctrl_c.is_set():
+                raise KeyboardInterrupt
+            while pending and len(self.active) < (opts.max_parallel or len(todo)):
+                g = pending.popleft()
+                self.active.add(g.label)
+                self._advance(g)
+            if not self.refs:
+                continue
+            ready, _ = ray.wait(list(self.refs), num_returns=1, timeout=0.5)
+            if ready:
+                ready, _ = ray.wait(list(self.refs), num_returns=len(self.refs), timeout=0)
+            self._poll_board(ray)
+            for ref in ready:
+                self._finish(ray, ref)
+            self.view.refresh()
 
     def _push_inputs(self, todo: list[Group]) -> None:
         """Remote mode: the outputs the tasks will pull (upstream, clean in-group stages)."""
