@@ -24,7 +24,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 @pytest.fixture(scope="session")
-def tiny_study(tmp_path_factory, worker_id) -> tuple[Path, str]:
+def tiny_study(tmp_path_factory) -> tuple[Path, str]:
     """``make repro`` of the tiny study in a clone of the repository, built once per test run
     and shared by the xdist workers (the first to ask builds it under a file lock, the other
     waits for it). Returns the workspace and the output of ``make repro``. Read it; to change
@@ -32,7 +32,8 @@ def tiny_study(tmp_path_factory, worker_id) -> tuple[Path, str]:
     from workspaces import clone_repo, make
 
     base = tmp_path_factory.getbasetemp()
-    shared = base.parent if worker_id != "master" else base  # pytest-N/, shared by gw0, gw1
+    # under pytest-xdist: pytest-N/, shared by gw0, gw1 (without it, this run's own folder)
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     ws, record = shared / "tiny-study", shared / "tiny-study.json"
     with open(shared / "tiny-study.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
