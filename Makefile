@@ -15,11 +15,13 @@ LOCK_TOOLS := .venv-lock-tools
 
 # `make test BROWSER_TESTS=0` deselects the browser tests instead of installing Chromium.
 BROWSER_TESTS ?= 1
-# Test processes (pytest-xdist). The end-to-end tests spend most of their time starting
-# single-threaded stage processes, so one pytest process keeps one core of two busy (load
-# average about 1); two workers use both. Whole files go to one worker (--dist loadfile): a module's
-# reproduced workspace is built once. TEST_WORKERS=0 runs in this process.
-TEST_WORKERS ?= 2
+# Test processes (pytest-xdist). The end-to-end tests spend most of their time in
+# single-threaded stage processes and in waits (Ray start-up, MLflow's sqlite writes, the
+# shared study's lock): with two workers the suite kept 1.04 of 2 cores busy on the AVX2 kind
+# (user+sys CPU over wall time, `time bash .ci/run`), so a third fills the gaps. Whole files
+# go to one worker (--dist loadfile): a module's workspace is built once. TEST_WORKERS=0 runs
+# in this process.
+TEST_WORKERS ?= 3
 XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 UI_PORT ?= 5000
 # One browser on this machine needs one server process; MLflow's default of four starts four

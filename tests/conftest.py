@@ -54,18 +54,17 @@ def tiny_study(tmp_path_factory) -> tuple[Path, str]:
     return ws, doc["output"]
 
 
-# pytest-xdist (--dist loadfile) gives each worker two files to start with, then one more each
+# pytest-xdist (--dist loadfile) gives each worker one file, then a second, then one more each
 # time it finishes one, in this order. The end-to-end files come first, longest first, so
-# that the last files to run are short ones; the first two files of the two workers alternate
-# between one that builds the shared tiny study and one that does not need it, so neither
-# worker starts by waiting for the other.
+# that the last files to run are short ones. Only the first file needs the shared tiny study
+# (and builds it); the next two do not, so with 2 or 3 workers none starts by waiting for it.
 FIRST = [
     "test_pipeline.py",  # builds the shared tiny study
     "test_determinism.py",  # its own workspace: kill and resume a training
-    "test_scaleout.py",  # a Ray run beside the shared study
     "test_train_speed.py",  # torch.compile, in process
+    "test_scaleout.py",  # a Ray run beside the shared study
     "test_pie_treatment.py",
-    "test_robustness_queue.py",
+    "test_robustness_queue.py",  # its own workspace
     "test_compare.py",
     "test_readme_commands.py",
 ]
