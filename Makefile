@@ -22,7 +22,9 @@ BROWSER_TESTS ?= 1
 # go to one worker (--dist loadfile): a module's workspace is built once. TEST_WORKERS=0 runs
 # in this process.
 TEST_WORKERS ?= 3
-XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+# --no-loadscope-reorder: keep tests/conftest.py's file order (pytest-xdist would otherwise hand
+# out the files with the most tests first, and a long end-to-end file could start last).
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 UI_PORT ?= 5000
 # One browser on this machine needs one server process; MLflow's default of four starts four
 # processes that each import MLflow first (UI_WORKERS=4 for a server shared by a team).
