@@ -301,10 +301,9 @@ def pie_study(tiny_study, tmp_path_factory):
 @pytest.mark.slow
 def test_dvc_repro_of_the_study_runs_its_stages_and_writes_its_outputs(pie_study):
     import mlflow
-    from workspaces import stages_run
+    from workspaces import env, run, stages_run
 
     ws, out = pie_study
-    from workspaces import env, run
 
     # the per-item stages ran on Ray, wave by wave; the plain ones with dvc repro between them
     info = json.loads((ws / ".dvc/tmp/ray-logs/summary.json").read_text())
