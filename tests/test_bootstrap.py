@@ -64,10 +64,46 @@ def test_same_seed_gives_identical_resamples_and_intervals():
     assert bootstrap.interval(x @ a) == bootstrap.interval(x @ bootstrap.resample_counts(50, 300, seed=4))
 
 
-def test_seeds_are_resampled_only_when_there_are_enough():
-    assert bootstrap.seed_resamples(bootstrap.MIN_SEEDS - 1, 100, 0) is None
-    draws = bootstrap.seed_resamples(bootstrap.MIN_SEEDS, 100, 0)
-    assert draws.shape == (100, bootstrap.MIN_SEEDS) and draws.max() < bootstrap.MIN_SEEDS
+def test_seeds_are_resampled_whenever_there_is_more_than_one():
+    assert bootstrap.seed_resamples(1, 100, 0) is None  # one checkpoint: no seed variability to draw
+    draws = bootstrap.seed_resamples(5, 100, 0)
+    assert draws.shape == (100, 5) and draws.max() < 5 and len({tuple(d) for d in draws}) > 50
+
+
+def test_cluster_counts_keep_each_patients_images_together():
+    groups = np.array(["p3", "p1", "p3", "p2", "p1", "p3"])
+    w = bootstrap.cluster_counts(groups, 400, seed=2)
+    assert w.shape == (6, 400)
+    for a, b in [(0, 2), (0, 5), (1, 4)]:  # images of one patient share its multiplicity
+        assert np.array_equal(w[a], w[b])
+    # Each resample draws 3 patients: the multiplicities of the three patients sum to 3.
+    assert (w[0] + w[1] + w[3] == 3).all()
+    assert np.array_equal(w, bootstrap.cluster_counts(groups, 400, seed=2))
+    # One image per patient: the plain image bootstrap, draw for draw.
+    ids = np.array([f"p{i}" for i in range(30)])
+    assert np.array_equal(bootstrap.cluster_counts(ids, 50, seed=3), bootstrap.resample_counts(30, 50, seed=3))
+
+
+def test_patient_bootstrap_covers_a_clustered_mean_where_the_image_bootstrap_does_not():
+    # 60 patients x 5 images; a patient effect (SD 1) shared by its images and image noise SD
+    # 0.5: the images are far from independent (intra-class correlation 0.8). The 95%
+    # interval of the mean must cover the true mean ~95% of the time when patients are
+    # resampled; resampling images ignores the clustering and covers far less often.
+    n_pat, per, runs, b = 60, 5, 300, 500
+    rng = np.random.default_rng(21)
+    groups = np.repeat(np.arange(n_pat), per).astype(str)
+    hit_patients = hit_images = 0
+    for r in range(runs):
+        x = np.repeat(rng.normal(0, 1.0, n_pat), per) + rng.normal(0, 0.5, n_pat * per)
+        wp = bootstrap.cluster_counts(groups, b, seed=r)
+        wi = bootstrap.resample_counts(len(x), b, seed=r)
+        lo, hi = bootstrap.interval((x @ wp) / wp.sum(axis=0), 0.95)
+        hit_patients += lo <= 0.0 <= hi
+        lo, hi = bootstrap.interval((x @ wi) / len(x), 0.95)
+        hit_images += lo <= 0.0 <= hi
+    sd = np.sqrt(0.95 * 0.05 / runs)
+    assert hit_patients / runs >= 0.95 - 3 * sd, hit_patients / runs
+    assert hit_images / runs < 0.80, hit_images / runs  # the pseudo-replicated interval undercovers
 
 
 def test_vectorised_correlations_equal_scipy_row_by_row():
@@ -97,7 +133,8 @@ def test_evaluate_then_analyze_write_intervals(tmp_path, monkeypatch):
     assert lo <= ev["map_dense"] <= hi
     curve = pd.read_csv(root / "plots/tiny/map_vs_sparsity.csv")
     assert {"map_lo", "map_hi"} <= set(curve.columns) and (curve["map_lo"] <= curve["map_hi"]).all()
-    assert ev["bootstrap"]["seeds_resampled"] is False and ev["bootstrap"]["resamples"] == 200
+    assert ev["bootstrap"]["seeds_resampled"] is True and ev["bootstrap"]["resamples"] == 200
+    assert ev["bootstrap"]["unit"] == "patients"
 
     analyze.run(params)
     summary = json.loads((root / "metrics/tiny/summary.json").read_text())

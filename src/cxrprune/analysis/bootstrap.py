@@ -1,28 +1,37 @@
-"""Seeded percentile-bootstrap confidence intervals over test images (and seeds, where there
-are enough of them).
+"""Seeded percentile-bootstrap confidence intervals: a two-stage cluster bootstrap over
+patients and seeds.
 
-One set of resamples serves every statistic of a run: :func:`resample_counts` draws ``B``
-resamples of the ``N`` test images once (from ``bootstrap.seed``) and turns each into
-multiplicities ``w[b, i]`` (how often image ``i`` is in resample ``b``). A statistic of a
-resample is then a weighted statistic of the original images, so the AP of every class in
-every (seed, method, level) block is computed for all ``B`` resamples at once
-(:func:`weighted_ap`, equal to scikit-learn's AP on the resampled images) and the same
-resamples carry on into the mAP, the forgettability curves, the correlations and the PIE
-ratios: each interval describes the same draws of the test set.
+One set of resamples serves every statistic of a run: :func:`cluster_counts` draws ``B``
+resamples of the test set's *patients* once (from ``bootstrap.seed``) and turns each into
+multiplicities ``w[i, b]`` (how often image ``i`` is in resample ``b``: its patient's draw
+count). A statistic of a resample is then a weighted statistic of the original images, so
+the AP of every class in every (seed, method, level) block is computed for all ``B``
+resamples at once (:func:`weighted_ap`, equal to scikit-learn's AP on the resampled images)
+and the same resamples carry on into the mAP, the forgettability curves, the correlations
+and the PIE ratios: each interval describes the same draws of the test set.
 
-Seeds are resampled too when there are at least :data:`MIN_SEEDS` of them. With fewer, a
-resample of the seeds has few distinct values (5 seeds give 126 distinct multisets, and
-the median of 5 draws takes one of only 5 values), so the percentile interval of a median
-over seeds would be mostly an artefact of that granularity; the test images then carry the
-whole uncertainty and ``summary.json`` says ``"seeds_resampled": false``.
+Why patients, not images: images of one patient share anatomy, acquisition and labels, so
+they are not independent draws of the population a claim is about (NIH-CXR-LT: 21,081 test
+images of 2,307 patients). Resampling images treats a patient's nine images as nine pieces
+of evidence and gives intervals that are too narrow; resampling whole patients (Davison &
+Hinkley 1997, sec. 3.8; Field & Welsh 2007) keeps each patient's images together. A table
+without patient ids falls back to images, and ``summary.json`` says which unit it used.
+
+Why seeds as well (the second stage): the study's claims are about the *training
+procedure*, of which each seed is one draw; with the seeds fixed, an interval speaks for
+these five models only. Every resample therefore also draws the seeds with replacement
+(whenever there are at least :data:`MIN_SEEDS`) and takes the median over its drawn seeds.
+With few seeds the seed stage is coarse (5 seeds give 126 distinct multisets), but leaving
+it out states less uncertainty than there is, which is the worse error for a verdict.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-# At least this many seeds before seeds are resampled as well (the paper trains 30).
-MIN_SEEDS = 10
+# Seeds are resampled whenever there is more than one (one imported checkpoint has no seed
+# variability to resample; the report then says the intervals cover test patients only).
+MIN_SEEDS = 2
 
 
 def resample_indices(n: int, n_resamples: int, seed: int) -> np.ndarray:
@@ -41,6 +50,24 @@ def counts(indices: np.ndarray, n: int) -> np.ndarray:
 def resample_counts(n: int, n_resamples: int, seed: int) -> np.ndarray:
     """Multiplicities ``(n, B)`` of ``n_resamples`` seeded resamples of ``n`` items."""
     return counts(resample_indices(n, n_resamples, seed), n)
+
+
+def cluster_counts(groups: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """Multiplicities ``(n, B)`` of ``n_resamples`` seeded resamples of the *clusters* in
+    ``groups`` (one label per item, e.g. the patient of each image): each resample draws as
+    many clusters as there are, with replacement, and every item gets its cluster's count.
+    With one item per cluster this is :func:`resample_counts` of the items."""
+    codes, n_groups = _codes(groups)
+    per_group = resample_counts(n_groups, n_resamples, seed)  # (G, B)
+    return per_group[codes]
+
+
+def _codes(groups: np.ndarray) -> tuple[np.ndarray, int]:
+    """Cluster index of every item, numbered in order of first appearance (so the draw does
+    not depend on how the ids sort), and the number of clusters."""
+    _, first, inverse = np.unique(np.asarray(groups).astype(str), return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first, kind="stable"), kind="stable")  # rank of each unique id by first use
+    return order[inverse].astype(np.int64), len(first)
 
 
 def seed_resamples(n_seeds: int, n_resamples: int, seed: int) -> np.ndarray | None:

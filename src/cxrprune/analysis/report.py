@@ -80,8 +80,8 @@ def render(findings: list[Finding], *, name: str, synthetic: bool, params: dict[
         lines += [f"> {CALIBRATION_NOTE}", ""]
     m = sum(f.measured.p_holm is not None for f in findings)
     lines += [(
-        "Each row: the paper's value, this run's value with its 95% bootstrap interval (test images resampled; "
-        "see `bootstrap` in params.yaml), its p-value as the test gave it and Holm-adjusted over the "
+        "Each row: the paper's value, this run's value with its 95% bootstrap interval (two-stage: test "
+        "patients, or images without patient ids, and seeds resampled; see `bootstrap` in params.yaml), its p-value as the test gave it and Holm-adjusted over the "
         f"{m} directional findings that have one (family-wise error {alpha:g} across the report), and a verdict "
         "from fixed rules (`cxrprune.analysis.findings`): **reproduced** = the paper's direction and significant "
         f"(Holm p < {alpha:g} and the interval excludes the null); **same direction, not significant**; "

@@ -1,7 +1,7 @@
 """Confidence intervals of the study's statistics from one set of bootstrap resamples.
 
 The evaluate stage computes the AP of every class in every (seed, method, level) block for
-every resample of the test images (:func:`ap_resamples`, written once as
+every resample of the test patients (:func:`ap_resamples`, written once as
 ``data/bootstrap/<name>/ap_resamples.npz``); from those arrays follow the intervals of the
 mAP at every level (:func:`map_intervals`), of every class's forgettability curve and of
 the correlations of analysis 2 and 3 (:func:`forgetting_intervals`); the PIE ratios reuse
@@ -41,9 +41,28 @@ class APResamples:
     resamples: int
     seed: int  # bootstrap.seed
     level: float  # confidence level
+    unit: str = "test images"  # what the first stage resampled: "patients" or "test images" (:func:`unit_of`)
 
     def seed_draws(self) -> np.ndarray | None:
         return bootstrap.seed_resamples(len(self.seeds), self.resamples, self.seed)
+
+
+PATIENT = "patient_id"
+
+
+def unit_of(labels: pd.DataFrame) -> str:
+    """The first stage's resampling unit: patients when the labels say whose image each is."""
+    return "patients" if PATIENT in labels.columns else "test images"
+
+
+def image_weights(labels: pd.DataFrame, resamples: int, seed: int) -> np.ndarray:
+    """Multiplicities ``(N, B)`` of the test images in the seeded resamples, one draw of whole
+    patients per resample (:func:`~cxrprune.analysis.bootstrap.cluster_counts`), or of images
+    when the labels have no patient ids. Evaluate and analyze both call this, so they see the
+    same resamples."""
+    if PATIENT in labels.columns:
+        return bootstrap.cluster_counts(labels[PATIENT].to_numpy(), resamples, seed)
+    return bootstrap.resample_counts(len(labels), resamples, seed)
 
 
 def block_ap(predictions: pd.DataFrame, y: np.ndarray, classes: Sequence[str], w: np.ndarray,
@@ -79,7 +98,7 @@ def save(path: Path, res: APResamples | None) -> None:
             return
         np.savez(f, ap=res.ap, seeds=np.asarray(res.seeds), methods=np.asarray(res.methods),
                  levels=res.levels, classes=np.asarray(res.classes),
-                 config=np.asarray([res.resamples, res.seed, res.level], dtype=np.float64))
+                 config=np.asarray([res.resamples, res.seed, res.level], dtype=np.float64), unit=np.asarray(res.unit))
 
 
 def load(path: Path) -> APResamples | None:
@@ -95,7 +114,8 @@ def load(path: Path) -> APResamples | None:
         if int(cfg[0]) == 0:
             return None
         return APResamples([int(s) for s in z["seeds"]], [str(m) for m in z["methods"]], z["levels"],
-                           [str(c) for c in z["classes"]], z["ap"], int(cfg[0]), int(cfg[1]), float(cfg[2]))
+                           [str(c) for c in z["classes"]], z["ap"], int(cfg[0]), int(cfg[1]), float(cfg[2]),
+                           str(z["unit"]) if "unit" in z.files else "test images")
 
 
 def _over_seeds(values: np.ndarray, draws: np.ndarray | None) -> np.ndarray:
@@ -261,7 +281,8 @@ class Collector:
         self.y = labels[list(classes)].to_numpy()
         self.classes = list(classes)
         self.cfg = (resamples, seed, level)
-        self.w = bootstrap.resample_counts(len(labels), resamples, seed)
+        self.w = image_weights(labels, resamples, seed)
+        self.unit = unit_of(labels)
         self.seeds: list[int] = []
         self.blocks: list[np.ndarray] = []
         self.methods: list[str] | None = None
@@ -280,7 +301,7 @@ class Collector:
 
     def result(self) -> APResamples:
         return APResamples(self.seeds, self.methods or [], self.levels if self.levels is not None else np.zeros(0),
-                           self.classes, np.stack(self.blocks), *self.cfg)
+                           self.classes, np.stack(self.blocks), *self.cfg, self.unit)
 
 
 def with_map_intervals(curve: pd.DataFrame, intervals: pd.DataFrame) -> pd.DataFrame:
@@ -312,7 +333,7 @@ def map_ci_keys(intervals: pd.DataFrame, reported: Sequence[float]) -> dict[str,
 
 def describe(res: APResamples) -> dict[str, Any]:
     """What the intervals are (for evaluate.json and summary.json)."""
-    return {"resamples": res.resamples, "seed": res.seed, "level": res.level, "unit": "test images",
+    return {"resamples": res.resamples, "seed": res.seed, "level": res.level, "unit": res.unit,
             "seeds_resampled": res.seed_draws() is not None, "min_seeds_to_resample": bootstrap.MIN_SEEDS}
 
 
@@ -326,7 +347,7 @@ def analysis_intervals(res: APResamples, counts: pd.Series, test_labels: pd.Data
     they are the very resamples evaluate used; ``image_ids`` (the PIE rows' order) are
     matched to the test labels' order, which is the resamples' order."""
     label_ids = test_labels["image_id"].astype(str).to_numpy()
-    w = bootstrap.resample_counts(len(label_ids), res.resamples, res.seed)
+    w = image_weights(test_labels, res.resamples, res.seed)
     position = pd.Index(label_ids).get_indexer([str(i) for i in image_ids])
     if (position < 0).any():
         raise DataError("predictions list test images absent from the prepared labels; rerun prune after prepare")

@@ -6,7 +6,7 @@ table (checked whole against the contract, :mod:`cxrprune.compression.prediction
 test of every method against the dense model under ``methods``) and
 ``plots/<name>/map_vs_sparsity.csv``. The logic lives in :mod:`cxrprune.analysis.evaluate`.
 With ``bootstrap.resamples > 0`` it also computes every block's AP for every resample of the
-test images (:mod:`cxrprune.analysis.uncertainty`), adds the mAP intervals to the curve table
+test patients and seeds (:mod:`cxrprune.analysis.uncertainty`), adds the mAP intervals to the curve table
 and ``evaluate.json`` and writes the resamples for analyze (``data/bootstrap/<name>/``).
 """
 
