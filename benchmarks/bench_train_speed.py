@@ -16,9 +16,16 @@ runs one epoch through ``train_model``, its resume state is kept, and it continu
 from that state (resumed training is bit-identical to uninterrupted training, tested in
 tests/test_determinism.py), so both sides see the same machine load over the run. The
 target is today's final validation mAP: the val mAP of the epoch today's loop keeps
-(lowest validation loss). Reported: the time each side needs to first reach it (sum of the
-``seconds`` column, training + validation of every epoch up to that one), the time to
-finish (what the study pays), and the val mAP of the epoch each side keeps.
+(lowest validation loss). Reported: the time each side needs until the model *its loop
+would keep* reaches it (sum of the ``seconds`` column, training + validation of every epoch
+up to the first epoch after which the kept model, had training stopped there, has val mAP
+>= the target), the time to finish (what the study pays), and the val mAP of the epoch each
+side keeps at the end. Why the kept model: the loop keeps the best-validation-loss epoch,
+whose val mAP can sit below that of a later (or earlier) epoch; an epoch that crosses the
+target but is not kept is a model nobody gets. The kept epoch after every epoch is the
+loop's own ``best_epoch`` from its resume state (the selection rule is not re-implemented
+here). The first epoch of any kind at or above the target is still shown ("any epoch
+reached"; before this change it was the reported time).
 
 Part 3: ResNet50 at 256 px, batch 16, fp32 vs bf16 (the paper's model; on a GPU the row
 to read is bf16 images/s).
@@ -88,8 +95,27 @@ def finished(cfg: TrainConfig, state: dict | None) -> bool:
     return state is not None and (state["stopped"] or state["epoch"] == cfg.epochs - 1)
 
 
+def time_to_target(history: list[dict], kept_epochs: list[int], target: float) -> tuple[int, float] | None:
+    """``(epoch, seconds)`` of the first epoch after which the kept model reaches ``target``.
+
+    ``kept_epochs[i]``: the epoch whose weights the loop would return had training stopped
+    after ``history[i]`` (its ``best_epoch`` then; -1: none yet). Seconds are summed over
+    every epoch up to that one. ``kept_epochs = [r["epoch"] for r in history]`` gives the
+    first epoch of any kind at or above the target. None: not reached.
+    """
+    val_map = {r["epoch"]: r["val_map"] for r in history}
+    t = 0.0
+    for row, kept in zip(history, kept_epochs, strict=True):
+        t += row["seconds"]
+        if kept in val_map and val_map[kept] >= target:
+            return row["epoch"], t
+    return None
+
+
 def time_to_accuracy(sides: dict[str, TrainConfig], seed: int, data) -> dict[str, dict]:
+    """Train every side epoch by epoch (alternating), then time each to today's kept val mAP."""
     states: dict[str, dict | None] = {k: None for k in sides}
+    kept: dict[str, list[int]] = {k: [] for k in sides}  # the loop's best_epoch after each epoch
     wall = {k: 0.0 for k in sides}
     cpu = {k: 0.0 for k in sides}
     order = list(sides)
@@ -101,6 +127,7 @@ def time_to_accuracy(sides: dict[str, TrainConfig], seed: int, data) -> dict[str
             states[name], w, c = one_epoch(sides[name], seed, data, states[name])
             wall[name] += w
             cpu[name] += c
+            kept[name].append(int(states[name]["best_epoch"]))
             row = states[name]["history"][-1]
             print(f"  seed {seed} {name:<11} epoch {row['epoch']:>2}: val loss {row['val_loss']:.4f}, "
                   f"val mAP {row['val_map']:.4f}, {row['seconds']:.1f} s (CPU share {c / w:.2f})", flush=True)
@@ -110,17 +137,12 @@ def time_to_accuracy(sides: dict[str, TrainConfig], seed: int, data) -> dict[str
         hist = st["history"]
         best = next(r for r in hist if r["epoch"] == st["best_epoch"])
         out[name] = {"history": hist, "best_epoch": st["best_epoch"], "kept_map": best["val_map"],
-                     "total_s": sum(r["seconds"] for r in hist), "wall_s": wall[name], "cpu_s": cpu[name],
-                     "epochs_run": len(hist)}
+                     "kept_epochs": kept[name], "total_s": sum(r["seconds"] for r in hist), "wall_s": wall[name],
+                     "cpu_s": cpu[name], "epochs_run": len(hist)}
     target = out["today"]["kept_map"]
     for res in out.values():
-        t, reached = 0.0, None
-        for r in res["history"]:
-            t += r["seconds"]
-            if r["val_map"] >= target:
-                reached = (r["epoch"], t)
-                break
-        res["reached"] = reached
+        res["reached"] = time_to_target(res["history"], res["kept_epochs"], target)
+        res["any_reached"] = time_to_target(res["history"], [r["epoch"] for r in res["history"]], target)
     return out
 
 
@@ -228,8 +250,9 @@ def run(args, figures: dict) -> None:
                                  for (p, b, c, f), r in runs.items()]
 
     if "accuracy" not in args.skip:
-        print(f"\npart 2: time to today's final validation mAP, {prep} ({train_images.shape[-1]} px, "
-              f"{len(train_images)} train / {len(val_images)} val images), epochs alternated")
+        print(f"\npart 2: time until the kept model has today's final validation mAP, {prep} "
+              f"({train_images.shape[-1]} px, {len(train_images)} train / {len(val_images)} val images), "
+              "epochs alternated")
         figures["image_size"] = int(train_images.shape[-1])
         figures["prepared"] = str(prep)
         figures["today"] = {k: getattr(today, k) for k in TODAY}
@@ -246,30 +269,38 @@ def run(args, figures: dict) -> None:
             target = res["today"]["kept_map"]
             for name in sides:
                 r = res[name]
-                reached = (f"epoch {r['reached'][0]}, {r['reached'][1]:.1f} s" if r["reached"] else "not reached")
-                rows.append([seed, name, f"{target:.4f}", reached, r["epochs_run"], f"{r['total_s']:.1f}",
+                reached, anyr = [f"epoch {x[0]}, {x[1]:.1f} s" if x else "not reached"
+                                 for x in (r["reached"], r["any_reached"])]
+                rows.append([seed, name, f"{target:.4f}", reached, anyr, r["epochs_run"], f"{r['total_s']:.1f}",
                              f"{r['cpu_s'] / r['wall_s']:.2f}", r["best_epoch"], f"{r['kept_map']:.4f}"])
+                # reached_*: the kept model (the loop's best_epoch) at or above the target;
+                # any_epoch_reached_*: any epoch's model (what reached_* meant before).
                 figures["sides"].append({"seed": seed, "side": name, "target_val_map": target,
                                          "reached_epoch": r["reached"][0] if r["reached"] else None,
                                          "reached_s": r["reached"][1] if r["reached"] else None,
+                                         "any_epoch_reached_epoch": r["any_reached"][0] if r["any_reached"] else None,
+                                         "any_epoch_reached_s": r["any_reached"][1] if r["any_reached"] else None,
                                          "epochs_run": r["epochs_run"], "total_s": r["total_s"],
                                          "kept_epoch": r["best_epoch"], "kept_val_map": r["kept_map"],
+                                         "kept_epochs": r["kept_epochs"],
                                          "val_map": [h["val_map"] for h in r["history"]],
                                          "seconds": [h["seconds"] for h in r["history"]]})
             for name in list(sides)[1:]:
                 if res[name]["reached"] and res["today"]["reached"]:
                     ratios.setdefault(name, []).append(res[name]["reached"][1] / res["today"]["reached"][1])
                 finish.setdefault(name, []).append(res[name]["total_s"] / res["today"]["total_s"])
-        print_table(["seed", "side", "target val mAP", "first reached", "epochs run", "time to finish s",
-                     "CPU share", "kept epoch", "kept val mAP"], rows)
+        print_table(["seed", "side", "target val mAP", "kept model reached", "any epoch reached", "epochs run",
+                     "time to finish s", "CPU share", "kept epoch", "kept val mAP"], rows)
         for name in finish:
             if name in ratios:
-                print(f"{name} / today, time to today's val mAP: {', '.join(f'{r:.3f}' for r in ratios[name])} "
-                      f"(median {median(ratios[name]):.3f}; target <= 0.6)")
+                print(f"{name} / today, time until the kept model has today's val mAP: "
+                      f"{', '.join(f'{r:.3f}' for r in ratios[name])} (median {median(ratios[name]):.3f}; "
+                      f"target <= 0.6)")
             else:
-                print(f"{name} / today, time to today's val mAP: not reached")
+                print(f"{name} / today, time until the kept model has today's val mAP: not reached")
             print(f"{name} / today, time to finish: {', '.join(f'{r:.3f}' for r in finish[name])} "
                   f"(median {median(finish[name]):.3f})")
+        figures["reached_by"] = "kept model"  # results without this key timed the first epoch at the target
         figures["time_to_target_ratio"] = {k: median(v) for k, v in ratios.items()}
         figures["time_to_finish_ratio"] = {k: median(v) for k, v in finish.items()}
 

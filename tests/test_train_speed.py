@@ -3,13 +3,16 @@
 Each setting trains a tiny model on the CPU to a finite loss, twice to bit-identical
 weights; a cosine/fp16 training resumed mid-way ends where an uninterrupted one does; an
 unsupported precision on this machine is one clear error (which ones are unsupported is read
-from this CPU's own flags, so the test checks the machine it runs on).
+from this CPU's own flags, so the test checks the machine it runs on). The benchmark's time
+to target counts the model the loop keeps (a hand-made history, and the loop's own state).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -221,3 +224,48 @@ def test_training_with_weight_averaging_keeps_the_average_and_resumes_bit_identi
     _assert_resumed_equals(cfg, data, reference, stop_after_epoch=1)
     with pytest.raises(ConfigError, match=r"train.ema_decay must be 0 \(off\) or a decay in \(0, 1\)"):
         from_dict({"train": {"ema_decay": 1.0}})
+
+
+# --- benchmarks/bench_train_speed.py: time to target of the model the loop keeps -----------------
+
+def _bench():
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    import bench_train_speed
+
+    return bench_train_speed
+
+
+def test_time_to_target_counts_the_kept_model_not_the_first_epoch_at_the_target():
+    """Epoch 2 crosses the target (val mAP 0.31 >= 0.27) but is not kept: its val loss is above
+    epoch 1's. The kept model (lowest val loss so far, the loop's best_epoch after each epoch,
+    written out by hand) first has the target after epoch 3, 40 s in. A target only an unkept
+    epoch reaches is not reached; -1 (no finite val loss yet) keeps nothing."""
+    bench = _bench()
+    val_loss = [0.50, 0.40, 0.42, 0.39, 0.41]
+    val_map = [0.20, 0.25, 0.31, 0.28, 0.33]
+    history = [{"epoch": e, "val_loss": v, "val_map": m, "seconds": 10.0}
+               for e, (v, m) in enumerate(zip(val_loss, val_map, strict=True))]
+    kept = [0, 1, 1, 3, 3]
+    every = [r["epoch"] for r in history]
+    assert bench.time_to_target(history, every, 0.27) == (2, 30.0)  # what the benchmark timed before
+    assert bench.time_to_target(history, kept, 0.27) == (3, 40.0)
+    assert bench.time_to_target(history, kept, 0.30) is None and bench.time_to_target(history, every, 0.30) == (2, 30.0)
+    assert bench.time_to_target(history, [-1, -1, 1, 3, 3], 0.20) == (2, 30.0)
+
+
+def test_benchmark_reads_the_kept_epoch_from_the_loop_itself(data):
+    """Epoch by epoch through the resume state, the benchmark's kept epoch after the last epoch
+    is the best_epoch of an uninterrupted train_model, and its time to target uses them."""
+    bench = _bench()
+    cfg = dataclasses.replace(CFG, epochs=3, patience=3)
+    res = bench.time_to_accuracy({"today": cfg, "new": dataclasses.replace(cfg, lr=3e-3)}, SEED, data)
+    reference = train_model(cfg, SEED, *data)
+    today = res["today"]
+    assert today["kept_epochs"][-1] == today["best_epoch"] == reference.best_epoch
+    assert len(today["kept_epochs"]) == len(today["history"]) == 3
+    assert today["kept_map"] == reference.history.loc[reference.best_epoch, "val_map"]
+    for side in res.values():
+        assert side["reached"] == bench.time_to_target(side["history"], side["kept_epochs"], today["kept_map"])
+    assert today["reached"] is not None  # today's own kept model has today's val mAP by its last epoch

@@ -10,6 +10,14 @@ seed ensemble with their overlap with the baseline's. Paired comparisons across 
 (a seed's treated model against the same seed's baseline or random-control model) give the
 mean difference, its 95% t confidence interval and the two-sided paired t-test p-value
 (:func:`scipy.stats.ttest_rel`); with fewer than 2 seeds they are null.
+
+Each comparison also states its minimum detectable effect (``mde``): the true mean
+difference that this test, at ``ALPHA`` with these seeds and the observed SD of the paired
+differences (``sd_diff``), would find with probability ``POWER``
+(:func:`cxrprune.stats.power.t_test_mde`, exact noncentral t). Why: with 3 seeds "no
+significant difference" is the expected result even for a real effect several times the
+seed-to-seed noise; the MDE says how large an effect the study could have seen, so a
+non-significant comparison is not read as "no effect".
 """
 
 from __future__ import annotations
@@ -25,8 +33,13 @@ from scipy import stats
 from cxrprune.analysis import forgetting
 from cxrprune.analysis.evaluate import per_class_metrics
 from cxrprune.analysis.pies import rowwise_spearman, select_pies
+from cxrprune.stats.power import t_test_mde
 
 METHOD = "l1"
+ALPHA = 0.05  # two-sided level of the paired t-tests (the CIs are 1 - ALPHA)
+POWER = 0.8  # the power at which each comparison's minimum detectable effect is stated
+# What each compared quantity is, for the MDE statement.
+QUANTITIES = {"map": "dense mAP", "rare_ap": "rare-class AP", "dap_top": "mean relative AP change at the top level"}
 
 
 def rare_classes(train_counts: pd.Series) -> list[str]:
@@ -47,16 +60,20 @@ def per_class_table(tables: Mapping[tuple[str, int], pd.DataFrame], labels: pd.D
 
 
 def paired(a: pd.Series, b: pd.Series) -> dict[str, float | int | None]:
-    """a - b over the seeds both have: mean, 95% t CI, two-sided paired t-test p."""
+    """a - b over the seeds both have: mean, 1 - ALPHA t CI, two-sided paired t-test p, the
+    SD of the differences and the minimum detectable effect at ALPHA and POWER (see the
+    module docstring); all but ``n`` and ``mean_diff`` null with fewer than 2 seeds."""
     joined = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").dropna()
     d = (joined["a"] - joined["b"]).to_numpy(dtype=np.float64)
     n = len(d)
     out: dict[str, float | int | None] = {"n": n, "mean_diff": float(d.mean()) if n else None,
-                                          "ci_low": None, "ci_high": None, "p": None}
+                                          "ci_low": None, "ci_high": None, "p": None, "sd_diff": None, "mde": None}
     if n >= 2:
         sd = float(d.std(ddof=1))
-        half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+        half = float(stats.t.ppf(1 - ALPHA / 2, n - 1)) * sd / math.sqrt(n)
         out["ci_low"], out["ci_high"] = float(d.mean()) - half, float(d.mean()) + half
+        out["sd_diff"] = sd
+        out["mde"] = t_test_mde(sd, n, alpha=ALPHA, power=POWER, two_sided=True)
         if sd == 0:
             out["p"] = 1.0 if d.mean() == 0 else 0.0
         else:
@@ -117,10 +134,30 @@ def overlap(a: np.ndarray, b: np.ndarray) -> dict[str, float | None]:
 
 
 def comparisons(outcomes: Mapping[str, TreatmentOutcome], reference: str) -> dict[str, dict]:
-    """Every other treatment against ``reference``: paired mAP, rare-class AP and dAP at the top level."""
+    """Every other treatment against ``reference``: paired mAP, rare-class AP and dAP at the
+    top level, and ``detectable``, the sentence stating their minimum detectable effects."""
     ref = outcomes[reference].by_seed
-    return {t: {key: paired(o.by_seed[key], ref[key]) for key in ("map", "rare_ap", "dap_top")}
-            for t, o in outcomes.items() if t != reference}
+    out = {}
+    for t, o in outcomes.items():
+        if t != reference:
+            res = {key: paired(o.by_seed[key], ref[key]) for key in QUANTITIES}
+            out[t] = {**res, "detectable": detectable(res)}
+    return out
+
+
+def detectable(results: Mapping[str, Mapping]) -> str:
+    """One sentence from :func:`paired` results keyed like ``QUANTITIES``: with N seeds, a
+    difference smaller than each one's MDE could rarely be detected."""
+    n = max(int(r["n"]) for r in results.values())
+    parts = [f"{r['mde']:.3f} in {QUANTITIES[k]}" + (f" ({r['n']} seeds)" if r["n"] != n else "")
+             for k, r in results.items() if r["mde"] is not None]
+    seeds = f"{n} seed{'s' if n != 1 else ''}"
+    if not parts:
+        return f"With {seeds}, no difference could be detected: a paired t-test needs at least 2 seeds."
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " or " + parts[-1]
+    return (f"With {seeds}, a difference smaller than {listed} could rarely be detected (the two-sided paired "
+            f"t-test at alpha {ALPHA:g} finds it less than {POWER:.0%} of the time, given the seeds' observed "
+            f"spread).")
 
 
 def class_changes(outcomes: Mapping[str, TreatmentOutcome], counts: pd.Series, reference: str = "baseline"

@@ -1,7 +1,11 @@
 """DVC stage ``pie-report`` (studies/pie-treatment/dvc.yaml): the outcome of every treatment
 on the test set (:mod:`cxrprune.pietreatment.outcome`), paired against ``baseline`` and
 against ``remove_random``; writes ``metrics/<name>/pie_treatment.json`` (for ``dvc exp
-show``), the per-class table, the AP-change plot table and figure, then one MLflow run."""
+show``), the per-class table, the AP-change plot table and figure, then one MLflow run.
+
+Every comparison in the JSON carries its minimum detectable effect (``mde``, with
+``sd_diff``) and a ``detectable`` sentence; ``detection`` records the level and power they
+are stated at, so that a non-significant result is read against what 3 seeds could show."""
 
 from __future__ import annotations
 
@@ -46,7 +50,10 @@ def run(params: Params) -> None:
     treatments = {t: {**r.summary, "test_pie_overlap": outcome.overlap(r.test_pies, base_pies)}
                   for t, r in results.items()}
     summary = {"train_pies": train_pies, "rare_classes": rare, "top_sparsity": max(levels),
-               "treatments": treatments, "vs_baseline": outcome.comparisons(results, "baseline")}
+               "treatments": treatments,
+               "detection": {"alpha": outcome.ALPHA, "power": outcome.POWER, "seeds": len(cfg.seeds),
+                             "test": "two-sided paired t-test over seeds; mde: exact noncentral t, observed SD"},
+               "vs_baseline": outcome.comparisons(results, "baseline")}
     if "remove_random" in results:
         summary["vs_remove_random"] = outcome.comparisons(results, "remove_random")
     changes = outcome.class_changes(results, counts)
@@ -59,3 +66,6 @@ def run(params: Params) -> None:
                   {"study": "pie-treatment"}, artifacts=[(out.pie_treatment_figure, "figures")])
     line = "; ".join(f"{t}: mAP {v['map_dense']:.3f}, rare AP {v['rare_ap_dense']:.3f}" for t, v in treatments.items())
     print(f"pie-report: {line}")
+    for ref in ("baseline", "remove_random"):
+        for t, c in summary.get(f"vs_{ref}", {}).items():
+            print(f"pie-report: {t} vs {ref}: {c['detectable']}")

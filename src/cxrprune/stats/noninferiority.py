@@ -19,17 +19,16 @@ unlike Holm no level pays for the number of levels.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import optimize, special
-from scipy import stats as sps
+from scipy import special
 
 from cxrprune.stats import checks
+from cxrprune.stats.power import t_test_mde
 from cxrprune.stats.results import plain
 
 
@@ -108,7 +107,7 @@ def noninferior(diffs: Any, margin: float, *, alpha: float = 0.05, power: float 
     df = n - 1
     p = float(special.stdtr(df, -(mean + margin) / se))  # Student t upper tail (scipy.stats.t.sf, faster)
     lower = mean - float(special.stdtrit(df, 1.0 - alpha)) * se
-    mde = _noncentrality(n, alpha, power) * se
+    mde = t_test_mde(sd, n, alpha=alpha, power=power)
     return NIResult(n, margin, alpha, mean, sd, lower, p, p <= alpha, mde, power, True, None)
 
 
@@ -161,14 +160,3 @@ def _by_level(levels: np.ndarray, diffs_by_level: Mapping[float, Any] | Sequence
     if len(diffs_by_level) != levels.size:
         checks.fail("diffs_by_level", f"has {len(diffs_by_level)} entries but levels has {levels.size}")
     return list(diffs_by_level)
-
-
-@functools.lru_cache(maxsize=256)
-def _noncentrality(n: int, alpha: float, power: float) -> float:
-    """delta with P(T > t_{1-alpha, n-1}) = power for T noncentral t (n - 1 df, noncentrality delta)."""
-    df = n - 1
-    crit = sps.t.isf(alpha, df)
-    upper = crit + sps.norm.isf(1 - power) + 10.0
-    while sps.nct.sf(crit, df, upper) < power:
-        upper *= 2
-    return float(optimize.brentq(lambda nc: sps.nct.sf(crit, df, nc) - power, -10.0, upper, xtol=1e-12))
