@@ -79,8 +79,12 @@ def _treatment_seed_args(p: argparse.ArgumentParser) -> None:
 
 
 def _compare_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--all-commits", action="store_true",
-                   help="experiments of every commit, not only those based on HEAD (dvc exp show -A)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--all-commits", action="store_true",
+                        help="experiments of every commit, not only those based on HEAD (dvc exp show -A)")
+    source.add_argument("--from", dest="from_dir", default=None, metavar="DIR",
+                        help="rebuild the table from a committed snapshot (reports/compare: <experiment>/"
+                             "findings.json and params.yaml), without dvc exp show or the experiments' git refs")
 
 
 COMMANDS: dict[str, tuple[str, str, _Adder]] = {
@@ -97,8 +101,8 @@ COMMANDS: dict[str, tuple[str, str, _Adder]] = {
                        _no_args),
     "report": ("report", "findings of the paper vs this run: values, CIs, verdicts (reports/<name>/findings.md)",
                _no_args),
-    "compare": ("compare", "findings x experiments from `dvc exp show` (reports/compare.md and compare.png)",
-                _compare_args),
+    "compare": ("compare", "findings x experiments from `dvc exp show`, counted per draw of the data "
+                "(reports/compare.md and compare.png; what was read: reports/compare/)", _compare_args),
     "log-mlflow": ("log_mlflow", "write the MLflow records a seed's train/prune outputs lack (after the "
                    "tracking store was unreachable or lost)", _optional_seed_arg),
     "import-predictions": ("import_predictions", "convert the authors' published prediction pickles into "
