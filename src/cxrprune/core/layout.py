@@ -217,4 +217,5 @@ def layout(name: str) -> Layout:
 
 # `cxrprune compare` (a tool, not a stage): findings x experiments.
 COMPARE_MD = Path("reports") / "compare.md"
+COMPARE_SNAPSHOT = Path("reports") / "compare"  # what `cxrprune compare` read: <experiment>/findings.json, params.yaml
 COMPARE_FIGURE = Path("reports") / "compare.png"

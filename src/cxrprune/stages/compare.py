@@ -20,10 +20,9 @@ from cxrprune.analysis import compare
 from cxrprune.core.atomic import atomic_path, write_text
 from cxrprune.core.config import Params
 from cxrprune.core.errors import CxrpruneError
-from cxrprune.core.layout import COMPARE_FIGURE, COMPARE_MD
+from cxrprune.core.layout import COMPARE_FIGURE, COMPARE_MD, COMPARE_SNAPSHOT
 
 # The snapshot of what was read: the folder beside compare.md with its stem (reports/compare).
-COMPARE_SNAPSHOT = COMPARE_MD.with_suffix("")
 
 
 def run(params: Params, all_commits: bool = False, from_dir: str | None = None) -> None:
