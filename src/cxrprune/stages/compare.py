@@ -22,8 +22,6 @@ from cxrprune.core.config import Params
 from cxrprune.core.errors import CxrpruneError
 from cxrprune.core.layout import COMPARE_FIGURE, COMPARE_MD, COMPARE_SNAPSHOT
 
-# The snapshot of what was read: the folder beside compare.md with its stem (reports/compare).
-
 
 def run(params: Params, all_commits: bool = False, from_dir: str | None = None) -> None:
     if from_dir is not None:
