@@ -12,6 +12,7 @@ def test_repository_params_file_is_valid():
     assert isinstance(params, Params)
     assert len(params.prune.levels) == 20 and params.prune.levels[0] == 0.0
     assert len(params.seeds) >= 5
+    assert params.evaluate.margin == 0.05 and params.analyze.class_tolerance == 0.05  # the non-inferiority margins
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -33,6 +34,9 @@ def test_repository_params_file_is_valid():
     ({"data": "x"}, "data must be a mapping"),
     ({"analyze": {"pie_sparsity": 0.42}}, "analyze.pie_sparsity must be one of prune.levels"),
     ({"train": {"hflip": "yes"}}, "train.hflip must be true or false"),
+    ({"evaluate": {"margin": 0.0}}, "evaluate.margin must be a relative mAP loss in (0, 1)"),
+    ({"evaluate": {"margin": 1.0}}, "evaluate.margin must be a relative mAP loss in (0, 1)"),
+    ({"analyze": {"class_tolerance": 1.5}}, "analyze.class_tolerance must be a relative AP loss in (0, 1)"),
 ])
 def test_bad_values_name_the_key(raw, message):
     with pytest.raises(ConfigError) as err:

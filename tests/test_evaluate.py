@@ -13,7 +13,7 @@ from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 from cxrprune.analysis import evaluate as ev
 from cxrprune.compression.predictions import check_predictions
 from cxrprune.core.config import EvaluateConfig, from_dict
-from cxrprune.core.errors import DataError
+from cxrprune.core.errors import ConfigError, DataError
 from cxrprune.stages import evaluate as stage
 
 CLASSES = ["A", "B", "C"]
@@ -266,6 +266,110 @@ def test_map_curve_quantiles():
     curve = ev.map_curve(map_rows({0.0: [0.1, 0.2, 0.3, 0.4, 0.5]}))
     assert list(curve.columns) == ev.CURVE_COLUMNS
     assert curve.iloc[0][["map", "map_q25", "map_q75"]].tolist() == pytest.approx([0.3, 0.2, 0.4])
+
+
+# --- non-inferiority: safe sparsity shown, not assumed ------------------------------------
+
+
+def planted(changes: dict[float, list[float]], dense=(0.40, 0.42, 0.41, 0.43, 0.39), method="l1") -> pd.DataFrame:
+    """A mAP table whose relative change against the dense model is exactly ``changes``."""
+    d = np.array(dense)
+    values = {0.0: list(d), **{k: list(d * (1 + np.array(r))) for k, r in changes.items()}}
+    return map_rows(values, method)
+
+
+def ni_oracle(d, margin):
+    """scipy's one-sided one-sample t test of H0 mean(d) <= -margin."""
+    return stats.ttest_1samp(np.asarray(d) + margin, 0.0, alternative="greater").pvalue
+
+
+def test_noninferiority_matches_scipy_on_the_relative_change():
+    rng = np.random.default_rng(11)
+    dense = rng.uniform(0.35, 0.45, 6)
+    values = {0.0: list(dense), 0.1: list(dense * (1 - rng.normal(0.01, 0.01, 6))),
+              0.2: list(dense * (1 - rng.normal(0.03, 0.02, 6)))}
+    res = ev.noninferiority_test(map_rows(values), "l1", margin=0.05, alpha=0.05)
+    assert list(res.table.columns) == ev.NI_COLUMNS and res.table["sparsity"].tolist() == [0.1, 0.2]
+    for row in res.table.itertuples():
+        d = np.array(values[row.sparsity]) / dense - 1  # per seed, against that seed's dense mAP
+        assert row.p == pytest.approx(ni_oracle(d, 0.05), rel=1e-9)
+        assert row.mean_rel_change == pytest.approx(d.mean())
+        ci = stats.ttest_1samp(d, 0.0, alternative="greater").confidence_interval(0.95)
+        assert row.lower_bound == pytest.approx(ci.low, abs=1e-12)
+        assert row.n == 6 and row.mde > 0 and pd.isna(row.reason)
+
+
+def test_small_steady_drop_is_shown_safe_large_noisy_drop_is_not():
+    # 0.1: -0.2% +- 0.4% -> shown to lose less than 5%. 0.2: -8% with seeds from -25% to +10% ->
+    # not shown, although the paper's paired test finds no significant drop and calls it safe.
+    small = [-0.004, 0.003, -0.006, 0.002, -0.005]
+    noisy = [-0.25, 0.10, -0.20, 0.05, -0.10]
+    maps = planted({0.1: small, 0.2: noisy})
+    ni = ev.noninferiority_test(maps, margin=0.05, alpha=0.05).table.set_index("sparsity")
+    assert ni.loc[0.1, "noninferior"] and ni.loc[0.1, "p"] == pytest.approx(ni_oracle(small, 0.05), rel=1e-9)
+    assert not ni.loc[0.2, "noninferior"] and ni.loc[0.2, "p"] == pytest.approx(ni_oracle(noisy, 0.05), rel=1e-9)
+    assert ni.loc[0.2, "p"] > 0.5 and ni.loc[0.2, "mde"] > 0.05  # these seeds could not have shown it
+    paired = ev.paired_test(maps, test="ttest", correction="holm", alpha=0.05)
+    assert not paired.table["significant"].any() and paired.max_safe_sparsity == 0.2  # noise counted as safety
+    doc = ev.summarize(maps, paired, EvaluateConfig(test="ttest", margin=0.05))
+    assert doc["max_noninferior_sparsity"] == 0.1 and doc["max_safe_sparsity"] == 0.2
+    assert "MDE" in doc["noninferiority_note"] and "0.2" in doc["noninferiority_note"]
+
+
+def test_fixed_sequence_stops_at_the_first_level_not_shown():
+    steady = [-0.01, -0.012, -0.008, -0.011, -0.009]
+    maps = planted({0.1: steady, 0.2: [-0.06, -0.07, -0.05, -0.065, -0.055], 0.3: steady})
+    res = ev.noninferiority_test(maps, margin=0.05, alpha=0.05)
+    t = res.table.set_index("sparsity")
+    assert t["noninferior"].tolist() == [True, False, False] and t["tested"].tolist() == [True, True, False]
+    assert t.loc[0.3, "p"] < 0.05  # would pass on its own: past the first failure no claim is made
+    assert res.max_level == 0.1 and res.note is None
+    first = ev.noninferiority_test(planted({0.1: [-0.2, -0.1, -0.3, -0.2, -0.1], 0.2: steady}), margin=0.05)
+    assert first.max_level == 0.0  # l1: only the dense model itself
+    int8 = pd.concat([planted({}), planted({}, method="int8").assign(map=lambda m: m["map"] * 0.8)])
+    assert ev.noninferiority_test(int8, "int8", margin=0.05).max_level is None  # its only level is not shown
+
+
+def test_a_level_equal_to_the_dense_model_passes_untested():
+    steady = [-0.01, -0.012, -0.008, -0.011, -0.009]
+    maps = pd.concat([planted({0.1: steady}), planted({0.1: steady}, method="random")])  # random@0 = dense
+    res = ev.noninferiority_test(maps, "random", margin=0.05)
+    t = res.table.set_index("sparsity")
+    assert t.loc[0.0, "noninferior"] and np.isnan(t.loc[0.0, "p"]) and t.loc[0.0, "reason"] == ev.IDENTICAL
+    assert t.loc[0.1, "noninferior"] and res.max_level == 0.1
+    assert 0.0 not in ev.noninferiority_test(maps, "l1", margin=0.05).table["sparsity"].tolist()  # the reference
+
+
+@pytest.mark.parametrize("n_seeds", [1, 2])
+def test_fewer_than_three_seeds_is_not_measured(n_seeds):
+    maps = planted({0.5: [-0.01, -0.02][:n_seeds]}, dense=(0.4, 0.42)[:n_seeds])
+    res = ev.noninferiority_test(maps, margin=0.05)
+    assert res.max_level is None and res.n_seeds == n_seeds
+    assert res.table["p"].isna().all() and res.table["lower_bound"].isna().all()  # no degenerate p
+    assert not res.table["noninferior"].any() and not res.table["tested"].any()
+    assert "not measured" in res.note and "at least 3" in res.note
+    doc = ev.summarize(maps, ev.paired_test(maps), EvaluateConfig())
+    json.dumps(doc, allow_nan=False)
+    assert doc["max_noninferior_sparsity"] is None and "at least 3" in doc["noninferiority_note"]
+    assert doc["noninferiority"][0]["p"] is None and "at least 3" in doc["noninferiority"][0]["reason"]
+
+
+def test_summary_has_noninferiority_beside_the_paired_test():
+    steady = [-0.01, -0.012, -0.008, -0.011, -0.009]
+    maps = pd.concat([planted({0.5: steady, 0.9: [-0.3] * 4 + [-0.31]}),
+                      planted({0.5: [-0.2, -0.25, -0.3, -0.2, -0.22], 0.9: [-0.5] * 4 + [-0.51]}, method="random")])
+    cfg = EvaluateConfig(test="ttest", margin=0.05)
+    by_method = ev.paired_tests_by_method(maps, {"l1": [0.0, 0.5, 0.9], "random": [0.0, 0.5, 0.9]}, "ttest")
+    doc = json.loads(json.dumps(ev.summarize(maps, by_method["l1"], cfg, by_method), allow_nan=False))
+    assert doc["margin"] == 0.05 and doc["max_noninferior_sparsity"] == 0.5 and doc["noninferiority_note"] is None
+    assert [(r["method"], r["sparsity"]) for r in doc["noninferiority"]] == \
+        [("l1", 0.5), ("l1", 0.9), ("random", 0.0), ("random", 0.5), ("random", 0.9)]
+    assert set(doc["noninferiority"][0]) == set(ev.NI_COLUMNS)
+    assert doc["methods"]["l1"]["max_noninferior_level"] == 0.5
+    assert doc["methods"]["random"]["max_noninferior_level"] == 0.0
+    assert doc["methods"]["random"]["max_safe_level"] == 0.0 and "paired_tests" in doc  # kept unchanged
+    with pytest.raises(ConfigError, match="evaluate.margin must be a relative mAP loss in \\(0, 1\\)"):
+        EvaluateConfig(margin=0.0)
 
 
 # --- stage ------------------------------------------------------------------------------

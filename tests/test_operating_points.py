@@ -196,6 +196,102 @@ def test_relative_change_is_against_l1_at_zero_of_the_same_seed():
         op.relative_to_dense(per_class[per_class["method"] != "l1"])
 
 
+# --- the operating point: every class non-inferior, levels in fixed sequence ---------------------
+
+
+def _rel(blocks: dict[float, np.ndarray], classes=None, method="l1") -> pd.DataFrame:
+    """A relative-change table from {level: seeds x classes}, with a dense AP of 0.5."""
+    rows = []
+    for k, r in blocks.items():
+        names = classes or [f"c{j}" for j in range(r.shape[1])]
+        rows += [{"seed": s, "method": method, "level": k, "class_name": names[j], "ap0": 0.5,
+                  "ap": 0.5 * (1 + r[s, j]), "rel_dap": r[s, j]} for s in range(r.shape[0]) for j in range(r.shape[1])]
+    return pd.DataFrame(rows)
+
+
+def test_class_noninferiority_matches_scipy_each_class_at_full_alpha():
+    rng = np.random.default_rng(3)
+    tol, alpha = 0.05, 0.05
+    shift = np.array([0.0, -0.01, -0.03, -0.045, 0.02])
+    r = shift + rng.normal(0, 0.02, (8, len(shift)))
+    ni = op.class_noninferiority(_rel({0.5: r}), tol, alpha)
+    got = ni.table.set_index("class_name")
+    p = [stats.ttest_1samp(r[:, j] + tol, 0.0, alternative="greater").pvalue for j in range(len(shift))]
+    np.testing.assert_allclose(got["ni_p"].to_numpy(), p, rtol=1e-9)
+    # Intersection-union: each class against alpha itself, no correction; the level needs all of them.
+    assert got["noninferior"].tolist() == [x <= alpha for x in p]
+    assert not all(x <= alpha for x in p) and sum(x <= alpha for x in p) >= 3  # the data exercise both
+    point = ni.points["l1"]
+    assert point["operating_point"] == 0.0 and point["first_level_not_shown"] == 0.5
+    assert point["classes_not_shown"] == [{"level": 0.5, "tested": True,
+                                           "classes": [f"c{j}" for j in range(5) if p[j] > alpha]}]
+    mde = {m["class"]: m["mde"] for m in point["class_mde_at_first_not_shown"]}
+    assert mde == pytest.approx(dict(zip(got.index, got["ni_mde"])))
+    ok = op.class_noninferiority(_rel({0.5: r[:, :2]}), tol, alpha).points["l1"]
+    assert ok["operating_point"] == 0.5 and ok["first_level_not_shown"] is None and ok["class_mde_at_first_not_shown"] \
+        is None
+
+
+def test_noise_passes_the_significance_rule_but_is_not_shown_safe():
+    # A rare class whose change is -63% in the median seed, with seeds from -90% to +50%: the
+    # paper-style test finds no significant loss; non-inferiority does not show it kept.
+    steady = np.array([[0.004, -0.003], [-0.002, 0.001], [0.0, 0.002], [0.003, -0.004], [-0.001, 0.0]])
+    hernia = np.array([-0.9, 0.5, -0.63, 0.4, -0.7])
+    rel = _rel({0.5: np.column_stack([steady, hernia])}, ["A", "B", "Hernia"])
+    loss = op.class_loss_tests(rel, 0.05, "ttest", "holm", 0.05).set_index("class_name")
+    assert np.median(hernia) == -0.63 and not loss.loc["Hernia", "loses"] and loss.loc["Hernia", "p_raw"] > 0.05
+    point = op.class_noninferiority(rel, 0.05, 0.05).points["l1"]
+    assert point["operating_point"] == 0.0 and point["classes_not_shown"][0]["classes"] == ["Hernia"]
+    mde = {m["class"]: m["mde"] for m in point["class_mde_at_first_not_shown"]}
+    assert mde["Hernia"] > 0.05 > mde["A"]  # these seeds could not have shown Hernia kept
+
+
+def test_levels_are_tested_in_fixed_sequence_stopping_at_the_first_failure():
+    steady = np.array([[0.004, -0.003], [-0.002, 0.001], [0.0, 0.002], [0.003, -0.004], [-0.001, 0.0]])
+    one_loses = steady + np.array([-0.2, 0.0])
+    rel = _rel({0.25: steady, 0.5: one_loses, 0.75: steady}, ["A", "B"], method="channel")
+    ni = op.class_noninferiority(rel, 0.05, 0.05)
+    point = ni.points["channel"]
+    assert point["operating_point"] == 0.25 and point["first_level_not_shown"] == 0.5
+    assert point["classes_not_shown"] == [{"level": 0.25, "tested": True, "classes": []},
+                                          {"level": 0.5, "tested": True, "classes": ["A"]},
+                                          {"level": 0.75, "tested": False, "classes": []}]
+    at75 = ni.table[ni.table["level"] == 0.75]
+    assert (at75["ni_p"] < 0.05).all() and not at75["noninferior"].any() and not at75["ni_tested"].any()
+    # l1: its level 0 is the dense model, untested; failing at the first pruned level leaves 0.
+    first = op.class_noninferiority(_rel({0.25: one_loses, 0.5: steady}, ["A", "B"]), 0.05, 0.05).points["l1"]
+    assert first["operating_point"] == 0.0 and first["first_level_not_shown"] == 0.25
+    assert [r["level"] for r in first["classes_not_shown"]] == [0.25, 0.5]  # no row for the reference
+
+
+def test_per_class_noninferiority_needs_three_seeds():
+    rel = _rel({0.5: np.array([[-0.01, 0.0], [-0.02, 0.01]])}, ["A", "B"])
+    ni = op.class_noninferiority(rel, 0.05, 0.05)
+    point = ni.points["l1"]
+    assert point["operating_point"] is None and point["first_level_not_shown"] is None
+    assert point["classes_not_shown"] is None and point["class_mde_at_operating_point"] is None
+    assert ni.table["ni_p"].isna().all() and not ni.table["noninferior"].any()
+    assert "not measured" in ni.note and "at least 3" in ni.note
+
+
+def test_a_class_with_undefined_change_is_left_out_and_listed():
+    steady = np.array([[0.004, -0.003], [-0.002, 0.001], [0.0, 0.002], [0.003, -0.004], [-0.001, 0.0]])
+    rel = _rel({0.25: steady, 0.5: steady}, ["A", "B"])
+    bad = rel[rel["class_name"] == "A"].assign(class_name="Z", ap0=np.where(rel.loc[rel["class_name"] == "A", "seed"]
+                                                                             == 2, 0.0, 0.5))
+    ni = op.class_noninferiority(pd.concat([rel, bad], ignore_index=True), 0.05, 0.05)
+    assert ni.left_out == [{"class": "Z", "reason": "dense AP is not above 0 at seed(s) [2], so its relative "
+                                                    "change is undefined"}]
+    assert ni.points["l1"]["operating_point"] == 0.5  # decided by A and B
+    z = ni.table[ni.table["class_name"] == "Z"]
+    assert len(z) == 2 and z["ni_reason"].str.startswith("left out: dense AP").all() and not z["noninferior"].any()
+    rule = op.rule(0.05, {"test": "ttest", "correction": "holm", "alpha": 0.05, "n_seeds": 5}, 3, ni)
+    assert rule["noninferiority"]["classes_left_out"] == ni.left_out
+    points = {"l1": {k: None for k in op.POINT_KEYS} | {"operating_point": 0.5, "first_level_not_shown": None,
+                                                          "classes_not_shown": []}}
+    assert "Z left out: dense AP is not above 0" in op.markdown_table(points, rule)
+
+
 # --- operating points: every branch ----------------------------------------------------------
 
 
@@ -332,8 +428,25 @@ def test_tradeoffs_of_hand_made_methods(tmp_path, monkeypatch):
     fp16_row = t.pareto[(t.pareto["method"] == "fp16") & (t.pareto["level"] == 0.0)].iloc[0]
     assert points["fp16"]["measured_at"] == 0.0 and points["fp16"]["bytes"] == fp16_row["bytes"]
     assert points["fp16"]["worst_class_rel_dap"] == pytest.approx(fp16_row["worst_class_rel_dap"])
-    assert t.summary["operating_point_rule"] == {"class_tolerance": 0.1, "test": "ttest", "correction": "holm",
-                                                 "alpha": 0.05, "n_seeds": 5, "reference": "l1@0", "note": None}
+    # The operating point: every class shown to lose less than 10% (non-inferiority, fixed sequence).
+    # l1: A loses 30% at 0.5; random: A loses 50% at 0.25 (its level 0 is the dense model); int8: noise
+    # only; fp16: C loses 30% at its one level, so it has none.
+    ni = {m: (p["operating_point"], p["first_level_not_shown"],
+              None if p["first_level_not_shown"] is None else
+              next(r["classes"] for r in p["classes_not_shown"] if r["level"] == p["first_level_not_shown"]))
+          for m, p in points.items()}
+    assert ni == {"l1": (0.25, 0.5, ["A"]), "random": (0.0, 0.25, ["A"]), "int8": (0.0, None, None),
+                  "fp16": (None, 0.0, ["C"])}
+    assert points["l1"]["classes_not_shown"][-1] == {"level": 0.75, "tested": False, "classes": CLASSES}
+    assert [r["class"] for r in points["l1"]["class_mde_at_first_not_shown"]] == CLASSES
+    assert points["l1"]["max_noninferior_level_map"] == 0.5  # evaluate's, at evaluate.margin
+    rule = t.summary["operating_point_rule"]
+    ni_rule = rule.pop("noninferiority")
+    assert rule == {"class_tolerance": 0.1, "test": "ttest", "correction": "holm",
+                    "alpha": 0.05, "n_seeds": 5, "reference": "l1@0", "note": None}
+    assert (ni_rule["margin"], ni_rule["alpha"], ni_rule["min_seeds"], ni_rule["classes_left_out"], ni_rule["note"]) \
+        == (0.1, 0.05, 3, [], None)
+    t.summary["operating_point_rule"]["noninferiority"] = ni_rule
 
     monkeypatch.chdir(tmp_path)
     out = Layout("tiny")
@@ -342,10 +455,20 @@ def test_tradeoffs_of_hand_made_methods(tmp_path, monkeypatch):
     pareto = pd.read_csv(out.pareto)
     assert list(pareto.columns) == efficiency.PARETO_COLUMNS and set(pareto["method"]) == {*METHODS, "dense"}
     assert list(pd.read_csv(out.efficiency).columns) == efficiency.JOINED_COLUMNS
-    assert list(pd.read_csv(out.class_loss_tests).columns) == op.CLASS_TEST_COLUMNS
+    csv = pd.read_csv(out.class_loss_tests)
+    assert list(csv.columns) == op.CLASS_TABLE_COLUMNS and len(csv) == len(t.class_tests)
+    a = csv[(csv["method"] == "l1") & (csv["class_name"] == "A")].set_index("level")
+    assert a["noninferior"].tolist() == [True, False, False] and a["ni_tested"].tolist() == [True, True, False]
+    assert a["loses"].tolist() == [False, True, True]  # the paper-style column beside it
 
     table = op.markdown_table(points, t.summary["operating_point_rule"])
-    assert "| l1 | 0.5 | 0.25 | 0.25 | A |" in table and "| fp16 | 0 | n/a | n/a | C | 0 (not safe) |" in table
+    assert "| l1 | 0.25 | 0.5: A | 0.5 | 0.25 | 0.25 | A |" in table
+    assert "| fp16 | n/a | 0: C | 0 | n/a | n/a | C | 0 (not safe) |" in table
+    # A summary.json from before non-inferiority renders as it did (the README block stays checkable).
+    old_rule = {k: v for k, v in t.summary["operating_point_rule"].items() if k != "noninferiority"}
+    old_points = {m: {k: v for k, v in p.items() if k not in op.NI_POINT_KEYS} for m, p in points.items()}
+    old = op.markdown_table(old_points, old_rule)
+    assert "| l1 | 0.5 | 0.25 | 0.25 | A |" in old and "non-inferiority" not in old
 
     # Without efficiency measurements the figure says so and the costs are null.
     empty = efficiency.read_efficiency({})
@@ -374,7 +497,7 @@ def test_readme_table_is_rendered_from_the_outputs(tmp_path, monkeypatch):
     summary.write_tradeoffs(t, out)
     write_json(out.summary, {"map_dense": 0.5, **t.summary})
     text = readme.render(out)
-    assert "| l1 | 0.5 | 0.25 | 0.25 | A |" in text
+    assert "| l1 | 0.25 | 0.5: A | 0.5 | 0.25 | 0.25 | A |" in text
     dense = _efficiency().query("method == 'dense'")
     assert f"{np.median(dense['bytes']):,.0f} bytes" in text and "5.00 ms at batch 1" in text
 
