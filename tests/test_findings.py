@@ -92,6 +92,8 @@ def _metrics() -> tuple[dict, dict, dict]:
     for key, value in (("class_enrichment_rho", -0.2), ("class_enrichment_p", 0.04),
                        ("class_enrichment_null_mean_rho", 0.1)):
         summary["pie"].setdefault(key, value)
+    evaluation.setdefault("max_noninferior_sparsity", 0.6)
+    evaluation.setdefault("margin", 0.05)
     if "p" not in reader["pooled"]["agree"]:
         reader["pooled"] = summarize(pd.read_csv(d / "reader_answers.csv"))["pooled"]
     return summary, evaluation, reader
@@ -113,7 +115,9 @@ def test_report_numbers_equal_the_metrics_files():
             assert got_ci == pytest.approx(ci, rel=5e-3)
 
     f, c, p = summary["forgettability"], summary["fcd"], summary["pie"]
-    same(by_key["safe_sparsity"]["value [95% CI]"], evaluation["max_safe_sparsity"])
+    same(by_key["safe_sparsity"]["value [95% CI]"], evaluation["max_noninferior_sparsity"])
+    assert f"no significant drop: {report.fmt(evaluation['max_safe_sparsity'])}" in by_key["safe_sparsity"][
+        "this run: statistic"]  # the paper's rule beside it
     same(by_key["rare_forgotten_earlier"]["value [95% CI]"], f["first_drop_rho"])
     same(by_key["rare_forgotten_more"]["value [95% CI]"], f["dap95_rho"], f["dap95_rho_ci"])
     assert float(by_key["rare_forgotten_more"]["p"]) == pytest.approx(f["dap95_rho_p"], rel=5e-3)
@@ -156,7 +160,8 @@ def test_holm_p_in_findings_json_is_the_textbook_adjustment():
                "fcd": {"freq_rho": 0.3, "freq_rho_p": 0.01, "iou_rho": -0.4, "iou_rho_p": 0.2},
                "pie": {"class_enrichment_rho": -0.5, "class_enrichment_p": 0.012, "class_enrichment_null_mean_rho": 0.1,
                        "ratio_3plus_findings": 2.0, "ratio_3plus_p": 0.0005}}
-    evaluation = {"max_safe_sparsity": 0.7, "paired_tests": [{"sparsity": 0.65, "p_adj": 0.002}]}
+    evaluation = {"max_safe_sparsity": 0.7, "max_noninferior_sparsity": 0.7,
+                  "noninferiority": [{"method": "l1", "sparsity": 0.65, "p": 0.002, "tested": True}]}
     reader = {"pooled": {"agree": {"rank_biserial": -0.3, "p": 0.02}}}
     rows = fd.assess(summary, evaluation, reader, 0.05)
     doc = report.document(rows, calibration=True, alpha=0.05)
@@ -252,3 +257,16 @@ def test_every_verdict_has_a_symbol_and_a_colour():
 
     assert set(compare.SYMBOL) == set(compare.COLOR) == set(fd.VERDICTS)
     assert len(set(compare.SYMBOL.values())) == len(fd.VERDICTS)
+
+
+def test_safe_sparsity_reads_non_inferiority_and_keeps_the_papers_rule_beside_it():
+    evaluation = {"max_safe_sparsity": 0.7, "max_noninferior_sparsity": 0.5, "margin": 0.05,
+                  "noninferiority": [{"method": "l1", "sparsity": 0.65, "p": 0.3, "tested": False, "mde": 0.08}]}
+    m = fd.measure({}, evaluation, None)["safe_sparsity"]
+    # The old rule calls 70% safe; non-inferiority shows 50% only: the verdict follows the latter.
+    assert m.value == 0.5 and m.extra["paper_rule"] == 0.7
+    assert m.p is None  # the sequence stopped below 65%: that level's p was never a test
+    assert fd.verdict(CLAIM["safe_sparsity"], m, 0.05) == fd.NOT_REPRODUCED
+    few = fd.measure({}, {"max_noninferior_sparsity": None,
+                          "noninferiority_note": "non-inferiority not measured: 2 seeds"}, None)["safe_sparsity"]
+    assert fd.verdict(CLAIM["safe_sparsity"], few, 0.05) == fd.NOT_MEASURED

@@ -84,8 +84,10 @@ _ACROSS_CLASSES = "an association across classes, not that frequency causes it"
 
 CLAIMS: tuple[Claim, ...] = (
     Claim("safe_sparsity", "Up to 65% of weights can be pruned with no significant mAP loss",
-          "65% (poster, NIH-CXR-LT, ResNet50)", "largest sparsity with no significant mAP drop (paired test)", 0, 0.0,
-          "no significant loss is not shown to be no loss (no non-inferiority margin)"),
+          "65% (poster, NIH-CXR-LT, ResNet50)",
+          "largest L1 sparsity shown non-inferior: mAP loss below evaluate.margin (one-sided t over seeds, "
+          "fixed sequence from the lowest level)", 0, 0.0,
+          "safety only up to the stated margin; a loss smaller than the test's MDE can pass unseen"),
     Claim("rare_forgotten_earlier", "Rare classes are forgotten earlier",
           "first 20% drop vs ln(train count): r=0.64, rho=0.61", "Spearman rho, first drop vs ln(train count)",
           +1, 0.0, _ACROSS_CLASSES + "; classes that never drop are left out"),
@@ -208,12 +210,18 @@ def measure(summary: dict, evaluation: dict, reader: dict | None) -> dict[str, M
     f, c, pie = summary.get("forgettability", {}), summary.get("fcd", {}), summary.get("pie", {})
     out: dict[str, Measurement] = {}
     num = finite_number
-    safe_p = next((row.get("p_adj") for row in evaluation.get("paired_tests", [])
-                   if num(row.get("sparsity")) is not None and abs(row["sparsity"] - SAFE_SPARSITY) < 1e-6), None)
+    # Non-inferiority in fixed sequence (analysis/evaluate.py): the p of L1 at 65% speaks only
+    # if the sequence reached that level; the paper's "no significant drop" stays beside it.
+    at_65 = next((row for row in evaluation.get("noninferiority", [])
+                  if row.get("method") == "l1" and num(row.get("sparsity")) is not None
+                  and abs(row["sparsity"] - SAFE_SPARSITY) < 1e-6 and row.get("tested")), {})
+    ni_note = str(evaluation.get("noninferiority_note") or "")
     out["safe_sparsity"] = Measurement(
-        num(evaluation.get("max_safe_sparsity")), None, num(safe_p), "evaluate.json: max_safe_sparsity",
-        {"no_power": evaluation.get("note") is not None and "no level can be significant" in str(evaluation.get("note")),
-         "p_note": "Holm-adjusted p of the paired test at 65%"})
+        num(evaluation.get("max_noninferior_sparsity")), None, num(at_65.get("p")),
+        "evaluate.json: max_noninferior_sparsity",
+        {"no_power": ni_note.startswith("non-inferiority not measured"), "margin": num(evaluation.get("margin")),
+         "mde_65": num(at_65.get("mde")), "paper_rule": num(evaluation.get("max_safe_sparsity")),
+         "p_note": "one-sided non-inferiority p of L1 at 65% (fixed sequence: no adjustment)"})
     for key, section, name, src in (("rare_forgotten_earlier", f, "first_drop", "forgettability"),
                                     ("rare_forgotten_more", f, "dap95", "forgettability"),
                                     ("fcd_frequency", c, "freq", "fcd"), ("fcd_cooccurrence", c, "iou", "fcd")):
