@@ -209,7 +209,7 @@ def run(args, figures: dict) -> None:
     print(f"CPU lower-precision flags: {flags}; precision auto -> {resolve_precision('auto', device)} on {device}")
     today = dataclasses.replace(new, **TODAY)
     print(f"today's loop: {TODAY}")
-    print(f"new (params.yaml train + --new): " + ", ".join(f"{k}={getattr(new, k)}" for k in TODAY) + "\n")
+    print("new (params.yaml train + --new): " + ", ".join(f"{k}={getattr(new, k)}" for k in TODAY) + "\n")
 
     prep = args.prepared or params.data.prepared_dir
     classes = load_meta(prep)["classes"]

@@ -77,20 +77,23 @@ def ratio(x: float) -> str:
 # --------------------------------------------------------------------- result blocks
 
 def findings(o: Outputs) -> str:
-    """The report's findings table from ``reports/synthetic/findings.json`` alone: value
-    [95% CI], p, Holm p and verdict formatted as ``findings.md`` formats them
+    """The report's findings table from ``reports/synthetic/findings.json`` alone (and the
+    committed planted-effect rates, ``benchmarks/results/verdicts.json``): value
+    [95% CI], p, Holm p, verdict and FPR / power formatted as ``findings.md`` formats them
     (``cxrprune.analysis.report``); each claim's title, published value and statistic are the
     constants of ``cxrprune.analysis.findings``, nothing else is written here."""
     from cxrprune.analysis.findings import CLAIMS, NOT_MEASURED
-    from cxrprune.analysis.report import fmt_p, fmt_value
+    from cxrprune.analysis.report import fmt_p, fmt_value, validation_cell
 
     doc = o.json("reports/synthetic/findings.json")
-    rows = ["| finding | paper | this run: statistic | value [95% CI] | p | p (Holm) | verdict |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+    validation = o.bench("verdicts")  # the planted-effect rates the report prints beside each verdict
+    rows = ["| finding | paper | this run: statistic | value [95% CI] | p | p (Holm) | verdict | FPR / power (planted) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for claim in CLAIMS:
         f = doc["findings"].get(claim.key, {})  # dvc exp show style: a null metric may be absent
         cells = [claim.title, claim.paper, claim.statistic, fmt_value(f.get("value"), [f.get("ci_lo"), f.get("ci_hi")]),
-                 fmt_p(f.get("p")), fmt_p(f.get("p_holm")), f"**{f.get('verdict', NOT_MEASURED)}**"]
+                 fmt_p(f.get("p")), fmt_p(f.get("p_holm")), f"**{f.get('verdict', NOT_MEASURED)}**",
+                 validation_cell(validation, claim.key)]
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     family = doc["multiplicity"]
     return "\n".join(rows) + (f"\n\nHolm-adjusted over the {family['m']} findings with a p-value "

@@ -25,6 +25,10 @@ TRAIN_COUNTS = {"No Finding": 50, "Effusion": 30, "Nodule": 12, "Hernia": 4}
 SLOPE = {"No Finding": 0.3, "Effusion": 0.5, "Nodule": 1.0, "Hernia": 0.15}
 FIRST_DROP = {"No Finding": 0.7, "Effusion": 0.45, "Nodule": 0.25, "Hernia": None}
 SEEDS = [0, 1]
+AP0 = (0.8, 0.6)  # dense AP of every class, per seed
+# Dense AUROC: Hernia's (8 of 40 test images positive) cannot be told from 0.5, so the
+# chance-corrected statistics leave it out; its AUROC falls like its AP (same slope).
+AUROC0 = {"No Finding": 0.9, "Effusion": 0.9, "Nodule": 0.9, "Hernia": 0.6}
 # rel(k) = -slope * k at both seeds: Nodule is the first class to lose more than 12% (at 0.15;
 # no class sits on the boundary at a level where it decides the operating point).
 CLASS_TOLERANCE = 0.12
@@ -99,13 +103,14 @@ def tiny_workspace(tmp_path, monkeypatch):
         pd.concat(blocks, ignore_index=True).to_parquet(pred_dir / f"seed-{seed}.parquet", index=False)
 
     rows = []
-    for seed, ap0 in zip(SEEDS, (0.8, 0.6)):
+    for seed, ap0 in zip(SEEDS, AP0):
         for method in ("l1", "random"):
             for k in LEVELS:
                 for c in CLASSES:
                     ap = ap0 * (1 - SLOPE[c] * k) if method == "l1" else ap0 * (1 - k)
+                    auroc = 0.5 + (AUROC0[c] - 0.5) * (1 - SLOPE[c] * k) if method == "l1" else 0.7
                     rows.append({"seed": seed, "method": method, "sparsity": k, "class_name": c, "ap": ap,
-                                 "auroc": 0.7, "f1": 0.3})
+                                 "auroc": auroc, "f1": 0.3})
     metrics = tmp_path / "metrics/tiny"
     metrics.mkdir(parents=True)
     pd.DataFrame(rows).to_csv(metrics / "per_class.csv", index=False)
@@ -173,6 +178,22 @@ def test_analyze_end_to_end(workspace):
                                          abs=1e-6)
     for key in ("first_drop_p", "dap95_rho", "dap95_p"):
         assert key in f
+    # Chance-corrected: Hernia left out (not learned), listed with its reason beside the paper's
+    # first drop it never reaches; retained AUROC - 1 = -slope * 0.95, as the raw dAP here.
+    learned = ["No Finding", "Effusion", "Nodule"]
+    ln_learned = np.log([TRAIN_COUNTS[c] for c in learned])
+    assert f["chance_corrected_n_classes"] == 3 and f["dauroc95_n"] == 3 and f["dap95_chance_corrected_n"] == 3
+    assert f["dauroc95_rho"] == pytest.approx(stats.spearmanr([-SLOPE[c] for c in learned], ln_learned).statistic)
+    assert f["dap95_same_classes_rho"] == f["dauroc95_rho"]
+    assert f["excluded_classes"] == [
+        {"class": "Hernia", "reason": "first drop not reached (relative AP change never below -0.2)",
+         "statistics": ["first_drop"]},
+        {"class": "Hernia", "reason": "not learned: dense AUROC CI includes 0.5",
+         "statistics": ["first_drop_chance_corrected", "dap95_chance_corrected", "dap95_same_classes",
+                        "first_drop_auroc", "dauroc95"]}]
+    for key in ("dap95_chance_corrected_rho", "dap95_chance_corrected_rho_p", "first_drop_chance_corrected_rho",
+                "first_drop_auroc_rho", "chance_corrected_test"):
+        assert key in f
     c = summary["fcd"]
     assert set(c) >= {"freq_r", "freq_rho", "iou_r", "iou_rho", "n_pairs", "freq_given_iou_rho", "freq_given_iou_rho_p"}
     assert c["n_pairs"] == 6 and c["n_classes_used"] == 4 and c["classes_excluded"] == []
@@ -194,13 +215,26 @@ def test_analyze_end_to_end(workspace):
     assert 0 <= summary["weights"]["frac_below_1e-2"] <= 1
 
     # forgettability.csv: first drops by hand, not reached -> empty cell.
-    forget = pd.read_csv(root / "metrics/tiny/forgettability.csv")
-    assert list(forget.columns) == ["class_name", "train_count", "ln_train_count", "first_drop", "dap95"]
+    forget = pd.read_csv(root / "metrics/tiny/forgettability.csv", keep_default_na=False, na_values=[""])
+    assert list(forget.columns) == ["class_name", "train_count", "ln_train_count", "first_drop", "dap95",
+                                    "test_prevalence", "dense_auroc", "dense_auroc_lo", "dense_auroc_hi",
+                                    "retained_95", "retained_auroc_95", "first_drop_chance_corrected",
+                                    "first_drop_auroc", "excluded_reason"]
+    prevalence = test[CLASSES].mean()
     for _, row in forget.iterrows():
-        expected = FIRST_DROP[row["class_name"]]
+        c = row["class_name"]
+        expected = FIRST_DROP[c]
         assert (math.isnan(row["first_drop"]) if expected is None else row["first_drop"] == expected)
-        assert row["dap95"] == pytest.approx(-SLOPE[row["class_name"]] * 0.95, rel=1e-9)
-        assert row["train_count"] == TRAIN_COUNTS[row["class_name"]]
+        assert row["dap95"] == pytest.approx(-SLOPE[c] * 0.95, rel=1e-9)
+        assert row["train_count"] == TRAIN_COUNTS[c]
+        assert row["test_prevalence"] == pytest.approx(prevalence[c])
+        # retained = (AP_95 - prev) / (AP_0 - prev) per seed, median (of two: mean) over seeds
+        retained = np.mean([(a * (1 - SLOPE[c] * 0.95) - prevalence[c]) / (a - prevalence[c]) for a in AP0])
+        assert row["retained_95"] == pytest.approx(retained, rel=1e-9)
+        assert row["retained_auroc_95"] == pytest.approx(1 - SLOPE[c] * 0.95, rel=1e-9)
+        assert row["dense_auroc"] == pytest.approx(AUROC0[c])
+        assert pd.isna(row["excluded_reason"]) if c != "Hernia" else \
+            row["excluded_reason"] == "not learned: dense AUROC CI includes 0.5"
 
     # pies.csv: Spearman recomputed with scipy from the raw prediction files.
     def ensemble(k):

@@ -118,12 +118,15 @@ def test_report_numbers_equal_the_metrics_files():
     same(by_key["safe_sparsity"]["value [95% CI]"], evaluation["max_noninferior_sparsity"])
     assert f"no significant drop: {report.fmt(evaluation['max_safe_sparsity'])}" in by_key["safe_sparsity"][
         "this run: statistic"]  # the paper's rule beside it
-    same(by_key["rare_forgotten_earlier"]["value [95% CI]"], f["first_drop_rho"])
-    same(by_key["rare_forgotten_more"]["value [95% CI]"], f["dap95_rho"], f["dap95_rho_ci"])
-    assert float(by_key["rare_forgotten_more"]["p"]) == pytest.approx(f["dap95_rho_p"], rel=5e-3)
-    same(by_key["fcd_frequency"]["value [95% CI]"], c["freq_rho"])
-    assert float(by_key["fcd_frequency"]["p"]) == pytest.approx(c["freq_rho_p"], rel=5e-3)
-    same(by_key["fcd_cooccurrence"]["value [95% CI]"], c["iou_rho"], c["iou_rho_ci"])
+    same(by_key["rare_forgotten_earlier"]["value [95% CI]"], f["first_drop_auroc_rho"])
+    same(by_key["rare_forgotten_more"]["value [95% CI]"], f["dauroc95_rho"])
+    assert float(by_key["rare_forgotten_more"]["p"]) == pytest.approx(f["dauroc95_rho_p"], rel=5e-3)
+    # The paper's statistic is printed beside the chance-corrected one.
+    assert f"the paper's statistic: rho {report.fmt_value(f['dap95_rho'], f.get('dap95_rho_ci'))}" in \
+        by_key["rare_forgotten_more"]["this run: statistic"]
+    same(by_key["fcd_frequency"]["value [95% CI]"], c["auroc_freq_rho"])
+    assert float(by_key["fcd_frequency"]["p"]) == pytest.approx(c["auroc_freq_rho_p"], rel=5e-3)
+    same(by_key["fcd_cooccurrence"]["value [95% CI]"], c["auroc_iou_rho"])
     same(by_key["pie_rare"]["value [95% CI]"], p["class_enrichment_rho"])
     assert float(by_key["pie_rare"]["p"]) == pytest.approx(p["class_enrichment_p"], rel=5e-3)
     same(by_key["pie_3plus"]["value [95% CI]"], p["ratio_3plus_findings"], p["ratio_3plus_findings_ci"])
@@ -155,9 +158,9 @@ def textbook_holm(p: list[float]) -> list[float]:
 
 
 def test_holm_p_in_findings_json_is_the_textbook_adjustment():
-    summary = {"forgettability": {"first_drop_rho": 0.5, "first_drop_rho_p": 0.004, "dap95_rho": 0.6,
-                                  "dap95_rho_p": 0.03},
-               "fcd": {"freq_rho": 0.3, "freq_rho_p": 0.01, "iou_rho": -0.4, "iou_rho_p": 0.2},
+    summary = {"forgettability": {"first_drop_auroc_rho": 0.5, "first_drop_auroc_rho_p": 0.004, "dauroc95_rho": 0.6,
+                                  "dauroc95_rho_p": 0.03, "dap95_rho": -0.9, "dap95_rho_p": 1e-6},
+               "fcd": {"auroc_freq_rho": 0.3, "auroc_freq_rho_p": 0.01, "auroc_iou_rho": -0.4, "auroc_iou_rho_p": 0.2},
                "pie": {"class_enrichment_rho": -0.5, "class_enrichment_p": 0.012, "class_enrichment_null_mean_rho": 0.1,
                        "ratio_3plus_findings": 2.0, "ratio_3plus_p": 0.0005}}
     evaluation = {"max_safe_sparsity": 0.7, "max_noninferior_sparsity": 0.7,
@@ -229,14 +232,15 @@ def test_verdicts_of_the_committed_default_follow_from_its_numbers():
     found = {f.claim.key: f for f in fd.assess(summary, evaluation, reader, 0.05)}
     v = {k: f.verdict for k, f in found.items()}
     f, pie = summary["forgettability"], summary["pie"]
-    # dAP@95 vs frequency: the paper's direction is rho > 0; the two-sided p can show either side.
-    rho, (lo, hi) = f["dap95_rho"], f["dap95_rho_ci"]
+    # Retained AUROC at 95% vs frequency: the paper's direction is rho > 0; the two-sided p
+    # (no interval: the resamples hold AP only) can show either side.
+    rho = f["dauroc95_rho"]
     p = found["rare_forgotten_more"].measured.p_holm
-    assert p >= f["dap95_rho_p"]
+    assert p >= f["dauroc95_rho_p"]
     if rho > 0:
-        assert v["rare_forgotten_more"] == (fd.REPRODUCED if p < 0.05 and lo > 0 else fd.SAME_DIRECTION)
+        assert v["rare_forgotten_more"] == (fd.REPRODUCED if p < 0.05 else fd.SAME_DIRECTION)
     else:
-        assert v["rare_forgotten_more"] == (fd.OPPOSITE if p < 0.05 and hi < 0 else fd.NOT_REPRODUCED)
+        assert v["rare_forgotten_more"] == (fd.OPPOSITE if p < 0.05 else fd.NOT_REPRODUCED)
     # Flipped labels among PIEs: the paper's direction is a ratio above 1; the p is one-sided, so a
     # ratio below 1 is "not reproduced" whatever its interval, and a one-point interval is not estimable.
     ratio, (lo, hi) = pie["ratio_flipped_label"], pie["ratio_flipped_label_ci"]
@@ -248,7 +252,8 @@ def test_verdicts_of_the_committed_default_follow_from_its_numbers():
     else:
         assert v["pie_label_noise"] == fd.NOT_REPRODUCED
     # The largest safe sparsity against the paper's 60-65% band.
-    assert v["safe_sparsity"] == (fd.REPRODUCED if evaluation["max_safe_sparsity"] >= 0.6 else fd.NOT_REPRODUCED)
+    assert v["safe_sparsity"] == (fd.REPRODUCED if evaluation["max_noninferior_sparsity"] >= 0.6
+                                  else fd.NOT_REPRODUCED)
     assert fd.OPPOSITE not in (v["pie_3plus"], v["pie_label_noise"], v["pie_low_quality"], v["pie_rare"])
 
 

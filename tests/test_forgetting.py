@@ -99,6 +99,24 @@ def test_dap_at_missing_level_is_nan():
     assert forgetting.dap_at(curves, 0.9000000000000001)["X"] == -0.3  # float noise in a level is tolerated
 
 
+def test_relative_change_against_a_chance_level_and_of_another_metric():
+    chance = pd.Series({"A": 0.1, "B": 0.8, "C": 0.0})
+    rel = forgetting.relative_change(hand_table(), "l1", chance)
+    row = rel[(rel["seed"] == 0) & (rel["class_name"] == "A") & (rel["sparsity"] == 0.9)].iloc[0]
+    assert row["rel_dap"] == pytest.approx((0.7 - 1.0) / (1.0 - 0.1), rel=1e-12)  # retained 2/3, minus 1
+    b = rel[rel["class_name"] == "B"]
+    assert b.loc[b["seed"] == 0, "rel_dap"].isna().all()  # AP_0 = 0.8 = chance: nothing above chance to lose
+    assert b.loc[b["seed"] == 1, "rel_dap"].isna().all()  # AP_0 = 0.4 < chance
+    c = rel[rel["class_name"] == "C"].set_index(["seed", "sparsity"])["rel_dap"]
+    plain = forgetting.relative_change(hand_table()).query("class_name == 'C'").set_index(["seed", "sparsity"])
+    np.testing.assert_allclose(c, plain["rel_dap"], rtol=1e-9)  # chance 0: the paper's change
+    roc = forgetting.relative_change(hand_table().assign(auroc=lambda d: 0.5 + d["ap"] / 4), "l1",
+                                     pd.Series(0.5, index=["A", "B", "C"]), metric="auroc")
+    assert {"auroc", "auroc0"} <= set(roc.columns)
+    # (A_k - 0.5) / (A_0 - 0.5) - 1 = AP_k / AP_0 - 1 here: the paper's change of AP.
+    np.testing.assert_allclose(roc["rel_dap"], forgetting.relative_change(hand_table())["rel_dap"], rtol=1e-9)
+
+
 def test_missing_dense_row_is_an_error():
     table = hand_table()
     table = table[~((table["seed"] == 1) & (table["class_name"] == "B") & (table["sparsity"] == 0.0))]

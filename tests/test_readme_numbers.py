@@ -66,8 +66,11 @@ def report_outputs(tmp_path):
     if "enrichment" not in ratios:  # made up where the committed run predates it
         ratios["enrichment"] = np.linspace(1.0, -1.0, len(ratios))
     ratios.to_csv(tmp_path / "plots/synthetic/pie_class_ratios.csv", index=False)
+    (tmp_path / "benchmarks/results").mkdir(parents=True)
+    shutil.copy(REPO / "benchmarks/results/verdicts.json", tmp_path / "benchmarks/results")
+    validation = json.loads((REPO / "benchmarks/results/verdicts.json").read_text())
     text = report.render(rows, name="synthetic", synthetic=True, params={}, alpha=0.05,
-                         report_path=Layout("synthetic").findings_md, layout=Layout("synthetic"))
+                         report_path=Layout("synthetic").findings_md, layout=Layout("synthetic"), validation=validation)
     return tmp_path, report.parse_table(text)
 
 
@@ -79,7 +82,10 @@ def test_findings_block_says_what_findings_md_says(report_outputs):
     for line, claim, row in zip(lines, fd.CLAIMS, md, strict=True):
         cells = [c.strip().replace("\\|", "|") for c in line.strip()[2:-2].split(" | ")]
         assert cells == [row["finding"], row["paper"], claim.statistic, row["value [95% CI]"], row["p"],
-                         row["p (Holm)"], row["verdict"]]
+                         row["p (Holm)"], row["verdict"], row["FPR / power (planted)"]]
+        validated = claim.key in json.loads((REPO / "benchmarks/results/verdicts.json").read_text())["findings"]
+        assert cells[-1].startswith("FPR ") if validated else cells[-1] == "not validated"
+    assert md[-1]["FPR / power (planted)"] == "not validated"  # the reader rows: no planted readers
     doc = json.loads((root / "reports/synthetic/findings.json").read_text())
     assert f"Holm-adjusted over the {doc['multiplicity']['m']} findings with a p-value" in block
 
@@ -94,7 +100,7 @@ def test_findings_block_follows_findings_json_alone(report_outputs):
     (root / "metrics/synthetic/summary.json").unlink()  # not read by this block
     row = next(line for line in rn.findings(rn.Outputs(root)).splitlines()
                if line.startswith("| PIEs are enriched for images with 3+"))
-    assert row.endswith("| 7.77 [1.11, 9.99] | 0.0123 | 0.0456 | **not estimable** |")
+    assert "| 7.77 [1.11, 9.99] | 0.0123 | 0.0456 | **not estimable** | FPR " in row
 
 
 def test_why_block_is_read_from_the_outputs(report_outputs):

@@ -87,6 +87,20 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
                              "findings.json and params.yaml), without dvc exp show or the experiments' git refs")
 
 
+def _validate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--replicates", type=int, default=200, metavar="R",
+                   help="replicates per effect size, at least 20 (default: 200)")
+    p.add_argument("--effects", default="0,0.5,1", metavar="E,E,...",
+                   help="planted effect sizes in [0, 1], 0 = nothing planted (default: 0,0.5,1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every replicate's random stream (default: 0)")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="processes (default: all cores)")
+    p.add_argument("--resamples", type=int, default=50, metavar="B",
+                   help="bootstrap resamples per replicate for the intervals and their coverage; 0: no "
+                        "intervals, verdicts from p-values alone (default: 50)")
+    p.add_argument("--out", default="benchmarks/results/verdicts", metavar="PATH",
+                   help="writes PATH.json and PATH.txt (default: benchmarks/results/verdicts)")
+
+
 COMMANDS: dict[str, tuple[str, str, _Adder]] = {
     "generate": ("generate", "write the synthetic CXR-LT dataset in the NIH-CXR-LT layout", _no_args),
     "prepare": ("prepare", "validate a dataset, write label tables and the uint8 image cache", _no_args),
@@ -116,6 +130,8 @@ COMMANDS: dict[str, tuple[str, str, _Adder]] = {
     "pie-report": ("pie_report", "PIE study: outcome of each treatment, paired tests, pie_treatment.json, figure",
                    _no_args),
     "repro": ("repro", "dvc repro, with the per-seed stages run in parallel as Ray tasks (--ray)", _repro_args),
+    "validate": ("validate", "false-positive rate and power of every verdict on planted-effect replicates "
+                 "(benchmarks/results/verdicts.{json,txt})", _validate_args),
 }
 
 

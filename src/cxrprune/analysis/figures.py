@@ -25,7 +25,13 @@ from cxrprune.analysis.forgetting import Correlation
 from cxrprune.core.atomic import atomic_path
 
 DPI = 180
-METHOD_COLORS = {"l1": "#1f5fa8", "random": "#c0392b"}
+# One colour and one marker per compression method, told apart at a glance and by colour-blind
+# readers: the Okabe & Ito (2008) colour-blind-safe palette, and a marker shape of its own so
+# the methods stay apart in greyscale too (channel and l1 were two near-identical blues).
+METHOD_STYLES = {"l1": ("#0072B2", "o"), "random": ("#D55E00", "X"), "channel": ("#009E73", "s"),
+                 "int8": ("#CC79A7", "D"), "l1_layer": ("#E69F00", "^"), "l1_finetune": ("#56B4E9", "v"),
+                 "fp16": ("#000000", "P"), "bf16": ("#999999", "*")}
+METHOD_COLORS = {m: c for m, (c, _) in METHOD_STYLES.items()}
 METHOD_LABELS = {"l1": "L1 (magnitude)", "random": "Random"}
 # One colour per class, 20 classes apart (NIH-CXR-LT has 20): Kelly's 22 colours of maximum
 # contrast without white and black. plots/templates/lines_by_class.json uses the same list in
@@ -315,7 +321,8 @@ def pareto(points: pd.DataFrame, path: str | os.PathLike,
     latency at batch 1 (left) and bytes of the deployable file (right), y = median mAP (top)
     and the worst class's median relative AP change (bottom). ``points`` is
     :func:`cxrprune.analysis.efficiency.pareto_table`; a method's operating point (the
-    largest level safe for every class) is ringed when ``operating`` gives it."""
+    largest level at which every class is shown non-inferior) is ringed when ``operating``
+    gives it."""
     panels = [("latency_ms_b1", "map"), ("megabytes", "map"),
               ("latency_ms_b1", "worst_class_rel_dap"), ("megabytes", "worst_class_rel_dap")]
     xlabels = {"latency_ms_b1": "Latency, batch 1 (ms, measured)", "megabytes": "Deployable file (MB, measured)"}
@@ -334,15 +341,15 @@ def pareto(points: pd.DataFrame, path: str | os.PathLike,
                 continue
             for i, (method, g) in enumerate(points.groupby("method", sort=False)):
                 g = g.sort_values("level")
-                color = METHOD_COLORS.get(str(method), palette(i % 10))
+                color, marker = METHOD_STYLES.get(str(method), (palette(i % 10), "o"))
                 style = {"marker": "s", "markersize": 6, "color": "0.2"} if method == "dense" else \
-                    {"marker": "o", "markersize": 3.5, "color": color}
+                    {"marker": marker, "markersize": 4.5, "color": color}
                 ax.plot(g[x], g[y], linewidth=1.0, label=METHOD_LABELS.get(str(method), str(method)), **style)
                 for xv, yv, k in zip(g[x], g[y], g["level"]):
                     if np.isfinite(xv) and np.isfinite(yv) and method != "dense":
                         ax.annotate(f"{k:g}", (xv, yv), textcoords="offset points", xytext=(3, 3), fontsize=5.5,
                                     color=style["color"])
-                point = (operating or {}).get(str(method), {}).get("max_safe_level_all_classes")
+                point = (operating or {}).get(str(method), {}).get("operating_point")
                 hit = g[np.isclose(g["level"], point)] if point is not None else g.iloc[0:0]
                 if len(hit):
                     ax.plot(hit[x], hit[y], marker="o", markersize=10, markerfacecolor="none",
@@ -351,7 +358,7 @@ def pareto(points: pd.DataFrame, path: str | os.PathLike,
                 ax.axhline(0.0, color="0.3", linestyle="--", linewidth=0.8)
         if measured:  # one legend below the panels, clear of the data
             handles, labels = axes[0].get_legend_handles_labels()
-            fig.legend(handles, labels, title="Method (ring: operating point, the largest level safe for every class)",
+            fig.legend(handles, labels, title="Method (ring: operating point, every class shown non-inferior)",
                        loc="outside lower center", ncol=min(len(labels), 6))
         fig.suptitle("What each compression method buys and what it forgets (labels: level)")
         with atomic_path(path, suffix=".png") as tmp:

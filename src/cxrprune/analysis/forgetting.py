@@ -8,6 +8,10 @@ and the class's forgettability curve is the median of rel_dAP over seeds at ever
 (19 points for the paper's levels). Two summaries of each curve are related to the class's
 training frequency: the first sparsity where the curve drops strictly below ``-threshold``
 (not reached -> missing, never an invented value) and the curve at 95% sparsity.
+
+The same curves can be measured against a chance level ``c`` instead of 0 (``chance`` of
+:func:`relative_change`): ``(AP_k - AP_0) / (AP_0 - c)``, the chance-corrected retained AP
+minus one (:mod:`cxrprune.analysis.chance_corrected` says why and which ``c``).
 """
 
 from __future__ import annotations
@@ -35,23 +39,48 @@ def round_levels(values: pd.Series | np.ndarray | Sequence[float]) -> np.ndarray
     return np.round(np.asarray(values, dtype=np.float64), _DECIMALS)
 
 
-def relative_change(per_class: pd.DataFrame, method: str = "l1") -> pd.DataFrame:
+def relative_ap(ap: np.ndarray, ap0: np.ndarray, chance: np.ndarray | float | None = None) -> np.ndarray:
+    """The relative change of a level's AP (or another metric) against the dense model's,
+    elementwise (broadcasting).
+
+    Without ``chance`` it is the paper's ``(AP_k - AP_0) / (AP_0 + EPS)``. With it, the change
+    is measured against the dense model's lift above chance: ``(AP_k - AP_0) / (AP_0 - chance)``
+    (= retained - 1, :mod:`cxrprune.analysis.chance_corrected`), NaN where ``AP_0 <= chance``:
+    a model no better than chance has nothing to lose, and the ratio would be undefined or
+    flip sign. The one formula for the point estimates and the bootstrap resamples alike.
+    """
+    ap = np.asarray(ap, dtype=np.float64)
+    ap0 = np.asarray(ap0, dtype=np.float64)
+    if chance is None:
+        return (ap - ap0) / (ap0 + EPS)
+    lift = ap0 - np.asarray(chance, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        ok = lift > 0  # NaN compares False: undefined
+    return np.where(ok, (ap - ap0) / np.where(ok, lift, 1.0), np.nan)
+
+
+def relative_change(per_class: pd.DataFrame, method: str = "l1", chance: pd.Series | None = None,
+                    metric: str = "ap") -> pd.DataFrame:
     """Per-seed relative AP change of every class at every k > 0.
 
     ``per_class`` has at least ``seed, method, sparsity, class_name, ap`` (the evaluate
     stage's ``per_class.csv``). Returns ``seed, sparsity, class_name, ap, ap0, rel_dap``.
     A (seed, class) without a k = 0 row cannot be normalised and is a :class:`DataError`.
+    ``chance`` (per class name) measures the change against the chance level instead of 0
+    (:func:`relative_ap`); a class it lacks is a :class:`DataError`. ``metric`` names another
+    per-class column to take the place of ``ap`` (``auroc``, whose chance level is 0.5); the
+    returned columns are then named after it (``auroc, auroc0``; the change stays ``rel_dap``).
     """
-    missing = {"seed", "method", "sparsity", "class_name", "ap"} - set(per_class.columns)
+    missing = {"seed", "method", "sparsity", "class_name", metric} - set(per_class.columns)
     if missing:
         raise DataError(f"per-class table lacks columns {sorted(missing)}; rerun the evaluate stage")
-    df = per_class.loc[per_class["method"] == method, ["seed", "sparsity", "class_name", "ap"]].copy()
+    df = per_class.loc[per_class["method"] == method, ["seed", "sparsity", "class_name", metric]].copy()
     if df.empty:
         raise DataError(f"per-class table has no rows for method {method!r}; rerun the evaluate stage")
     df["sparsity"] = round_levels(df["sparsity"])
     if df.duplicated(["seed", "sparsity", "class_name"]).any():
         raise DataError(f"per-class table has duplicate (seed, sparsity, class) rows for method {method!r}")
-    dense = df.loc[df["sparsity"] == 0.0, ["seed", "class_name", "ap"]].rename(columns={"ap": "ap0"})
+    dense = df.loc[df["sparsity"] == 0.0, ["seed", "class_name", metric]].rename(columns={metric: f"{metric}0"})
     out = df.loc[df["sparsity"] > 0.0].merge(dense, on=["seed", "class_name"], how="left",
                                              validate="m:1", indicator=True)
     lacking = out.loc[out["_merge"] == "left_only"]
@@ -59,7 +88,13 @@ def relative_change(per_class: pd.DataFrame, method: str = "l1") -> pd.DataFrame
         first = lacking.iloc[0]
         raise DataError(f"per-class table has no k=0 row for seed {first['seed']}, class {first['class_name']!r}")
     out = out.drop(columns="_merge")
-    out["rel_dap"] = (out["ap"] - out["ap0"]) / (out["ap0"] + EPS)
+    level = None
+    if chance is not None:
+        unknown = sorted(set(out["class_name"]) - set(chance.index))
+        if unknown:
+            raise DataError(f"no chance level for classes {unknown[:3]}")
+        level = out["class_name"].map(chance).to_numpy(dtype=np.float64)
+    out["rel_dap"] = relative_ap(out[metric].to_numpy(), out[f"{metric}0"].to_numpy(), level)
     return out.sort_values(["seed", "sparsity", "class_name"], kind="stable").reset_index(drop=True)
 
 

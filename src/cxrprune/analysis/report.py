@@ -22,10 +22,10 @@ from cxrprune.analysis.findings import (
     Finding,
     cannot_show,
 )
-from cxrprune.core.layout import ANALYZE_FIGURES, Layout
+from cxrprune.core.layout import ANALYZE_FIGURES, VALIDATION, Layout
 
 HEADER = ["#", "finding", "paper", "this run: statistic", "value [95% CI]", "p", "p (Holm)", "verdict",
-          "cannot show"]
+          "FPR / power (planted)", "cannot show"]
 CALIBRATION_NOTE = (
     "**Calibration, not replication.** This run uses the embedded synthetic dataset, whose generator "
     "was tuned until several of the paper's findings appeared. Agreement here shows the pipeline can "
@@ -52,6 +52,25 @@ def fmt_value(value: float | None, ci: list | None) -> str:
     return f"{fmt(value)} [{fmt(ci[0])}, {fmt(ci[1])}]"
 
 
+def validation_cell(validation: dict[str, Any] | None, key: str) -> str:
+    """The finding's measured rates on planted effects (``benchmarks/results/verdicts.json``,
+    written by ``cxrprune validate``): the share of "reproduced" verdicts when nothing was
+    planted (false-positive rate) and at each planted effect size (power)."""
+    found = (validation or {}).get("findings", {}).get(key)
+    if not found:
+        return "not validated"
+    by = found.get("by_effect", {})
+    parts = []
+    for effect, rates in sorted(by.items(), key=lambda kv: float(kv[0])):
+        rate = (rates.get("reproduced") or {}).get("rate")
+        if rate is None:
+            continue
+        parts.append(f"FPR {rate:.2f}" if float(effect) == 0 else f"{rate:.2f} at e={float(effect):g}")
+    if not parts:
+        return "not validated"
+    return parts[0] if len(parts) == 1 else f"{parts[0]}; power {', '.join(parts[1:])}"
+
+
 def stat_text(f: Finding) -> str:
     """The row's statistic with what it is read against (Pearson r, the partial test, the null
     of random PIEs, the group means and images of the reader study)."""
@@ -75,11 +94,16 @@ def stat_text(f: Finding) -> str:
                      f"p {fmt_p(m.extra.get('partial_p'))}")
     if m.null is not None:
         parts.append(f"random PIEs give {fmt(m.null)} on average")
+    if m.extra.get("n") is not None:
+        parts.append(f"{m.extra['n']} classes")
+    if "paper_rho" in m.extra:
+        parts.append(f"the paper's statistic: rho {fmt_value(m.extra['paper_rho'], m.extra.get('paper_rho_ci'))}, "
+                     f"p {fmt_p(m.extra.get('paper_rho_p'))}")
     return f"{f.claim.statistic} ({'; '.join(parts)})" if parts else f.claim.statistic
 
 
 def render(findings: list[Finding], *, name: str, synthetic: bool, params: dict[str, Any], alpha: float,
-           report_path: Path, layout: Layout) -> str:
+           report_path: Path, layout: Layout, validation: dict[str, Any] | None = None) -> str:
     """The markdown of ``findings.md``."""
     lines = [f"# Findings of Holste et al. (MICCAI 2023) on `{name}`", ""]
     if synthetic:
@@ -100,6 +124,14 @@ def render(findings: list[Finding], *, name: str, synthetic: bool, params: dict[
         "(the paper's \"no significant drop\" is printed beside it for comparison: failing to show a loss is not "
         "showing safety); its p is that of L1 at 65% and decides nothing here."),
         "",
+        "FPR / power (planted): how often this row's rules said **reproduced** on planted prediction tables "
+        "run through the same evaluate/analyze/report code (`cxrprune validate`, "
+        + (f"{validation['replicates']} replicates per effect size, `{VALIDATION}`): with nothing planted "
+           "(false-positive rate) and at planted effect sizes e (power). A row whose FPR is well above "
+           f"{alpha:g} cannot be read as evidence, whatever its verdict."
+           if validation else f"`{VALIDATION}` absent: no row is validated).")
+        + "",
+        "",
         "Run: " + ", ".join(f"`{k}={v}`" for k, v in params.items()),
         "",
         "| " + " | ".join(HEADER) + " |",
@@ -108,7 +140,7 @@ def render(findings: list[Finding], *, name: str, synthetic: bool, params: dict[
     for i, f in enumerate(findings, 1):
         m = f.measured
         row = [str(i), f.claim.title, f.claim.paper, stat_text(f), fmt_value(m.value, m.ci), fmt_p(m.p),
-               fmt_p(m.p_holm), f"**{f.verdict}**", cannot_show(f.claim, m)]
+               fmt_p(m.p_holm), f"**{f.verdict}**", validation_cell(validation, f.claim.key), cannot_show(f.claim, m)]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
     lines += ["", "Sources: " + "; ".join(f"{i}: `{f.measured.source}`" for i, f in enumerate(findings, 1)), ""]
     lines += ["## Figures", ""]

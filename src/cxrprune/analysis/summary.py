@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from cxrprune.analysis import (
+    chance_corrected,
     efficiency,
     fcd,
     figures,
@@ -45,7 +46,7 @@ class Analysis:
     summary: dict[str, Any]
     curves: pd.DataFrame  # median relative change in AP, sparsity x class
     counts: pd.Series  # training positives per class
-    forget_table: pd.DataFrame  # per class: train count, first drop, dAP@95
+    forget_table: pd.DataFrame  # per class: train count, first drop, dAP@95, chance-corrected retained AP
     first_drop: forgetting.Correlation
     dap95: forgetting.Correlation
     pairs: pd.DataFrame  # FCD per class pair
@@ -79,15 +80,31 @@ def analyze(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, eva
               file=sys.stderr)
     c_drop = forgetting.correlate_with_frequency(drop, counts)
     c_dap = forgetting.correlate_with_frequency(dap, counts)
+    # The same against each class's chance level: at 95% the model is at chance and the
+    # paper's dAP@95 measures where a class started (analysis/chance_corrected.py).
+    cc = chance_corrected.analyse(per_class, test_labels, counts, classes, dap, cfg.drop_threshold, DAP_SPARSITY,
+                                  METHOD)
     with np.errstate(divide="ignore"):
         ln_counts = np.where(counts > 0, np.log(np.maximum(counts.to_numpy(np.float64), 1)), np.nan)
     forget_table = pd.DataFrame({"class_name": classes, "train_count": counts.to_numpy(),
                                  "ln_train_count": ln_counts, "first_drop": drop.to_numpy(),
-                                 "dap95": dap.to_numpy()})
+                                 "dap95": dap.to_numpy(), "test_prevalence": cc.chance.to_numpy(),
+                                 **{k: cc.auroc[k].to_numpy() for k in cc.auroc.columns},
+                                 "retained_95": cc.ap.at.to_numpy(), "retained_auroc_95": cc.roc.at.to_numpy(),
+                                 "first_drop_chance_corrected": cc.ap.first_drop.to_numpy(),
+                                 "first_drop_auroc": cc.roc.first_drop.to_numpy(),
+                                 "excluded_reason": [cc.excluded.get(c, "") for c in classes]})
 
     # Analysis 3: FCD of every class pair against test-label frequency and co-occurrence.
     pairs = fcd.fcd_pairs(curves, test_labels, classes, cfg.fcd_distance, cfg.fcd_weighting)
     c_fcd = fcd.fcd_correlations(pairs)  # Mantel p-values: the pairs share classes
+    # The same on chance-corrected curves (retained AUROC, learned classes only): every class's
+    # relative-AP curve ends at prevalence / AP_0 - 1 once the model is at chance, so the
+    # paper's FCD measures frequency gaps even when nothing is planted (the planted-effect
+    # validation, benchmarks/results/verdicts.txt); retained AUROC ends at -1 for every class.
+    pairs_cc = fcd.fcd_pairs(cc.roc.curves[cc.included], test_labels, cc.included, cfg.fcd_distance,
+                             cfg.fcd_weighting)
+    c_fcd_cc = fcd.fcd_correlations(pairs_cc)
 
     # Analysis 4: PIEs of the seeds' ensemble at pie_sparsity.
     ids, p_dense = pies.ensemble(dense, classes)
@@ -140,16 +157,18 @@ def analyze(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, eva
             "first_drop_n": c_drop.n, "first_drop_not_reached": int(drop.isna().sum()),
             "dap95_r": c_dap.r, "dap95_p": c_dap.p_r, "dap95_rho": c_dap.rho, "dap95_rho_p": c_dap.p_rho,
             "dap95_n": c_dap.n,
+            **chance_corrected.summary_keys(cc),
+            "excluded_classes": chance_corrected.excluded_classes(
+                cc, {"first_drop": c_drop, "dap95": c_dap}, counts, cfg.drop_threshold, classes),
         },
         "fcd": {
-            "freq_r": c_fcd.freq.r, "freq_p": c_fcd.freq.p_r,
-            "freq_rho": c_fcd.freq.rho, "freq_rho_p": c_fcd.freq.p_rho,
-            "iou_r": c_fcd.iou.r, "iou_p": c_fcd.iou.p_r,
-            "iou_rho": c_fcd.iou.rho, "iou_rho_p": c_fcd.iou.p_rho,
-            "freq_given_iou_rho": c_fcd.freq_given_iou_rho, "freq_given_iou_rho_p": c_fcd.freq_given_iou_p,
-            "p_method": c_fcd.p_method,
+            **fcd_keys(c_fcd),
             "n_pairs": int(len(pairs)), "n_pairs_used": c_fcd.freq.n,
             "n_classes_used": len(c_fcd.classes), "classes_excluded": list(c_fcd.excluded),
+            **{f"auroc_{k}": v for k, v in fcd_keys(c_fcd_cc).items()},
+            "auroc_n_classes_used": len(c_fcd_cc.classes),
+            "auroc_classes_excluded": [{"class": c, "reason": cc.excluded[c]} for c in classes if c in cc.excluded]
+            + [{"class": c, "reason": "a pair value undefined (Mantel needs every pair)"} for c in c_fcd_cc.excluded],
         },
         "pie": pie_summary,
         "weights": w_summary,
@@ -163,9 +182,19 @@ def analyze(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, eva
             DAP_SPARSITY, cfg.fcd_distance, cfg.fcd_weighting)
         for section, values in ci.items():
             summary[section].update(values)
+        summary["forgettability"].update(uncertainty.chance_corrected_intervals(
+            resamples, counts, test_labels, cc.included, cfg.drop_threshold, DAP_SPARSITY))
         summary["bootstrap"] = uncertainty.describe(resamples)
     return Analysis(json_clean(summary), curves, counts, forget_table, c_drop, c_dap, pairs, c_fcd, pie_rows,
                     class_ratios, bin_ratios, hist, w_summary, bands, class_bands)
+
+
+def fcd_keys(t: fcd.FcdTests) -> dict[str, Any]:
+    """The correlation keys of summary.json's ``fcd`` section for one set of FCD tests."""
+    return {"freq_r": t.freq.r, "freq_p": t.freq.p_r, "freq_rho": t.freq.rho, "freq_rho_p": t.freq.p_rho,
+            "iou_r": t.iou.r, "iou_p": t.iou.p_r, "iou_rho": t.iou.rho, "iou_rho_p": t.iou.p_rho,
+            "freq_given_iou_rho": t.freq_given_iou_rho, "freq_given_iou_rho_p": t.freq_given_iou_p,
+            "p_method": t.p_method}
 
 
 def aligned_rows(labels: pd.DataFrame, image_ids: np.ndarray) -> pd.DataFrame:
@@ -230,29 +259,33 @@ class Tradeoffs:
     """Operating points of every method and what they cost (:mod:`.operating_points`, :mod:`.efficiency`)."""
 
     summary: dict[str, Any]  # summary.json keys operating_points, operating_point_rule
-    class_tests: pd.DataFrame  # per (method, level, class): the paired test of a loss beyond the tolerance
+    class_tests: pd.DataFrame  # per (method, level, class): non-inferiority and the paper-style loss test
     efficiency: pd.DataFrame  # every seed's efficiency rows joined with that model's accuracy
     pareto: pd.DataFrame  # one point per (method, level) and the dense model
 
 
 def tradeoffs(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, evaluation: dict,
               efficiency_rows: pd.DataFrame) -> Tradeoffs:
-    """Rule (a) comes from the evaluate stage (``evaluation["methods"]``), rule (b) is tested
-    here with the evaluate stage's test, correction and alpha and ``cfg.class_tolerance``;
-    ``efficiency_rows`` is :func:`cxrprune.analysis.efficiency.read_efficiency`'s table."""
+    """The operating point (every class non-inferior at margin ``cfg.class_tolerance``, the
+    evaluate stage's alpha) and beside it the paper-style rules: (a) comes from the evaluate
+    stage (``evaluation["methods"]``), (b) is tested here with the evaluate stage's test,
+    correction and alpha and ``cfg.class_tolerance``; ``efficiency_rows`` is
+    :func:`cxrprune.analysis.efficiency.read_efficiency`'s table."""
     methods = evaluation.get("methods")
     if not isinstance(methods, dict) or not methods:
         raise DataError("evaluate.json has no per-method paired tests ('methods'); rerun `dvc repro evaluate`")
     efficiency.check_blocks(efficiency_rows, {m: e["levels"] for m, e in methods.items()})
     rel = operating_points.relative_to_dense(per_class)
+    alpha = float(evaluation["alpha"])
     class_tests = operating_points.class_loss_tests(rel, cfg.class_tolerance, evaluation["test"],
-                                                    evaluation["correction"], float(evaluation["alpha"]))
+                                                    evaluation["correction"], alpha)
+    ni = operating_points.class_noninferiority(rel, cfg.class_tolerance, alpha)
     joined = efficiency.join_accuracy(efficiency_rows, per_class)
     pareto = efficiency.pareto_table(per_class, joined)
-    points = operating_points.operating_points(methods, class_tests, pareto)
-    rule = operating_points.rule(cfg.class_tolerance, evaluation, len(classes))
-    return Tradeoffs(json_clean({"operating_points": points, "operating_point_rule": rule}), class_tests, joined,
-                     pareto)
+    points = operating_points.operating_points(methods, class_tests, pareto, ni)
+    rule = operating_points.rule(cfg.class_tolerance, evaluation, len(classes), ni)
+    return Tradeoffs(json_clean({"operating_points": points, "operating_point_rule": rule}),
+                     operating_points.class_table(class_tests, ni), joined, pareto)
 
 
 def write_tradeoffs(t: Tradeoffs, out: Layout) -> None:
@@ -265,11 +298,12 @@ def write_tradeoffs(t: Tradeoffs, out: Layout) -> None:
 
 
 def tradeoff_line(t: Tradeoffs) -> str:
-    """One line for the terminal: each method's two levels and their gap."""
+    """One line for the terminal: each method's operating point and the paper-style two levels."""
     def show(x: Any) -> str:
         return "none" if x is None else f"{x:g}"
 
-    parts = [f"{m} {show(p['max_safe_level_map'])}/{show(p['max_safe_level_all_classes'])}"
-             for m, p in t.summary["operating_points"].items()]
-    return ("analyze: safe level on average / for every class (tolerance "
-            f"{t.summary['operating_point_rule']['class_tolerance']:g}): " + ", ".join(parts))
+    parts = [f"{m} {show(p['operating_point'])} ({show(p['max_safe_level_map'])}/"
+             f"{show(p['max_safe_level_all_classes'])})" for m, p in t.summary["operating_points"].items()]
+    return ("analyze: operating point, every class shown non-inferior (paper-style: not significantly worse on "
+            f"average / for every class), tolerance {t.summary['operating_point_rule']['class_tolerance']:g}: "
+            + ", ".join(parts))

@@ -23,7 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from cxrprune.analysis import bootstrap
-from cxrprune.analysis.forgetting import EPS, MIN_POINTS, round_levels
+from cxrprune.analysis.forgetting import MIN_POINTS, relative_ap, round_levels
 from cxrprune.compression.methods import method_levels
 from cxrprune.core.atomic import atomic_path
 from cxrprune.core.errors import DataError
@@ -139,13 +139,15 @@ def map_intervals(res: APResamples) -> pd.DataFrame:
                          "map_lo": lo.ravel(), "map_hi": hi.ravel()})
 
 
-def curve_resamples(res: APResamples, method: str = "l1") -> tuple[np.ndarray, np.ndarray]:
-    """Forgettability curves per resample: (levels k > 0, (L', B, C))."""
+def curve_resamples(res: APResamples, method: str = "l1", chance: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Forgettability curves per resample: (levels k > 0, (L', B, C)); with ``chance`` (B, C),
+    each resample's chance level, the chance-corrected curves (:func:`~cxrprune.analysis.forgetting.relative_ap`)."""
     mi = res.methods.index(method)
     levels = round_levels(res.levels)
     zero = int(np.flatnonzero(levels == 0.0)[0])
     ap = res.ap[:, mi].astype(np.float64)  # (S, L, B, C)
-    rel = (ap - ap[:, zero:zero + 1]) / (ap[:, zero:zero + 1] + EPS)
+    rel = relative_ap(ap, ap[:, zero:zero + 1], chance)
     keep = levels > 0
     with _quiet():
         return levels[keep], _over_seeds(rel[:, keep], res.seed_draws())
@@ -194,17 +196,7 @@ def forgetting_intervals(res: APResamples, counts: pd.Series, w: np.ndarray, y_t
     bands = pd.DataFrame({"sparsity": np.repeat(levels, len(res.classes)),
                           "class_name": np.tile(res.classes, len(levels)),
                           "rel_dap_lo": lo.ravel(), "rel_dap_hi": hi.ravel()})
-    below = curves < -threshold  # (L', B, C)
-    first = np.where(below.any(axis=0), levels[np.argmax(below, axis=0)], np.nan)  # (B, C)
-    match = np.flatnonzero(levels == round(float(dap_sparsity), 6))
-    dap = curves[int(match[0])] if len(match) else np.full(first.shape, np.nan)
-    c = counts.reindex(res.classes).to_numpy(dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        ln_count = np.where(c > 0, np.log(np.maximum(c, 1)), np.nan)
-    out: dict[str, list] = {}
-    for name, values in (("first_drop", first), ("dap95", dap)):
-        r, rho = correlation_resamples(values, ln_count)
-        out[f"{name}_r_ci"], out[f"{name}_rho_ci"] = bootstrap.interval(r, res.level), bootstrap.interval(rho, res.level)
+    out = _frequency_intervals(levels, curves, counts.reindex(res.classes), threshold, dap_sparsity, res.level)
 
     # FCD per pair and resample, against each resample's label statistics.
     ia, ib = np.triu_indices(len(res.classes), k=1)
@@ -215,6 +207,45 @@ def forgetting_intervals(res: APResamples, counts: pd.Series, w: np.ndarray, y_t
         r, rho = correlation_resamples(fcd, other)
         out[f"{name}_r_ci"], out[f"{name}_rho_ci"] = bootstrap.interval(r, res.level), bootstrap.interval(rho, res.level)
     return out, bands
+
+
+def _frequency_intervals(levels: np.ndarray, curves: np.ndarray, counts: pd.Series, threshold: float,
+                         dap_sparsity: float, level: float, suffix: str = "") -> dict[str, list]:
+    """``first_drop{suffix}_r_ci``, ``_rho_ci`` and ``dap95{suffix}_r_ci``, ``_rho_ci``: the
+    intervals of the curves' first drop below ``-threshold`` and value at ``dap_sparsity``
+    against ln(train count) (``counts`` in the curves' class order; a NaN count leaves its
+    class out of every resample)."""
+    below = curves < -threshold  # (L', B, C)
+    first = np.where(below.any(axis=0), levels[np.argmax(below, axis=0)], np.nan)  # (B, C)
+    match = np.flatnonzero(levels == round(float(dap_sparsity), 6))
+    dap = curves[int(match[0])] if len(match) else np.full(first.shape, np.nan)
+    c = counts.to_numpy(dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ln_count = np.where(c > 0, np.log(np.where(c > 0, c, 1)), np.nan)
+    out: dict[str, list] = {}
+    for name, values in (("first_drop", first), ("dap95", dap)):
+        r, rho = correlation_resamples(values, ln_count)
+        out[f"{name}{suffix}_r_ci"] = bootstrap.interval(r, level)
+        out[f"{name}{suffix}_rho_ci"] = bootstrap.interval(rho, level)
+    return out
+
+
+def chance_corrected_intervals(res: APResamples, counts: pd.Series, test_labels: pd.DataFrame,
+                               included: Sequence[str], threshold: float, dap_sparsity: float) -> dict[str, list]:
+    """The intervals of the chance-corrected correlations (:mod:`cxrprune.analysis.chance_corrected`):
+    ``first_drop_chance_corrected_{r,rho}_ci`` and ``dap95_chance_corrected_{r,rho}_ci``, over
+    the classes ``included`` (the point estimate's; the others are left out of every resample).
+    The chance level is recomputed in each resample (its test prevalence under the very image
+    multiplicities :func:`analysis_intervals` uses), as the AP it is subtracted from is. The
+    keys start with ``first_drop``/``dap95`` like :func:`forgetting_intervals`'s. The prevalence
+    is computed here rather than imported from :mod:`~cxrprune.analysis.chance_corrected`: the
+    evaluate stage imports this module, and DVC would rerun it for every change of that one."""
+    w = image_weights(test_labels, res.resamples, res.seed)
+    y = test_labels[list(res.classes)].to_numpy()
+    chance = _weighted_fraction(w, np.ones(len(y), dtype=bool), y).T  # (B, C): each resample's prevalence
+    levels, curves = curve_resamples(res, chance=chance)
+    kept = counts.reindex(res.classes).where(pd.Index(res.classes).isin(list(included)))
+    return _frequency_intervals(levels, curves, kept, threshold, dap_sparsity, res.level, "_chance_corrected")
 
 
 def _label_resamples(y: np.ndarray, w: np.ndarray, weighting: str, ia: np.ndarray, ib: np.ndarray

@@ -217,5 +217,7 @@ def layout(name: str) -> Layout:
 
 # `cxrprune compare` (a tool, not a stage): findings x experiments.
 COMPARE_MD = Path("reports") / "compare.md"
+# Each finding's false-positive rate and power on planted effects (`cxrprune validate`, committed).
+VALIDATION = Path("benchmarks") / "results" / "verdicts.json"
 COMPARE_SNAPSHOT = Path("reports") / "compare"  # what `cxrprune compare` read: <experiment>/findings.json, params.yaml
 COMPARE_FIGURE = Path("reports") / "compare.png"
