@@ -473,7 +473,55 @@ def _repro_line(o: Outputs, name: str, what: str) -> str:
             f"{shared}\n")
 
 
+def validation(o: Outputs) -> str:
+    """Each finding's false-positive rate and power on planted effects, from
+    ``benchmarks/results/verdicts.json`` (``cxrprune validate``) alone, with its command and machine."""
+    doc = o.bench("verdicts")
+    if doc is None:
+        return "`benchmarks/results/verdicts.json` is missing: run `cxrprune validate` (command in its README section).\n"
+    effects = [e for e in doc["effects"] if e != 0]
+    head = ["finding", "false-positive rate (nothing planted)"] + [f"power, e = {e:g}" for e in effects]
+    rows = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+
+    def cell(rates: dict | None) -> str:
+        r = (rates or {}).get("reproduced")
+        return "n/a" if not r else f"{r['rate']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]"
+
+    for key, f in doc["findings"].items():
+        by = f["by_effect"]
+        title = f["title"] + (" (threshold: see below)" if f.get("threshold_finding") else "")
+        rows.append("| " + " | ".join([title, cell(by.get("0"))] + [cell(by.get(f"{e:g}")) for e in effects]) + " |")
+    foot = doc["footer"]
+    paper = o.bench("verdicts-paper-statistics")
+    if paper is not None:  # the same planted nulls through the paper's own statistics (an earlier run)
+        rates = [f"{paper['findings'][k]['title']} {cell(paper['findings'][k]['by_effect'].get('0'))}"
+                 for k in ("rare_forgotten_earlier", "rare_forgotten_more", "fcd_frequency", "fcd_cooccurrence")
+                 if k in paper["findings"]]
+        rows.append("\nThe paper's own statistics (relative AP change) on the same kind of planted nulls, "
+                    "[`benchmarks/results/verdicts-paper-statistics.txt`](benchmarks/results/verdicts-paper-statistics.txt), "
+                    "false-positive rates: " + "; ".join(rates) + ".")
+    return ("\n".join(rows) + f"\n\n{doc['replicates']} replicates per effect size (Monte Carlo 95% Wilson intervals "
+            f"in brackets), `{foot['command']}`: {foot['wall_seconds'] / 60:.1f} min on {foot['cpu']} "
+            f"({foot['workers']} worker processes); the full table with interval coverage and every verdict's share: "
+            "[`benchmarks/results/verdicts.txt`](benchmarks/results/verdicts.txt).\n")
+
+
+def verdict_changes(o: Outputs) -> str:
+    """Which verdicts of the default changed with the reworked statistics: the committed report
+    before the rework (``benchmarks/results/findings_before_verdict_rework.json``) against today's."""
+    from cxrprune.analysis.findings import CLAIMS, NOT_MEASURED
+
+    before = o.bench("findings_before_verdict_rework")["findings"]
+    now = o.json("reports/synthetic/findings.json")["findings"]
+    rows = ["| finding | verdict before | verdict now |", "| --- | --- | --- |"]
+    for claim in CLAIMS:
+        old, new = before.get(claim.key, {}).get("verdict", NOT_MEASURED), now.get(claim.key, {}).get("verdict", NOT_MEASURED)
+        rows.append(f"| {claim.title} | {old} | {'**' + new + '**' if new != old else new} |")
+    return "\n".join(rows) + "\n"
+
+
 RENDER: dict[str, Callable[[Outputs], str]] = {
+    "validation": validation, "verdict-changes": verdict_changes,
     "findings": findings, "why": why, "benchmarks": bench_table, "scaleout": scaleout, "repro": repro_time,
     "operating-points": operating_point_table, "train-speed": train_speed, "pie-answer": pie_answer, "pie-cost": pie_cost,
     "compare": compare_table,

@@ -6,6 +6,7 @@ as the project's user-facing error rather than a traceback from deep inside nump
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -60,6 +61,18 @@ def probability(value: Any, name: str) -> float:
     if not 0.0 < v < 1.0:
         fail(name, f"must be in (0, 1), got {shown(value)}")
     return v
+
+
+def nonnegative(value: Any, name: str, meaning: str = "") -> float:
+    """``value`` as a finite float >= 0, else one error naming ``name`` (``meaning`` says what it is)."""
+    what = f" ({meaning})" if meaning else ""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        fail(name, f"must be a number >= 0{what}, got {shown(value)}")
+    if not math.isfinite(x) or x < 0:
+        fail(name, f"must be a finite number >= 0{what}, got {shown(value)}")
+    return x
 
 
 def count(value: Any, name: str, minimum: int = 1) -> int:

@@ -141,13 +141,7 @@ def fixed_sequence(levels: Sequence[float], diffs_by_level: Mapping[float, Any] 
 
 
 def _margin(margin: Any) -> float:
-    try:
-        m = float(margin)
-    except (TypeError, ValueError):
-        checks.fail("margin", f"must be a number >= 0, got {checks.shown(margin)}")
-    if not math.isfinite(m) or m < 0:
-        checks.fail("margin", f"must be a finite number >= 0 (the largest acceptable drop), got {checks.shown(margin)}")
-    return m
+    return checks.nonnegative(margin, "margin", "the largest acceptable drop")
 
 
 def _by_level(levels: np.ndarray, diffs_by_level: Mapping[float, Any] | Sequence[Any]) -> list[Any]:

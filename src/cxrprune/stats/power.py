@@ -34,12 +34,7 @@ def t_test_mde(sd: float, n: int, *, alpha: float = 0.05, power: float = 0.8, tw
     power = checks.probability(power, "power")
     if two_sided and power <= alpha:
         checks.fail("power", f"must exceed alpha ({alpha:g}) for a two-sided test: no effect has a lower power")
-    try:
-        s = float(sd)
-    except (TypeError, ValueError):
-        checks.fail("sd", f"must be a number >= 0, got {checks.shown(sd)}")
-    if not math.isfinite(s) or s < 0:
-        checks.fail("sd", f"must be a finite number >= 0, got {checks.shown(sd)}")
+    s = checks.nonnegative(sd, "sd")
     return noncentrality(n, alpha, power, two_sided=two_sided) * (s / math.sqrt(n))  # delta x standard error
 
 
