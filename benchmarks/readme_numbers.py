@@ -500,9 +500,14 @@ def validation(o: Outputs) -> str:
         rows.append("\nThe paper's own statistics (relative AP change) on the same kind of planted nulls, "
                     "[`benchmarks/results/verdicts-paper-statistics.txt`](benchmarks/results/verdicts-paper-statistics.txt), "
                     "false-positive rates: " + "; ".join(rates) + ".")
+    busy = foot["wall_seconds"] > 1.2 * doc["seconds_per_replicate"]["cpu_total"] / foot["workers"]
+    shared = "; the wall time exceeds CPU time / workers: the cores were shared with other work" if busy else ""
     return ("\n".join(rows) + f"\n\n{doc['replicates']} replicates per effect size (Monte Carlo 95% Wilson intervals "
-            f"in brackets), `{foot['command']}`: {foot['wall_seconds'] / 60:.1f} min on {foot['cpu']} "
-            f"({foot['workers']} worker processes); the full table with interval coverage and every verdict's share: "
+            f"in brackets), `{foot['command']}`: {foot['wall_seconds'] / 60:.1f} min wall on {foot['cpu']} "
+            f"({foot['workers']} worker processes{shared}), "
+            f"{doc['seconds_per_replicate']['cpu_total'] / 60:.1f} CPU-minutes, so "
+            f"{doc['seconds_per_replicate']['cpu_total'] / 60 / foot['workers']:.1f} min on {foot['workers']} free cores; "
+            "the full table with interval coverage and every verdict's share: "
             "[`benchmarks/results/verdicts.txt`](benchmarks/results/verdicts.txt).\n")
 
 
