@@ -197,3 +197,26 @@ def test_with_enough_seeds_each_resample_takes_the_median_over_its_drawn_seeds()
     expected = np.quantile([np.median(per_seed[draws[r], r]) for r in range(b)], [0.025, 0.975])
     row = maps[(maps["method"] == "l1") & (maps["sparsity"] == 0.5)].iloc[0]
     assert [row["map_lo"], row["map_hi"]] == pytest.approx(list(expected), abs=1e-6)
+
+
+def test_pie_intervals_take_each_resamples_own_pie_set():
+    """With one PIE set per resample (redrawn from its seeds), resample b's ratio is computed
+    by hand from its own set and multiplicities; a fixed set gives the old design's ratios."""
+    rng = np.random.default_rng(5)
+    n, b = 120, 60
+    w = bootstrap.resample_counts(n, b, 0)
+    sets = rng.random((n, b)) < 0.2
+    findings = rng.integers(0, 5, size=n)
+    y = rng.random((n, 2)) < 0.3
+
+    def by_hand(mask: np.ndarray) -> np.ndarray:
+        flag = findings >= 3
+        pie = [(w[:, j] * mask[:, j] * flag).sum() / (w[:, j] * mask[:, j]).sum() for j in range(b)]
+        other = [(w[:, j] * ~mask[:, j] * flag).sum() / (w[:, j] * ~mask[:, j]).sum() for j in range(b)]
+        return np.array(pie) / np.array(other)
+
+    out, _ = uncertainty.pie_intervals(w, sets, y, findings, ["a", "b"], None, 0.95)
+    assert out["ratio_3plus_findings_ci"] == pytest.approx(bootstrap.interval(by_hand(sets), 0.95))
+    fixed, _ = uncertainty.pie_intervals(w, sets[:, 0], y, findings, ["a", "b"], None, 0.95)
+    same = np.repeat(sets[:, :1], b, axis=1)
+    assert fixed["ratio_3plus_findings_ci"] == pytest.approx(bootstrap.interval(by_hand(same), 0.95))

@@ -159,3 +159,24 @@ def test_pie_table_sorted_with_pies_first():
     table = pies.pie_table(["a", "b", "c", "d"], corr, is_pie)
     assert table["image_id"].tolist() == ["b", "d", "c", "a"]
     assert table["is_pie"].tolist() == [True, True, False, False]
+
+
+def test_selection_resamples_equal_the_selection_on_each_resamples_drawn_seeds():
+    """Each resample's PIE set is exactly what select_pies gives on the ensembles (scipy's
+    Spearman) of the seeds that resample drew, duplicates counted; drawing every seed once
+    gives the run's own set. The chunked path (tiny budget) gives the same masks."""
+    rng = np.random.default_rng(3)
+    s, n, c, b = 4, 60, 6, 7
+    dense, sparse = rng.random((s, n, c)), rng.random((s, n, c))
+    draws = rng.integers(0, s, size=(b, s))
+    draws[0] = np.arange(s)
+    got = pies.selection_resamples(dense, sparse, draws, 0.1)
+    assert got.shape == (n, b) and (got.sum(axis=0) == int(0.1 * n)).all()
+    for j, d in enumerate(draws):
+        corr = scipy_rows(dense[d].mean(axis=0), sparse[d].mean(axis=0))
+        expected = np.zeros(n, dtype=bool)
+        expected[np.argsort(corr, kind="stable")[: int(0.1 * n)]] = True
+        np.testing.assert_array_equal(got[:, j], expected)
+    run_set = pies.select_pies(pies.rowwise_spearman(dense.mean(axis=0), sparse.mean(axis=0)), 0.1)
+    np.testing.assert_array_equal(got[:, 0], run_set)
+    np.testing.assert_array_equal(pies.selection_resamples(dense, sparse, draws, 0.1, budget=1), got)

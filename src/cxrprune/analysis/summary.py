@@ -178,7 +178,8 @@ def analyze(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, eva
     bands = class_bands = None
     if resamples is not None:
         ci, bands, class_bands = uncertainty.analysis_intervals(
-            resamples, counts, test_labels, classes, ids, is_pie, n_findings, truth_test, cfg.drop_threshold,
+            resamples, counts, test_labels, classes, ids, _pie_sets(resamples, dense, sparse, classes, is_pie, cfg),
+            n_findings, truth_test, cfg.drop_threshold,
             DAP_SPARSITY, cfg.fcd_distance, cfg.fcd_weighting)
         for section, values in ci.items():
             summary[section].update(values)
@@ -187,6 +188,20 @@ def analyze(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, eva
         summary["bootstrap"] = uncertainty.describe(resamples)
     return Analysis(json_clean(summary), curves, counts, forget_table, c_drop, c_dap, pairs, c_fcd, pie_rows,
                     class_ratios, bin_ratios, hist, w_summary, bands, class_bands)
+
+
+def _pie_sets(resamples: uncertainty.APResamples, dense: list[pd.DataFrame], sparse: list[pd.DataFrame],
+              classes: list[str], is_pie: np.ndarray, cfg: AnalyzeConfig) -> np.ndarray:
+    """The PIE set of every resample, redrawn from its resampled seeds (N, B); the run's own
+    set (N,) when too few seeds are resampled. The seeds are the evaluate stage's, in order."""
+    draws = resamples.seed_draws()
+    if draws is None:
+        return is_pie
+    if len(dense) != len(resamples.seeds):
+        raise DataError(f"the bootstrap resamples hold {len(resamples.seeds)} seeds, the predictions "
+                        f"{len(dense)}; rerun `dvc repro evaluate`")
+    stack = [np.stack([t[classes].to_numpy(dtype=np.float64) for t in tables]) for tables in (dense, sparse)]
+    return pies.selection_resamples(stack[0], stack[1], draws, cfg.pie_fraction)
 
 
 def fcd_keys(t: fcd.FcdTests) -> dict[str, Any]:

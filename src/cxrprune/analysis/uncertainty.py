@@ -262,24 +262,29 @@ def _label_resamples(y: np.ndarray, w: np.ndarray, weighting: str, ia: np.ndarra
 
 
 def _weighted_fraction(w: np.ndarray, group: np.ndarray, flag: np.ndarray) -> np.ndarray:
-    """Per resample, the weighted fraction of ``flag`` (N,) or (N, C) within ``group`` (N,)."""
-    wg = w[group]  # (n, B)
+    """Per resample, the weighted fraction of ``flag`` (N,) or (N, C) within ``group``: one
+    mask (N,) for every resample, or one per resample (N, B)."""
+    if group.ndim == 2:
+        wg = np.where(group, w, 0.0)  # (N, B)
+    else:
+        wg, flag = w[group], flag[group]  # (n, B)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (flag[group].T.astype(np.float64) @ wg) / wg.sum(axis=0) if flag.ndim == 2 else \
-            (flag[group].astype(np.float64) @ wg) / wg.sum(axis=0)
+        return (flag.T.astype(np.float64) @ wg) / wg.sum(axis=0) if flag.ndim == 2 else \
+            (flag.astype(np.float64) @ wg) / wg.sum(axis=0)
 
 
 def pie_intervals(w: np.ndarray, is_pie: np.ndarray, y_test: np.ndarray, n_findings: np.ndarray,
                   classes: Sequence[str], truth: pd.DataFrame | None,
                   level: float) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Intervals of the PIE ratios over the same image resamples (the PIE set is the run's:
-    resampling images resamples PIEs and other images alike). Returns ``{key_ci: [lo, hi]}``
+    """Intervals of the PIE ratios over the same patient resamples. ``is_pie`` is the run's
+    PIE set (N,), or one set per resample (N, B) redrawn from the resampled seeds
+    (:func:`cxrprune.analysis.pies.selection_resamples`): the PIE set is itself an estimate,
+    and holding it fixed leaves its noise out of the interval. Returns ``{key_ci: [lo, hi]}``
     and per class ``class_name, ratio_lo, ratio_hi``. ``w``, ``is_pie``, ``y_test`` and
     ``truth`` are in one image order.
 
     The rare-class enrichment has no interval here: its permutation p-value
-    (:func:`cxrprune.analysis.pies.rare_class_enrichment`) decides, and an image bootstrap
-    of its rho would answer a different design (PIEs fixed, images resampled)."""
+    (:func:`cxrprune.analysis.pies.rare_class_enrichment`) decides."""
     is_pie = np.asarray(is_pie, dtype=bool)
     out: dict[str, Any] = {}
 
@@ -374,7 +379,8 @@ def analysis_intervals(res: APResamples, counts: pd.Series, test_labels: pd.Data
                        weighting: str) -> tuple[dict[str, dict], pd.DataFrame, pd.DataFrame]:
     """Every interval of the analyze stage from the evaluate stage's resamples: ``_ci`` keys
     per summary section (``forgettability``, ``fcd``, ``pie``), the curve bands and the
-    per-class PIE ratio bands. The image multiplicities are redrawn from the same seed, so
+    per-class PIE ratio bands. ``is_pie`` is the run's PIE set (N,) or one per resample (N, B)
+    (:func:`pie_intervals`). The image multiplicities are redrawn from the same seed, so
     they are the very resamples evaluate used; ``image_ids`` (the PIE rows' order) are
     matched to the test labels' order, which is the resamples' order."""
     label_ids = test_labels["image_id"].astype(str).to_numpy()
