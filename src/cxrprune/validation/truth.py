@@ -24,7 +24,8 @@ its fragility and the networks' noise.
 
 What the intervals leave out counts against their coverage, as it should: AP's finite-sample
 bias (the rare classes have ~8 test positives, and a chance-level AP from 8 positives is well
-above the prevalence) and the PIE selection noise, which the image bootstrap holds fixed.
+above the prevalence). The PIE selection noise is in the intervals: each resample redraws the
+PIE set from its resampled seeds (:func:`cxrprune.analysis.pies.selection_resamples`).
 """
 
 from __future__ import annotations
