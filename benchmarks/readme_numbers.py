@@ -434,6 +434,16 @@ def operating_point_table(o: Outputs) -> str:
         os.chdir(here)
 
 
+def deployment_table(o: Outputs) -> str:
+    """The default's deployment page, its per-method table (``reports/synthetic/deployment.json``)."""
+    from cxrprune.analysis.deployment import methods_table
+
+    doc = o.json("reports/synthetic/deployment.json")
+    return (f"From `reports/synthetic/deployment.json` (class tolerance {doc['class_tolerance']:g}; the whole page: "
+            f"[`reports/synthetic/deployment.md`](reports/synthetic/deployment.md)):\n\n"
+            + "\n".join(methods_table(doc["methods"])) + "\n")
+
+
 def repro_time(o: Outputs) -> str:
     """The default study's wall time (benchmarks/bench_repro.py: `dvc repro` from nothing),
     and every earlier run of the same default kept as ``bench_repro-default-<date>.json``:
@@ -500,6 +510,15 @@ def validation(o: Outputs) -> str:
         rows.append("\nThe paper's own statistics (relative AP change) on the same kind of planted nulls, "
                     "[`benchmarks/results/verdicts-paper-statistics.txt`](benchmarks/results/verdicts-paper-statistics.txt), "
                     "false-positive rates: " + "; ".join(rates) + ".")
+    covered = []
+    for f in doc["findings"].values():
+        rates = [(e, r["coverage"]) for e, r in f["by_effect"].items() if r.get("coverage")]
+        if rates:
+            e, low = min(rates, key=lambda t: t[1]["rate"])
+            covered.append(f"{f['title']} {low['rate']:.3f} [{low['ci'][0]:.3f}, {low['ci'][1]:.3f}] (e = {e})")
+    if covered:
+        rows.append("\nCoverage of the 95% intervals (the share of replicates whose interval contains the "
+                    "replicate's true value), lowest over the effect sizes: " + "; ".join(covered) + ".")
     busy = foot["wall_seconds"] > 1.2 * doc["seconds_per_replicate"]["cpu_total"] / foot["workers"]
     shared = "; the wall time exceeds CPU time / workers: the cores were shared with other work" if busy else ""
     return ("\n".join(rows) + f"\n\n{doc['replicates']} replicates per effect size (Monte Carlo 95% Wilson intervals "
@@ -529,7 +548,7 @@ RENDER: dict[str, Callable[[Outputs], str]] = {
     "validation": validation, "verdict-changes": verdict_changes,
     "findings": findings, "why": why, "benchmarks": bench_table, "scaleout": scaleout, "repro": repro_time,
     "operating-points": operating_point_table, "train-speed": train_speed, "pie-answer": pie_answer, "pie-cost": pie_cost,
-    "compare": compare_table,
+    "compare": compare_table, "deployment": deployment_table,
 }
 
 

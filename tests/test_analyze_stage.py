@@ -127,6 +127,9 @@ def tiny_workspace(tmp_path, monkeypatch):
         eff = [{"seed": seed, "method": m, "level": k, "nonzero_params": int(1e6 * (1 - k)) + 10,
                 "bytes": int(4e6 * (1 - k)) + 1000 + seed, "engine": "torch-cpu", "threads": 1,
                 "latency_ms_b1": (10.0 - 4 * k - (m == "random")) if seed == SEEDS[0] else np.nan,
+                "latency_ratio": (1.0 - 0.4 * k) if seed == SEEDS[0] else np.nan,
+                "latency_ratio_lo": (0.9 - 0.4 * k) if seed == SEEDS[0] else np.nan,
+                "latency_ratio_hi": (1.1 - 0.4 * k) if seed == SEEDS[0] else np.nan,
                 "images_per_s_b64": (100.0 + 50 * k) if seed == SEEDS[0] else np.nan}
                for m, k in [("dense", 0.0)] + [(m, k) for m in ("l1", "random") for k in LEVELS]]
         pd.DataFrame(eff).to_csv(pred_dir / f"efficiency-seed-{seed}.csv", index=False)
@@ -335,7 +338,8 @@ def _check_operating_points(root, summary):
     per_class = pd.read_csv(root / "metrics/tiny/per_class.csv")
     eff = pd.read_csv(root / "metrics/tiny/efficiency.csv")
     assert list(eff.columns) == ["seed", "method", "level", "nonzero_params", "bytes", "engine", "threads",
-                                 "latency_ms_b1", "images_per_s_b64", "map", "worst_class_rel_dap"]
+                                 "latency_ms_b1", "latency_ratio", "latency_ratio_lo", "latency_ratio_hi",
+                                 "images_per_s_b64", "map", "worst_class_rel_dap"]
     assert len(eff) == len(SEEDS) * (2 * len(LEVELS) + 1)
     maps = per_class.groupby(["seed", "method", "sparsity"])["ap"].mean()
     for row in eff.itertuples():

@@ -329,11 +329,28 @@ def test_efficiency_is_measured_on_the_artifact_not_derived_from_the_level():
     assert int8["engine"] == "onnxruntime-cpu" and int8["bytes"] < 0.4 * dense["bytes"]
     assert (table["threads"] == 1).all()
     assert (table["latency_ms_b1"] > 0).all() and (table["images_per_s_b64"] > 0).all()
+    # latency relative to the dense model, timed interleaved: a median ratio inside its sign-test interval
+    timed = table[table["method"] != "dense"]
+    assert (timed["latency_ratio_lo"] <= timed["latency_ratio"]).all()
+    assert (timed["latency_ratio"] <= timed["latency_ratio_hi"]).all() and (timed["latency_ratio_lo"] > 0).all()
+    assert (table.loc[table["method"] == "dense", ["latency_ratio", "latency_ratio_lo", "latency_ratio_hi"]] == 1.0
+            ).all(axis=None)
     # an untimed seed: sizes yes, no latency
     eff2: list[dict] = []
     prune_and_predict(model, images, ["l1"], [0.0, 0.5], 1, 8, CPU, context=_context(1), efficiency=eff2)
     t2 = efficiency_table(eff2)
-    assert t2["latency_ms_b1"].isna().all() and (t2["bytes"] > 0).all()
+    assert t2["latency_ms_b1"].isna().all() and t2["latency_ratio"].isna().all() and (t2["bytes"] > 0).all()
+
+
+def test_paired_runs_alternate_which_model_goes_first():
+    """Interleaved timing: the dense reference first in even rounds, the compressed model
+    first in odd ones, one warm-up of each before any timed run."""
+    from cxrprune.compression.efficiency import paired_runs
+
+    calls: list[str] = []
+    a, b = paired_runs(lambda: calls.append("c"), lambda: calls.append("d"), 4, lambda: None)
+    assert calls == ["d", "c", "d", "c", "c", "d", "d", "c", "c", "d"]
+    assert a.shape == b.shape == (4,) and (a >= 0).all() and (b >= 0).all()
 
 
 def test_sparse_artifact_restores_the_weights_exactly(tmp_path):

@@ -72,6 +72,9 @@ def _efficiency() -> pd.DataFrame:
                          "bytes": size + seed, "engine": "onnxruntime-cpu" if m == "int8" else "torch-cpu",
                          "threads": 1,
                          "latency_ms_b1": (5.0 - 2 * k - 3 * (m == "int8")) if seed == 0 else np.nan,
+                         "latency_ratio": (1.0 - 0.4 * k) if seed == 0 else np.nan,
+                         "latency_ratio_lo": (0.9 - 0.4 * k) if seed == 0 else np.nan,
+                         "latency_ratio_hi": (1.1 - 0.4 * k) if seed == 0 else np.nan,
                          "images_per_s_b64": (200.0 + k) if seed == 0 else np.nan})
     return pd.DataFrame(rows, columns=efficiency.EFFICIENCY_COLUMNS)
 

@@ -50,7 +50,8 @@ def test_repro_runs_every_stage_and_writes_the_contracts(study):
         assert preds.loc[preds["method"] == "int8", "sparsity"].eq(0.0).all()
         eff = pd.read_csv(ws / f"data/predictions/synthetic/efficiency-seed-{s}.csv")
         assert list(eff.columns) == ["seed", "method", "level", "nonzero_params", "bytes", "engine", "threads",
-                                     "latency_ms_b1", "images_per_s_b64"]
+                                     "latency_ms_b1", "latency_ratio", "latency_ratio_lo", "latency_ratio_hi",
+                                     "images_per_s_b64"]
         assert len(eff) == N_BLOCKS + 1 and eff["method"].iloc[0] == "dense" and (eff["bytes"] > 0).all()
         assert eff["latency_ms_b1"].notna().all() if s == SEEDS[0] else eff["latency_ms_b1"].isna().all()
         assert set(eff.loc[eff["method"] == "int8", "engine"]) == {"onnxruntime-cpu"}
@@ -109,8 +110,9 @@ def test_repro_runs_every_stage_and_writes_the_contracts(study):
     assert len(tests) == (N_BLOCKS - 1) * len(classes)  # every block but the dense one, l1@0
     assert (tests.loc[(tests["method"] == "random") & (tests["level"] == 0.0), "p_raw"] == 1.0).all()  # = dense
     efficiency = pd.read_csv(ws / "metrics/synthetic/efficiency.csv")
-    assert list(efficiency.columns)[:9] == ["seed", "method", "level", "nonzero_params", "bytes", "engine",
-                                            "threads", "latency_ms_b1", "images_per_s_b64"]
+    assert list(efficiency.columns)[:12] == ["seed", "method", "level", "nonzero_params", "bytes", "engine",
+                                             "threads", "latency_ms_b1", "latency_ratio", "latency_ratio_lo",
+                                             "latency_ratio_hi", "images_per_s_b64"]
     pareto = pd.read_csv(ws / "plots/synthetic/pareto.csv")
     assert set(pareto["method"]) == {"dense", *METHODS} and len(pareto) == N_BLOCKS + 1
     assert (ws / "plots/synthetic/figures/pareto.png").is_file()

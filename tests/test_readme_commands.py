@@ -1,7 +1,8 @@
 """The README's `make` targets for looking at results, run in a clone of the repository on
 the shared tiny study (the other advertised commands have their own files: `make repro` builds
 the shared study (test_pipeline.py reads it), `make repro-ray` with and without a study file as
-target: test_scaleout.py and test_pie_treatment.py, `cxrprune compare`: test_compare.py).
+target: test_scaleout.py and test_pie_treatment.py, `cxrprune compare`: test_compare.py, the
+audit of a trained model (`dvc add` + `dvc repro` with `model.source: checkpoint`): test_checkpoint_import.py).
 
 Each test works on a private copy of the study: `make plots` writes into the workspace and
 DVC commands take the repository's lock.

@@ -115,6 +115,8 @@ COMMANDS: dict[str, tuple[str, str, _Adder]] = {
                        _no_args),
     "report": ("report", "findings of the paper vs this run: values, CIs, verdicts (reports/<name>/findings.md)",
                _no_args),
+    "deployment": ("deployment", "per method: operating point, bytes, latency and the diseases losing more than "
+                   "the tolerance at each level (reports/<name>/deployment.md)", _no_args),
     "compare": ("compare", "findings x experiments from `dvc exp show`, counted per draw of the data "
                 "(reports/compare.md and compare.png; what was read: reports/compare/)", _compare_args),
     "log-mlflow": ("log_mlflow", "write the MLflow records a seed's train/prune outputs lack (after the "

@@ -2,7 +2,7 @@
 
 The prune stage of every seed measures the models it produced and writes
 ``data/predictions/<name>/efficiency-seed-<s>.csv`` (``seed,method,level,nonzero_params,
-bytes,engine,threads,latency_ms_b1,images_per_s_b64``: one row per (method, level) plus
+bytes,engine,threads,latency_ms_b1,latency_ratio,latency_ratio_lo,latency_ratio_hi,images_per_s_b64``: one row per (method, level) plus
 ``method=dense, level=0`` for the unpruned fp32 model; latency and throughput only for the
 first seed, NaN for the others, since they do not depend on the seed). Here those files are
 checked and stacked into ``metrics/<name>/efficiency.csv``, each row joined with the accuracy
@@ -27,12 +27,13 @@ from cxrprune.core import upstream
 from cxrprune.core.errors import DataError
 
 EFFICIENCY_COLUMNS = ["seed", "method", "level", "nonzero_params", "bytes", "engine", "threads", "latency_ms_b1",
-                      "images_per_s_b64"]
+                      "latency_ratio", "latency_ratio_lo", "latency_ratio_hi", "images_per_s_b64"]
+LATENCY_RATIO = ["latency_ratio", "latency_ratio_lo", "latency_ratio_hi"]
 JOINED_COLUMNS = [*EFFICIENCY_COLUMNS, "map", "worst_class_rel_dap"]
-PARETO_COLUMNS = ["method", "level", "label", "latency_ms_b1", "images_per_s_b64", "bytes", "megabytes",
-                  "nonzero_params", "map", "worst_class_rel_dap", "engine"]
+PARETO_COLUMNS = ["method", "level", "label", "latency_ms_b1", *LATENCY_RATIO, "images_per_s_b64", "bytes",
+                  "megabytes", "nonzero_params", "map", "worst_class_rel_dap", "engine"]
 DENSE = "dense"  # the efficiency row of the unpruned fp32 model; its accuracy is l1 at 0
-_NUMERIC = ["nonzero_params", "bytes", "threads", "latency_ms_b1", "images_per_s_b64"]
+_NUMERIC = ["nonzero_params", "bytes", "threads", "latency_ms_b1", *LATENCY_RATIO, "images_per_s_b64"]
 
 
 def read_efficiency(files: Mapping[int, os.PathLike | str]) -> pd.DataFrame:
@@ -80,7 +81,7 @@ def check_efficiency(table: pd.DataFrame, where: str, seed: int, fix: str) -> No
         v = table[col].to_numpy(np.float64)
         if not (np.isfinite(v) & (v > 0)).all():
             raise DataError(f"{where}: column {col!r} must hold positive numbers (measured on the artifact); {fix}")
-    for col in ("latency_ms_b1", "images_per_s_b64"):
+    for col in ("latency_ms_b1", *LATENCY_RATIO, "images_per_s_b64"):
         v = table[col].to_numpy(np.float64)
         if (np.isfinite(v) & (v <= 0)).any() or np.isinf(v).any():
             raise DataError(f"{where}: column {col!r} must be positive where measured (NaN where not); {fix}")
@@ -137,13 +138,14 @@ def pareto_table(per_class: pd.DataFrame, joined: pd.DataFrame) -> pd.DataFrame:
     points = acc.merge(worst, on=["method", "level"], how="left")
     points.loc[points["method"].isin([DENSE, "l1"]) & (points["level"] == 0.0), "worst_class_rel_dap"] = 0.0
     if joined.empty:
-        for col in ("latency_ms_b1", "images_per_s_b64", "bytes", "nonzero_params"):
+        for col in ("latency_ms_b1", *LATENCY_RATIO, "images_per_s_b64", "bytes", "nonzero_params"):
             points[col] = np.nan
         points["engine"] = ""
     else:
         g = joined.groupby(["method", "level"])
         eff = pd.DataFrame({
             "latency_ms_b1": g["latency_ms_b1"].median(),  # NaN rows (unmeasured seeds) are skipped
+            **{col: g[col].median() for col in LATENCY_RATIO},  # the timed seed's (one per point)
             "images_per_s_b64": g["images_per_s_b64"].median(),
             "bytes": g["bytes"].median(),
             "nonzero_params": g["nonzero_params"].median(),

@@ -59,7 +59,7 @@ _STYLE = {
 
 
 @contextlib.contextmanager
-def _figure(path: str | os.PathLike, ncols: int = 1, width: float = 5.0,
+def styled_figure(path: str | os.PathLike, ncols: int = 1, width: float = 5.0,
             height: float = 3.6) -> Iterator[tuple[Figure, list]]:
     """A styled figure with ``ncols`` axes, saved atomically to ``path`` on exit."""
     with matplotlib.rc_context(_STYLE):
@@ -94,7 +94,7 @@ def map_vs_sparsity(map_df: pd.DataFrame, path: str | os.PathLike) -> None:
 
     ``map_df`` has ``sparsity, method, map, map_q25, map_q75``.
     """
-    with _figure(path) as (fig, (ax,)):
+    with styled_figure(path) as (fig, (ax,)):
         for method, g in map_df.groupby("method", sort=False):
             g = g.sort_values("sparsity")
             color = METHOD_COLORS.get(str(method))
@@ -125,7 +125,7 @@ def forgettability_curves(curves: pd.DataFrame, counts: pd.Series, path: str | o
     ``bands`` (``sparsity, class_name, rel_dap_lo, rel_dap_hi``) adds each class's bootstrap interval."""
     order = counts.reindex(curves.columns).sort_values(ascending=False, kind="stable").index
     styles = _class_styles(curves.columns)
-    with _figure(path, width=7.0, height=4.2) as (fig, (ax,)):
+    with styled_figure(path, width=7.0, height=4.2) as (fig, (ax,)):
         for c in order:
             color, linestyle = styles[str(c)]
             ax.plot(curves.index, curves[c], color=color, linestyle=linestyle, linewidth=1.2, marker="o",
@@ -211,7 +211,7 @@ def forgetting_vs_frequency(table: pd.DataFrame, first: Correlation, dap: Correl
     ``table`` has ``class_name, ln_train_count, first_drop, dap95``; classes whose drop was
     never reached are not drawn and are named under the first panel.
     """
-    with _figure(path, ncols=2, width=4.8, height=4.0) as (fig, axes):
+    with styled_figure(path, ncols=2, width=4.8, height=4.0) as (fig, axes):
         ax = axes[0]
         reached = table["first_drop"].notna()
         x1 = table.loc[reached, "ln_train_count"].to_numpy(float)
@@ -240,7 +240,7 @@ def fcd_scatter(pairs: pd.DataFrame, corrs: Mapping[str, Correlation], path: str
                 distance: str = "euclidean", p_name: str = "p") -> None:
     """FCD of every class pair against |d ln f| and against IoU^(1/4) (``p_name``: see :func:`corr_text`)."""
     ylabel = "FCD (Euclidean distance)" if distance == "euclidean" else "FCD (mean squared difference)"
-    with _figure(path, ncols=2, width=4.5, height=3.8) as (fig, axes):
+    with styled_figure(path, ncols=2, width=4.5, height=3.8) as (fig, axes):
         for ax, col, key, xlabel, color in (
                 (axes[0], "abs_dlnf", "freq", r"$|\ln f_A - \ln f_B|$", "#1f5fa8"),
                 (axes[1], "iou_quarter", "iou", "IoU(A, B)$^{1/4}$", "#7d3c98")):
@@ -261,7 +261,7 @@ def pie_ratios(class_ratios: pd.DataFrame, findings_ratios: pd.DataFrame, path: 
     drew the eye to exactly the classes chance favoured. A class without a test positive has no
     enrichment and is marked by text, not drawn as a bar.
     """
-    with _figure(path, ncols=2, width=5.0, height=4.0) as (fig, axes):
+    with styled_figure(path, ncols=2, width=5.0, height=4.0) as (fig, axes):
         ax = axes[0]
         names = class_ratios["class_name"].astype(str).to_list()
         enrichment = class_ratios["enrichment"].to_numpy(dtype=np.float64)
@@ -294,7 +294,7 @@ def pie_ratios(class_ratios: pd.DataFrame, findings_ratios: pd.DataFrame, path: 
 def weight_histogram(hist: pd.DataFrame, path: str | os.PathLike,
                      fractions: Mapping[str, float] | None = None) -> None:
     """Histogram of |w| (log count axis), with the fractions below thresholds as a note."""
-    with _figure(path, width=5.5, height=3.6) as (fig, (ax,)):
+    with styled_figure(path, width=5.5, height=3.6) as (fig, (ax,)):
         if len(hist) == 0:  # imported predictions: no trained model to read weights from
             ax.text(0.5, 0.5, "no trained model (imported predictions)", ha="center", va="center",
                     transform=ax.transAxes)
@@ -318,20 +318,23 @@ def weight_histogram(hist: pd.DataFrame, path: str | os.PathLike,
 def pareto(points: pd.DataFrame, path: str | os.PathLike,
            operating: Mapping[str, Mapping[str, object]] | None = None) -> None:
     """Accuracy against measured cost, one line per method, points labelled by level: x =
-    latency at batch 1 (left) and bytes of the deployable file (right), y = median mAP (top)
-    and the worst class's median relative AP change (bottom). ``points`` is
-    :func:`cxrprune.analysis.efficiency.pareto_table`; a method's operating point (the
-    largest level at which every class is shown non-inferior) is ringed when ``operating``
-    gives it."""
-    panels = [("latency_ms_b1", "map"), ("megabytes", "map"),
-              ("latency_ms_b1", "worst_class_rel_dap"), ("megabytes", "worst_class_rel_dap")]
-    xlabels = {"latency_ms_b1": "Latency, batch 1 (ms, measured)", "megabytes": "Deployable file (MB, measured)"}
+    batch-1 latency relative to the dense model (left: the median ratio of interleaved
+    timings, bars its 95% interval; a hollow marker where the interval contains 1, i.e. no
+    latency difference from the dense model was shown) and bytes of the deployable file
+    (right), y = median mAP (top) and the worst class's median relative AP change (bottom).
+    ``points`` is :func:`cxrprune.analysis.efficiency.pareto_table`; a method's operating
+    point (the largest level at which every class is shown non-inferior) is ringed when
+    ``operating`` gives it."""
+    panels = [("latency_ratio", "map"), ("megabytes", "map"),
+              ("latency_ratio", "worst_class_rel_dap"), ("megabytes", "worst_class_rel_dap")]
+    xlabels = {"latency_ratio": "Latency, batch 1, x dense (interleaved; bars: 95% CI; hollow: not shown to differ)",
+               "megabytes": "Deployable file (MB, measured)"}
     ylabels = {"map": "mAP (median over seeds)", "worst_class_rel_dap": "Worst class: relative change in AP"}
     palette = colormaps["tab10"]
     with matplotlib.rc_context(_STYLE):
         fig = Figure(figsize=(10.0, 7.2), layout="constrained")
         axes = fig.subplots(2, 2).ravel()
-        measured = points[["latency_ms_b1", "megabytes"]].notna().all(axis=1).any()
+        measured = points[["latency_ratio", "megabytes"]].notna().all(axis=1).any()
         for ax, (x, y) in zip(axes, panels):
             ax.set_xlabel(xlabels[x])
             ax.set_ylabel(ylabels[y])
@@ -345,6 +348,12 @@ def pareto(points: pd.DataFrame, path: str | os.PathLike,
                 style = {"marker": "s", "markersize": 6, "color": "0.2"} if method == "dense" else \
                     {"marker": marker, "markersize": 4.5, "color": color}
                 ax.plot(g[x], g[y], linewidth=1.0, label=METHOD_LABELS.get(str(method), str(method)), **style)
+                if x == "latency_ratio" and method != "dense":
+                    ax.errorbar(g[x], g[y], xerr=[g[x] - g["latency_ratio_lo"], g["latency_ratio_hi"] - g[x]],
+                                fmt="none", ecolor=style["color"], elinewidth=0.6, alpha=0.7)
+                    same = g[(g["latency_ratio_lo"] <= 1.0) & (g["latency_ratio_hi"] >= 1.0)]
+                    ax.plot(same[x], same[y], marker=style["marker"], markersize=style["markersize"],
+                            markerfacecolor="white", markeredgecolor=style["color"], linestyle="none")
                 for xv, yv, k in zip(g[x], g[y], g["level"]):
                     if np.isfinite(xv) and np.isfinite(yv) and method != "dense":
                         ax.annotate(f"{k:g}", (xv, yv), textcoords="offset points", xytext=(3, 3), fontsize=5.5,
@@ -356,6 +365,8 @@ def pareto(points: pd.DataFrame, path: str | os.PathLike,
                             markeredgecolor=style["color"], linestyle="none")
             if y == "worst_class_rel_dap":
                 ax.axhline(0.0, color="0.3", linestyle="--", linewidth=0.8)
+            if x == "latency_ratio":
+                ax.axvline(1.0, color="0.3", linestyle=":", linewidth=0.8)
         if measured:  # one legend below the panels, clear of the data
             handles, labels = axes[0].get_legend_handles_labels()
             fig.legend(handles, labels, title="Method (ring: operating point, every class shown non-inferior)",

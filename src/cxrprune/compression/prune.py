@@ -54,14 +54,18 @@ def prune_and_predict(model: nn.Module, images: torch.Tensor, methods: list[str]
     def torch_predict(m: nn.Module):
         return lambda x: predict_probs(m, x, batch_size, device, autocast=autocast, allow_tf32=allow_tf32)
 
+    dense_predict = torch_predict(model)
+
     def timing(name: str, c: Compressed, predict) -> None:
         if efficiency is not None:
             efficiency.append(measure(seed, name, c, predict, images, device, threads=ctx.prune.efficiency_threads,
-                                      repeats=ctx.prune.efficiency_repeats, timed=timed))
+                                      repeats=ctx.prune.efficiency_repeats, timed=timed,
+                                      rounds=ctx.prune.latency_rounds,
+                                      reference=None if name == "dense" else dense_predict))
 
     results = []
     with cpu_heap_reuse() if device.type == "cpu" else contextlib.nullcontext():
-        timing("dense", Compressed(0.0, 0.0, lambda path: save_state_dict(model, path), model), torch_predict(model))
+        timing("dense", Compressed(0.0, 0.0, lambda path: save_state_dict(model, path), model), dense_predict)
         for name, method in chosen.items():
             for c in method.compress(model, method.levels(levels), ctx):
                 predict = c.predict if c.predict is not None else torch_predict(c.model)

@@ -225,7 +225,8 @@ class PruneConfig:
     finetune_epochs: int = 1  # l1_finetune: training epochs per level with the mask fixed
     calibration_images: int = 256  # int8: validation images that calibrate the activation ranges
     efficiency_threads: int = 1  # CPU threads (torch and ONNX Runtime) of the latency/throughput timing
-    efficiency_repeats: int = 3  # timed repeats (after one warm-up); the median is reported
+    efficiency_repeats: int = 3  # timed repeats of the batch-64 throughput (after one warm-up); the median
+    latency_rounds: int = 15  # batch-1 latency: rounds interleaved with the dense model (ratio and its interval)
 
     def __post_init__(self) -> None:
         _require(len(self.methods) > 0, "prune.methods", "a non-empty list of compression methods", self.methods)
@@ -248,6 +249,9 @@ class PruneConfig:
                  f"an integer in [1, {MAX_COUNT}]", self.efficiency_threads)
         _require(1 <= self.efficiency_repeats <= 1000, "prune.efficiency_repeats", "an integer in [1, 1000]",
                  self.efficiency_repeats)
+        # The sign test's 95% interval of a median needs 6 values (with 5, [min, max] covers 93.75%).
+        _require(6 <= self.latency_rounds <= 1000, "prune.latency_rounds", "an integer in [6, 1000]",
+                 self.latency_rounds)
 
 
 @dataclass(frozen=True)
@@ -359,6 +363,26 @@ class PieTreatmentConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """Where ``train@<seed>`` gets its model: trained here, or a checkpoint the user already
+    has, imported and verified (:mod:`cxrprune.training.checkpoint`). Its architecture is
+    ``train.arch``, its input size ``data.image_size`` (ImageNet-normalised, 3 channels, as
+    torchvision's models take)."""
+
+    source: Literal["train", "checkpoint"] = "train"
+    path: str = ""  # checkpoint: a state_dict file, this project's model.pt, or a whole saved torchvision module
+    # checkpoint: the model's outputs in order, by name ([]: the names the file stores, as model.pt does)
+    classes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.source == "checkpoint":
+            _require(self.path.strip() != "", "model.path", "the checkpoint file to import (model.source: checkpoint)",
+                     self.path)
+        _require(len(set(self.classes)) == len(self.classes), "model.classes", "class names without duplicates",
+                 self.classes)
+
+
+@dataclass(frozen=True)
 class MlflowConfig:
     experiment: str = "cxrprune"
     tracking_uri: str = ""  # empty: $MLFLOW_TRACKING_URI, else sqlite:///<repo root>/mlflow.db
@@ -391,6 +415,7 @@ class Params:
     data: DataConfig = field(default_factory=DataConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
@@ -404,6 +429,10 @@ class Params:
         _require(len(set(self.seeds)) == len(self.seeds), "seeds", "no duplicates", self.seeds)
         for s in self.seeds:
             _require(0 <= s < 2**31, "seeds", "integers in [0, 2**31)", s)
+        if self.model.source == "checkpoint":
+            # One model: seeds would be copies of it, and a seed-to-seed test would see no variance.
+            _require(len(self.seeds) == 1, "seeds", "one seed (e.g. [0]) with model.source: checkpoint, which "
+                     "imports one model", self.seeds)
         _require(self.analyze.pie_sparsity in self.prune.levels, "analyze.pie_sparsity",
                  f"one of prune.levels {self.prune.levels}", self.analyze.pie_sparsity)
         low, multiple = ARCH_IMAGE_SIZES[self.train.arch]

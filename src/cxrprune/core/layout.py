@@ -145,6 +145,20 @@ class Layout:
         """The same findings, machine-readable (a DVC metric: ``dvc exp show`` lists it)."""
         return self.report_dir / "findings.json"
 
+    @property
+    def deployment_md(self) -> Path:
+        """The deployment stage's page: operating points, per-disease losses, bytes and latency."""
+        return self.report_dir / "deployment.md"
+
+    @property
+    def deployment_json(self) -> Path:
+        return self.report_dir / "deployment.json"
+
+    @property
+    def deployment_figure(self) -> Path:
+        """Per method, diseases x levels heatmap of the median relative AP change."""
+        return self.report_dir / "deployment.png"
+
     def plot_table(self, stem: str) -> Path:
         """``plots/<name>/<stem>.csv``: a long table for ``dvc plots``."""
         return self.plots / f"{stem}.csv"

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 # The analyses' shared figure style and atomic PNG writer (one style for every figure).
-from cxrprune.analysis.figures import _figure
+from cxrprune.analysis.figures import styled_figure
 
 COLORS = {"remove": "#c0392b", "upweight": "#1f5fa8", "remove_random": "#7f8c8d"}
 
@@ -19,7 +19,7 @@ def ap_change(changes: pd.DataFrame, path: str | os.PathLike) -> None:
     classes = list(dict.fromkeys(changes["class_name"]))
     treatments = list(dict.fromkeys(changes["treatment"]))
     height = 1.2 + 0.22 * len(classes)
-    with _figure(path, width=6.0, height=height) as (_, (ax,)):
+    with styled_figure(path, width=6.0, height=height) as (_, (ax,)):
         step = 0.8 / max(len(treatments), 1)
         y0 = np.arange(len(classes))[::-1].astype(np.float64)
         for i, t in enumerate(treatments):

@@ -1,5 +1,9 @@
 """DVC stage ``train@<seed>``: train one seed, write its checkpoint, history and run id.
 
+With ``model.source: checkpoint`` it trains nothing: it imports the user's checkpoint
+(:mod:`cxrprune.training.checkpoint`), scores it on the validation split and writes the same
+three outputs, so every later stage runs unchanged on the imported model.
+
 Resumable: the whole training state is saved at the end of every epoch
 (:mod:`cxrprune.training.resume`, ``data/.resume/<name>/train-seed-<s>.pt``), so a killed
 training continues from its last finished epoch when the stage runs again, in the same
@@ -13,19 +17,27 @@ from __future__ import annotations
 import sys
 import time
 
+import pandas as pd
+
 from cxrprune.core.atomic import write_csv
 from cxrprune.core.config import Params
 from cxrprune.core.errors import ConfigError
 from cxrprune.datasets.prepare import load_meta, load_split
 from cxrprune.tracking import runs, store
 from cxrprune.training import resume
-from cxrprune.training.loop import train_model
-from cxrprune.training.modelfile import save_model, write_run_record
+from cxrprune.training.checkpoint import import_checkpoint
+from cxrprune.training.loop import train_model, validation_row
+from cxrprune.training.modelfile import HISTORY_COLUMNS, save_model, write_run_record
+
+NEAR_CHANCE_AUROC = 0.55  # an imported model this close to chance was likely fed the wrong input
 
 
 def run(params: Params, seed: int) -> None:
     if seed not in params.seeds:
         raise ConfigError(f"--seed {seed} is not in params.yaml seeds {params.seeds}")
+    if params.model.source == "checkpoint":
+        import_model(params, seed)
+        return
     out = params.layout
     prepared = params.data.prepared_dir
     classes = load_meta(prepared)["classes"]
@@ -80,4 +92,34 @@ def run(params: Params, seed: int) -> None:
     best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
     print(f"seed {seed}: best epoch {result.best_epoch}, val loss {result.best_val_loss:.4f}, "
           f"val mAP {best['val_map']:.3f}, precision {result.extra['precision']} -> {out.model_dir(seed)}")
+    log.report()
+
+
+def import_model(params: Params, seed: int) -> None:
+    """``model.source: checkpoint``: import and verify the checkpoint, score it on the
+    validation split (history.csv's one row), write the outputs, record it in MLflow."""
+    out, cfg = params.layout, params.model
+    prepared = params.data.prepared_dir
+    classes = load_meta(prepared)["classes"]
+    val_labels, val_images = load_split(prepared, "val", verify="full")
+    imported = import_checkpoint(cfg.path, params.train.arch, classes, cfg.classes, params.data.image_size)
+    experiment_id = store.start(params.mlflow)
+    row = validation_row(imported.model, params.train, val_labels, val_images, classes)
+    history = pd.DataFrame([row], columns=HISTORY_COLUMNS)
+    run_id = runs.open_run(params, seed, experiment_id)
+    save_model(out.model_file(seed), imported.model, arch=params.train.arch, classes=classes,
+               image_size=params.data.image_size, epoch=0, val_loss=row["val_loss"], seed=seed)
+    write_csv(out.history(seed), history)
+    write_run_record(out.run_record(seed), run_id, experiment_id, store.tracking_uri(params.mlflow))
+    log = store.SafeLogger(seed, "import")
+    log.call(store.log_metrics, run_id, runs.epoch_metrics(row), step=0)
+    log.call(runs.log_result, run_id, history, out.model_file(seed))
+    log.call(runs.tag_import, run_id, cfg.path, imported.md5)
+    log.call(runs.end_run, run_id)
+    print(f"train: imported {cfg.path} (md5 {imported.md5}) as seed {seed}: val mAP {row['val_map']:.3f}, "
+          f"val AUROC {row['val_auroc']:.3f} -> {out.model_dir(seed)}")
+    if not row["val_auroc"] >= NEAR_CHANCE_AUROC:
+        print(f"train: warning: the imported model's validation AUROC is {row['val_auroc']:.3f}, near chance: "
+              f"check model.classes (its output order), data.image_size (its input size) and that it takes "
+              f"ImageNet-normalised 3-channel images", file=sys.stderr)
     log.report()

@@ -31,7 +31,8 @@ def run_tags(params: Params, seed: int) -> dict[str, str]:
 
 def run_params(params: Params, seed: int) -> dict[str, Any]:
     cfg = to_dict(params)
-    return {"seed": seed, **store.flatten("data", cfg["data"]), **store.flatten("train", cfg["train"])}
+    imported = store.flatten("model", cfg["model"]) if params.model.source == "checkpoint" else {}
+    return {"seed": seed, **store.flatten("data", cfg["data"]), **store.flatten("train", cfg["train"]), **imported}
 
 
 def epoch_metrics(row: dict) -> dict[str, float]:
@@ -96,6 +97,15 @@ def log_result(run_id: str, history: pd.DataFrame, model_path: Path) -> None:
     client = MlflowClient()
     for key, value in checkpoint_tags(model_path).items():
         client.set_tag(run_id, key, value)
+
+
+def tag_import(run_id: str, source: str, md5: str) -> None:
+    """Which file an imported model came from (``model.source: checkpoint``), by content."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    client.set_tag(run_id, "imported_from", source)
+    client.set_tag(run_id, "imported_md5", md5)
 
 
 def end_run(run_id: str) -> None:

@@ -156,6 +156,23 @@ def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_i
                        extra={"resumed_from": first if first > 0 else None, "precision": precision})
 
 
+def validation_row(model: nn.Module, cfg: TrainConfig, val_labels: pd.DataFrame, val_images: np.ndarray,
+                   classes: list[str]) -> dict:
+    """One ``history.csv`` row for a model that was not trained here (an imported checkpoint):
+    epoch 0, no training loss, its validation loss, mAP and AUROC as a trained epoch's."""
+    set_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    start = time.perf_counter()
+    x_val = cache_on_device(torch.from_numpy(np.array(val_images)), device)
+    y_val = val_labels[classes].to_numpy(np.float32, copy=True)
+    loss, probs = _validate(model.to(device), nn.BCEWithLogitsLoss(), x_val, y_val, cfg.batch_size, device,
+                            precision)
+    return {"epoch": 0, "train_loss": float("nan"), "val_loss": loss,
+            "val_map": float(np.nanmean(average_precision(y_val, probs))),
+            "val_auroc": float(np.nanmean(roc_auc(y_val, probs))), "seconds": time.perf_counter() - start}
+
+
 def training_state(epoch: int, model: nn.Module, optimizer, best_state, best_loss: float, best_epoch: int,
                    stale: int, stopped: bool, rows: list[dict], gen: torch.Generator, scaler=None,
                    ema: AveragedModel | None = None) -> dict:

@@ -109,7 +109,7 @@ def _load_pretrained(model: nn.Module, arch: str, pretrained: str) -> None:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise CxrpruneError(f"train.pretrained: {path} is not a readable state-dict file ({_load_failure(exc)}); "
+            raise CxrpruneError(f"train.pretrained: {path} is not a readable state-dict file ({load_failure(exc)}); "
                                 f"save one with torch.save(model.state_dict(), path)") from None
         # A bare state dict, this project's model.pt ("state_dict") or a PruneCXR chkpt.pt ("weights").
         for key in ("state_dict", "weights"):
@@ -119,26 +119,40 @@ def _load_pretrained(model: nn.Module, arch: str, pretrained: str) -> None:
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise CxrpruneError(f"train.pretrained: {path} holds a {type(state).__name__}, not a state dict "
                                 f"(a mapping of parameter names to tensors, as saved by torch.save(model.state_dict()))")
-        if state and all(k.startswith("module.") for k in state):  # saved from nn.DataParallel
-            state = {k[len("module."):]: v for k, v in state.items()}
-    if arch == "densenet121":
-        state = {_densenet_key(k): v for k, v in state.items()}
+    state = canonical_state(arch, state)
     # The final layer is replaced afterwards, so its shape may differ from the file's.
     prefix = HEADS[arch] + "."
     state = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    load_checked(model, state, f"train.pretrained: weights do not fit {arch}",
+                 "use weights saved from the same architecture", skip=prefix)
+
+
+def load_checked(model: nn.Module, state: dict, what: str, fix: str, skip: str | None = None) -> None:
+    """``model.load_state_dict(state)`` after checking every key and shape (names under
+    ``skip`` aside), so that a mismatch is one error naming the first few of each kind
+    (``what``: the problem, ``fix``: what to do) instead of torch's page-long one. Old files
+    (torchvision's ImageNet weights among them) lack BatchNorm's step counter; load_state_dict
+    fills it in."""
     own = model.state_dict()
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
              if k in own and v.shape != own[k].shape]
-    # Old files (torchvision's ImageNet weights among them) lack BatchNorm's step counter;
-    # load_state_dict fills it in.
-    missing = [k for k in own if k not in state and not k.startswith(prefix) and not k.endswith("num_batches_tracked")]
+    missing = [k for k in own if k not in state and not (skip and k.startswith(skip))
+               and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected or wrong:
-        raise CxrpruneError(
-            f"train.pretrained: weights do not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}, "
-            f"wrong shape {wrong[:2]} ({len(missing)}/{len(unexpected)}/{len(wrong)} in all); "
-            f"use weights saved from the same architecture")
+        raise CxrpruneError(f"{what}: missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:2]} "
+                            f"({len(missing)}/{len(unexpected)}/{len(wrong)} in all); {fix}")
     model.load_state_dict(state, strict=False)
+
+
+def canonical_state(arch: str, state: dict) -> dict:
+    """A state dict under the names this project's ``arch`` uses: without nn.DataParallel's
+    ``module.`` prefix, DenseNet's old ``norm.1`` keys renamed."""
+    if state and all(k.startswith("module.") for k in state):  # saved from nn.DataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
+    if arch == "densenet121":
+        state = {_densenet_key(k): v for k, v in state.items()}
+    return state
 
 
 def _densenet_key(key: str) -> str:
@@ -146,7 +160,7 @@ def _densenet_key(key: str) -> str:
     return m.group(1) + m.group(2) if m else key
 
 
-def _load_failure(exc: Exception) -> str:
+def load_failure(exc: Exception) -> str:
     """One line for a failed ``torch.load(weights_only=True)`` (torch's own text is a page long)."""
     text = str(exc)
     if "WeightsUnpickler error:" in text:
