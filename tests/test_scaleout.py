@@ -259,13 +259,16 @@ def test_local_ray_runs_seeds_in_parallel_and_records_what_dvc_repro_would(twins
     # dvc.lock: every stage, command, parameter and hash is the sequential run's, except the
     # training folders (run.json holds a fresh MLflow run id, history.csv wall times, and
     # model.pt names its zip root after the writer's temporary file), the measured latencies
-    # (efficiency files, and the analyze outputs that report them) and what hashes those.
+    # (efficiency files, the analyze outputs and the deployment page that report them) and what
+    # hashes those.
     a, b = lock(seq), lock(par)
     assert sorted(a) == sorted(b)
     preds, timed = "data/predictions/synthetic", {"metrics/synthetic/efficiency.csv", "metrics/synthetic/summary.json",
                                                  "plots/synthetic/pareto.csv", "plots/synthetic/figures"}
     expected_diff = {("analyze", "deps"): {"data/models/synthetic", preds}, ("evaluate", "deps"): {preds},
-                     ("analyze", "outs"): timed, ("report", "deps"): timed}
+                     ("analyze", "outs"): timed, ("report", "deps"): timed,
+                     ("deployment", "deps"): timed & {"metrics/synthetic/efficiency.csv", "metrics/synthetic/summary.json"},
+                     ("deployment", "outs"): {f"reports/synthetic/deployment.{x}" for x in ("json", "md", "png")}}
     for s in SEEDS:
         expected_diff[(f"train@{s}", "outs")] = {f"data/models/synthetic/seed-{s}"}
         expected_diff[(f"prune@{s}", "deps")] = {f"data/models/synthetic/seed-{s}/model.pt"}
