@@ -361,12 +361,29 @@ def pie_answer(o: Outputs) -> str:
         return (f"{r['mean_diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], p {p_(r['p'])}"
                 if r.get("mean_diff") is not None and r.get("ci_low") is not None else "n/a")
 
+    verdicts = d.get("verdicts", {})
+
     def verdict(t: str) -> str:
-        rows = [d[f"vs_{ref}"][t][k] for ref in ("baseline", "remove_random") for k in ("map", "rare_ap")
-                if t in d.get(f"vs_{ref}", {})]
-        better = [r for r in rows if r.get("p") is not None and r["p"] < 0.05 and r["mean_diff"] > 0]
-        worse = [r for r in rows if r.get("p") is not None and r["p"] < 0.05 and r["mean_diff"] < 0]
-        return "helps" if better and not worse else "hurts" if worse and not better else "changes nothing significant"
+        v = verdicts.get(t)
+        if v is None:
+            return "has no verdict recorded (rerun `dvc repro studies/pie-treatment/dvc.yaml`)"
+        adjusted = [x["p_holm"] for x in v["tests"] if x["p_holm"] is not None]
+        smallest = f"; smallest Holm-adjusted p of the {len(v['tests'])} tests {p_(min(adjusted))}" if adjusted else ""
+        return f"**{v['verdict']}**{smallest}"
+
+    def calibration() -> str:
+        c = verdicts.get("remove", {}).get("calibration", {})
+        if c.get("false_positive_rate") is None:
+            return ""
+        power = c["power_hurts_at_mde"]
+        mde = d["vs_baseline"]["remove"]
+        return (f" At these seeds the rule calls a treatment that changes nothing 'helps' or 'hurts' "
+                f"{c['false_positive_rate']:.1%} of the time, and finds a loss the size of one test's MDE "
+                f"(dense mAP {mde['map']['mde']:.3f}, rare-class AP {mde['rare_ap']['mde']:.3f}) "
+                f"{power['map']:.0%} and {power['rare_ap']:.0%} of the time ({c['simulations']:,} simulated "
+                "normal seed outcomes with the observed spread, not effects planted in images); "
+                f"calling it on any single test at p < 0.05 would have said 'helps' or 'hurts' "
+                f"{c['unadjusted_false_positive_rate']:.1%} of the time.")
 
     flips = truth.get("flipped", {})
     degr = truth.get("degraded", {})
@@ -376,13 +393,16 @@ def pie_answer(o: Outputs) -> str:
             f"(base rate {degr.get('base_rate', float('nan')):.3f}, p {p_(degr['p'])})" if flips and degr
             else f"{tp['count']} training-set PIEs (no synthetic truth to check them against)")
     sentences = [
-        f"{what}; removing them **{verdict('remove')}** (dense mAP vs the baseline {cmp('remove', 'baseline', 'map')}, "
-        f"vs dropping as many random images {cmp('remove', 'remove_random', 'map')}; rare-class AP vs the random "
-        f"control {cmp('remove', 'remove_random', 'rare_ap')}).",
-        f"Upweighting them x{o.json_params_weight()} **{verdict('upweight')}** (dense mAP vs the baseline "
-        f"{cmp('upweight', 'baseline', 'map')}, rare-class AP {cmp('upweight', 'baseline', 'rare_ap')}); "
-        f"mean differences over {d['vs_baseline']['remove']['map']['n']} seeds with 95% t intervals and paired "
-        "t-tests (`metrics/synthetic/pie_treatment.json`).",
+        f"{what}; removing them {verdict('remove')} (dense mAP vs the baseline {cmp('remove', 'baseline', 'map')}, "
+        f"vs dropping as many random images {cmp('remove', 'remove_random', 'map')}; rare-class AP vs the baseline "
+        f"{cmp('remove', 'baseline', 'rare_ap')}, vs the random control {cmp('remove', 'remove_random', 'rare_ap')}).",
+        f"Upweighting them x{o.json_params_weight()} {verdict('upweight')} (dense mAP vs the baseline "
+        f"{cmp('upweight', 'baseline', 'map')}, vs the random control {cmp('upweight', 'remove_random', 'map')}; "
+        f"rare-class AP vs the baseline {cmp('upweight', 'baseline', 'rare_ap')}, vs the random control "
+        f"{cmp('upweight', 'remove_random', 'rare_ap')}).",
+        f"Mean differences over {d['vs_baseline']['remove']['map']['n']} seeds with 95% t intervals and raw paired "
+        "t-test p-values; each verdict reads its treatment's tests together, Holm-adjusted "
+        "(`metrics/synthetic/pie_treatment.json`)." + calibration(),
     ]
     return "\n".join(sentences) + "\n"
 

@@ -5,7 +5,8 @@ show``), the per-class table, the AP-change plot table and figure, then one MLfl
 
 Every comparison in the JSON carries its minimum detectable effect (``mde``, with
 ``sd_diff``) and a ``detectable`` sentence; ``detection`` records the level and power they
-are stated at, so that a non-significant result is read against what 3 seeds could show."""
+are stated at, so that a non-significant result is read against what 3 seeds could show. ``verdicts`` holds
+each treatment's verdict over its whole family of tests (Holm) and the rule's error rates."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from cxrprune.core import upstream
 from cxrprune.core.atomic import json_clean, write_csv, write_json
 from cxrprune.core.config import Params, to_dict
 from cxrprune.datasets.prepare import load_meta, load_split
-from cxrprune.pietreatment import figure, outcome, study
+from cxrprune.pietreatment import figure, outcome, study, verdict
 from cxrprune.tracking import store
 
 
@@ -56,6 +57,8 @@ def run(params: Params) -> None:
                "vs_baseline": outcome.comparisons(results, "baseline")}
     if "remove_random" in results:
         summary["vs_remove_random"] = outcome.comparisons(results, "remove_random")
+    summary["verdicts"] = verdict.verdicts({ref: summary[f"vs_{ref}"] for ref in verdict.REFERENCES
+                                            if f"vs_{ref}" in summary}, len(cfg.seeds))
     changes = outcome.class_changes(results, counts)
     write_json(out.pie_treatment_json, json_clean(summary))
     write_csv(out.pie_treatment_per_class, per_class)
@@ -63,9 +66,17 @@ def run(params: Params) -> None:
     figure.ap_change(changes, out.pie_treatment_figure)
     study.log_run(params, "pie-report", "pie-treatment", summary,
                   {**store.flatten("pie_treatment", to_dict(params)["pie_treatment"]), "data.name": params.data.name},
-                  {"study": "pie-treatment"}, artifacts=[(out.pie_treatment_figure, "figures")])
+                  {"study": "pie-treatment", **{f"verdict.{t}": v["verdict"] for t, v in summary["verdicts"].items()}},
+                  artifacts=[(out.pie_treatment_figure, "figures")])
     line = "; ".join(f"{t}: mAP {v['map_dense']:.3f}, rare AP {v['rare_ap_dense']:.3f}" for t, v in treatments.items())
     print(f"pie-report: {line}")
     for ref in ("baseline", "remove_random"):
         for t, c in summary.get(f"vs_{ref}", {}).items():
             print(f"pie-report: {t} vs {ref}: {c['detectable']}")
+    for t, v in summary["verdicts"].items():
+        print(f"pie-report: {t} {v['verdict']} (false-positive rate of the rule "
+              f"{_rate(v['calibration']['false_positive_rate'])}, simulated)")
+
+
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
