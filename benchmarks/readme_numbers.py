@@ -407,6 +407,46 @@ def pie_answer(o: Outputs) -> str:
     return "\n".join(sentences) + "\n"
 
 
+def intervention_answer(o: Outputs) -> str:
+    """The frequency intervention study's answer on the default data, from
+    metrics/synthetic/frequency_intervention.json."""
+    path = o.root / "metrics/synthetic/frequency_intervention.json"
+    if not path.exists():
+        return ("**Not run yet**: `metrics/synthetic/frequency_intervention.json` is not committed; run "
+                "`dvc repro studies/frequency-intervention/dvc.yaml` and `make readme-numbers`.\n")
+    d = json.loads(path.read_text())
+
+    def test(key: str) -> str:
+        r = d[key]
+        if r.get("p") is None:
+            return f"not testable ({r['n']} classes)"
+        return f"{r['mean']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], p {p_(r['p'])}, {r['n']} classes"
+
+    cal = d.get("calibration", {})
+    power = ", ".join(f"{v:.0%} at a loss of {k}" for k, v in cal.get("power", {}).items())
+    left = "; ".join(f"{x['class']} ({x['reason']})" for x in d["left_out"]) or "none"
+    lines = [
+        f"With {d['seeds']} seed(s) per arm and {d['keep']:g} of a class's training positives kept in its rare arm: "
+        f"**{d['verdict']}** (retained AUROC, mean over the levels, rare arm minus common arm: {test('frequency')}; "
+        f"sign-flip test over classes, 95% t interval).",
+        f"The intervention took effect (dense AUROC rare minus common: {test('manipulation')}); masking the other "
+        f"half's positives changed nothing detectable for a common class (common arm minus control: "
+        f"{test('masking_control')}); first drop rare minus common: {test('first_drop')}.",
+        f"Classes left out: {left}.",
+    ]
+    if cal.get("false_positive_rate") is not None:
+        lines.append(f"On the study's own between-arm noise (the masking-control differences, {cal['classes']} classes, "
+                     f"{cal['replicates']} planted replicates each) the verdict says \"rare forgotten more\" "
+                     f"{cal['false_positive_rate']:.1%} of the time when nothing is planted, and {power} "
+                     "(`metrics/synthetic/frequency_intervention.json`).")
+    return "\n".join(lines) + "\n"
+
+
+def intervention_cost(o: Outputs) -> str:
+    """The frequency intervention study's wall time (bench_repro.py --target studies/frequency-intervention/dvc.yaml)."""
+    return _repro_line(o, "bench_repro-frequency-intervention", "the frequency intervention study")
+
+
 def pie_cost(o: Outputs) -> str:
     """The PIE treatment study's wall time (bench_repro.py --target studies/pie-treatment/dvc.yaml)."""
     return _repro_line(o, "bench_repro-pie-treatment", "the PIE treatment study")
@@ -568,6 +608,7 @@ RENDER: dict[str, Callable[[Outputs], str]] = {
     "validation": validation, "verdict-changes": verdict_changes,
     "findings": findings, "why": why, "benchmarks": bench_table, "scaleout": scaleout, "repro": repro_time,
     "operating-points": operating_point_table, "train-speed": train_speed, "pie-answer": pie_answer, "pie-cost": pie_cost,
+    "intervention-answer": intervention_answer, "intervention-cost": intervention_cost,
     "compare": compare_table, "deployment": deployment_table,
 }
 

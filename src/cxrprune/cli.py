@@ -78,6 +78,11 @@ def _treatment_seed_args(p: argparse.ArgumentParser) -> None:
     _seed_arg(p)
 
 
+def _arm_seed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arm", required=True, help="which arm of the frequency intervention: rare_a, rare_b or control")
+    _seed_arg(p)
+
+
 def _compare_args(p: argparse.ArgumentParser) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--all-commits", action="store_true",
@@ -131,6 +136,10 @@ COMMANDS: dict[str, tuple[str, str, _Adder]] = {
                     _treatment_seed_args),
     "pie-report": ("pie_report", "PIE study: outcome of each treatment, paired tests, pie_treatment.json, figure",
                    _no_args),
+    "intervention-train": ("intervention_train", "frequency intervention: train one seed of one arm (hidden "
+                           "positives masked out of the loss), prune, predict the test set", _arm_seed_args),
+    "intervention-report": ("intervention_report", "frequency intervention: each class rare vs common, sign-flip "
+                            "test over classes, frequency_intervention.json, figure", _no_args),
     "repro": ("repro", "dvc repro, with the per-seed stages run in parallel as Ray tasks (--ray)", _repro_args),
     "validate": ("validate", "false-positive rate and power of every verdict on planted-effect replicates "
                  "(benchmarks/results/verdicts.{json,txt})", _validate_args),

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from cxrprune.compression.methods import method_levels
+from cxrprune.core import upstream
 from cxrprune.core.atomic import write_parquet
 from cxrprune.core.config import Params
 from cxrprune.core.errors import DataError
@@ -163,3 +164,15 @@ def read_blocks(params: Params, seed: int, method: str, levels: Sequence[float],
             raise DataError(f"{path}: no {method} predictions at sparsity {k:g}; {fix}")
         out.append(rows.reset_index(drop=True))
     return out
+
+
+def read_level_blocks(path, image_ids: Sequence[str], classes: list[str], method: str, levels: Sequence[float],
+                      producer: str) -> list[pd.DataFrame]:
+    """A one-method prediction table of a study stage (``producer``, as ``dvc repro`` names
+    it), checked against the prediction-table contract for these images; its blocks in
+    ``levels`` order."""
+    table = upstream.read_parquet(path, producer)
+    check_predictions(table, str(path), image_ids, classes, [method], levels,
+                      fix=f"rerun `dvc repro {producer} --force`")
+    s = table["sparsity"].to_numpy()
+    return [table.loc[np.isclose(s, k, rtol=0, atol=LEVEL_TOLERANCE)].reset_index(drop=True) for k in levels]

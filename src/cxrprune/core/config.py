@@ -362,6 +362,35 @@ class PieTreatmentConfig:
                  f"{MAX_STEPS}", self.epochs)
 
 
+INTERVENTION_ARMS = ("rare_a", "rare_b", "control")
+
+
+@dataclass(frozen=True)
+class InterventionConfig:
+    """The opt-in frequency intervention study (``studies/frequency-intervention/dvc.yaml``):
+    the classes are split at random into halves A and B; arm ``rare_a`` hides most training
+    positives of the A classes from the loss, ``rare_b`` those of the B classes, ``control``
+    hides nothing. Images are identical in every arm, so each class is rare in one arm and
+    common in the other (:mod:`cxrprune.intervention.arms`)."""
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    keep: float = 0.125  # fraction of a class's training positives its rare arm keeps in the loss (ceil)
+    assign_seed: int = 0  # draws the class halves and which positives are hidden
+    epochs: int = 0  # 0 = train.epochs
+
+    def __post_init__(self) -> None:
+        _require(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds), "intervention.seeds",
+                 "a non-empty list of distinct integers", self.seeds)
+        for s in self.seeds:
+            _require(0 <= s < 2**31, "intervention.seeds", "integers in [0, 2**31)", s)
+        _require(0 < self.keep < 1, "intervention.keep", "a fraction in (0, 1) of the training positives kept "
+                 "in a class's rare arm (0.125: hide 7 of 8)", self.keep)
+        _require(0 <= self.assign_seed < 2**32, "intervention.assign_seed", "an integer in [0, 2**32)",
+                 self.assign_seed)
+        _require(0 <= self.epochs <= MAX_STEPS, "intervention.epochs", f"0 (train.epochs) or an integer up to "
+                 f"{MAX_STEPS}", self.epochs)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Where ``train@<seed>`` gets its model: trained here, or a checkpoint the user already
@@ -422,6 +451,7 @@ class Params:
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     pie_treatment: PieTreatmentConfig = field(default_factory=PieTreatmentConfig)
+    intervention: InterventionConfig = field(default_factory=InterventionConfig)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
 
     def __post_init__(self) -> None:

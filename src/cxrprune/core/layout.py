@@ -224,6 +224,28 @@ class Layout:
     def pie_treatment_figure(self) -> Path:
         return self.plots / "pie_treatment.png"
 
+    # --- the opt-in frequency intervention study (studies/frequency-intervention/dvc.yaml) ----
+    @property
+    def intervention_study(self) -> Path:
+        return Path("data/intervention") / self.name
+
+    def intervention_dir(self, arm: str, seed: int) -> Path:
+        """``predictions.parquet`` (test set, L1 at every level), ``history.csv``, ``train_set.json``."""
+        return self.intervention_study / arm / f"seed-{seed}"
+
+    @property
+    def intervention_json(self) -> Path:
+        return self.metrics / "frequency_intervention.json"
+
+    @property
+    def intervention_per_class(self) -> Path:
+        """Per class: its half, training positives, dense AUROC and forgetting in each arm, the contrasts."""
+        return self.metrics / "frequency_intervention_per_class.csv"
+
+    @property
+    def intervention_figure(self) -> Path:
+        return self.plots / "frequency_intervention.png"
+
 
 def layout(name: str) -> Layout:
     return Layout(name)

@@ -4,7 +4,7 @@ at ``analyze.pie_sparsity`` (the out-of-fold scores of the PIE treatment study).
 
 from __future__ import annotations
 
-from cxrprune.compression import predictions
+from cxrprune.compression import predictions, retrain
 from cxrprune.core.config import Params
 from cxrprune.core.errors import ConfigError
 from cxrprune.datasets.prepare import load_meta, load_split
@@ -23,8 +23,8 @@ def run(params: Params, fold: int, seed: int) -> None:
     folds = study.folds_of(params, train[0], classes)
     trained_on, scored = oof.fold_rows(folds, fold)
     levels = [0.0, params.analyze.pie_sparsity]
-    result, results = model.train_and_predict(params, seed, train, val, classes, train[1][scored], levels,
-                                              rows=trained_on)
+    result, results = retrain.train_prune_predict(params, model.train_config(params), seed, train, val, classes,
+                                                train[1][scored], levels, study.METHOD, rows=trained_on)
     ids = train[0]["image_id"].astype(str).to_numpy()[scored].tolist()
     predictions.write_predictions(out.pie_fold_predictions(fold, seed), results, ids, classes)
     print(f"pie-fold {fold} seed {seed}: trained on {len(trained_on)} images (best epoch "

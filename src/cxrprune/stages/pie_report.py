@@ -64,7 +64,7 @@ def run(params: Params) -> None:
     write_csv(out.pie_treatment_per_class, per_class)
     write_csv(out.plot_table("pie_treatment_ap_change"), changes)
     figure.ap_change(changes, out.pie_treatment_figure)
-    study.log_run(params, "pie-report", "pie-treatment", summary,
+    store.log_tagged_run(params, "pie-report", "pie-treatment", summary,
                   {**store.flatten("pie_treatment", to_dict(params)["pie_treatment"]), "data.name": params.data.name},
                   {"study": "pie-treatment", **{f"verdict.{t}": v["verdict"] for t, v in summary["verdicts"].items()}},
                   artifacts=[(out.pie_treatment_figure, "figures")])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from cxrprune.analysis.metrics import average_precision
-from cxrprune.compression import predictions
+from cxrprune.compression import predictions, retrain
 from cxrprune.core import upstream
 from cxrprune.core.atomic import write_csv, write_json
 from cxrprune.core.config import Params, to_dict
@@ -36,8 +36,9 @@ def run(params: Params, treatment: str, seed: int) -> None:
                         f"rerun `dvc repro {study.STUDY_FILE}:pie-score`")
     is_pie = scores["is_pie"].to_numpy(dtype=bool)
     chosen = training_set(treatment, is_pie, train[0][classes].to_numpy(), cfg.weight, seed)
-    result, results = model.train_and_predict(params, seed, train, val, classes, test_images, params.prune.levels,
-                                              rows=chosen.rows, sample_weights=chosen.weights)
+    result, results = retrain.train_prune_predict(params, model.train_config(params), seed, train, val, classes,
+                                                test_images, params.prune.levels, study.METHOD,
+                                                rows=chosen.rows, sample_weights=chosen.weights)
     folder = out.pie_treatment_dir(treatment, seed)
     predictions.write_predictions(folder / "predictions.parquet", results, test_labels["image_id"].astype(str).tolist(),
                                   classes)
@@ -46,7 +47,7 @@ def run(params: Params, treatment: str, seed: int) -> None:
     write_json(folder / "train_set.json", counts)
     dense = next(r for r in results if r.sparsity == 0.0)
     map_dense = float(np.nanmean(average_precision(test_labels[classes].to_numpy(), dense.probs)))
-    study.log_run(params, "pie-retrain", f"pie-{treatment}-seed-{seed}",
+    store.log_tagged_run(params, "pie-retrain", f"pie-{treatment}-seed-{seed}",
                   {**{k: v for k, v in counts.items() if k not in ("treatment", "seed")}, "map_dense": map_dense,
                    "best_val_loss": result.best_val_loss},
                   {"seed": seed, **store.flatten("pie_treatment", to_dict(params)["pie_treatment"]),

@@ -269,3 +269,20 @@ def log_summary_run(params: Params, stage: str, run_name: str, metrics: dict[str
             elif path.is_file():
                 mlflow.log_artifact(str(path), artifact_path=folder)
     return run_id
+
+
+def log_tagged_run(params: Params, stage: str, run_name: str, metrics: dict[str, Any], run_params: dict[str, Any],
+                   tags: Mapping[str, Any], artifacts: Iterable[tuple[Path, str]] = ()) -> None:
+    """A study stage's run (:func:`log_summary_run`) with ``tags`` (treatment or arm, seed,
+    study); a tracking failure is a warning: the DVC outputs are written first and rerunning
+    the stage with ``--force`` logs it again."""
+    try:
+        from mlflow.tracking import MlflowClient
+
+        run_id = log_summary_run(params, stage, run_name, metrics, run_params, artifacts=artifacts)
+        client = MlflowClient()
+        for key, value in tags.items():
+            client.set_tag(run_id, key, str(value))
+    except Exception as exc:  # noqa: BLE001 - MlflowException, requests and sqlalchemy errors
+        print(f"cxrprune: warning: MLflow logging of {run_name} failed ({type(exc).__name__}); the outputs are "
+              f"kept; rerun the stage with --force to log it", file=sys.stderr)

@@ -63,10 +63,12 @@ def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_i
     """Train one model; ``on_epoch(row: dict)`` is called after every epoch (for MLflow).
 
     ``rows`` (indices into the training table) trains on that subset only; ``sample_weights``
-    (one positive number per training row, aligned with ``train_labels``) weights each
-    image's loss (``binary_cross_entropy_with_logits(weight=...)``: the batch mean of
-    weight x loss). Without them the loss and every operation are the plain study's, so its
-    models stay bit-identical.
+    (aligned with ``train_labels``: one non-negative number per training row, or one per row
+    and class) weights each image's loss, or each label's
+    (``binary_cross_entropy_with_logits(weight=...)``: the batch mean of weight x loss; a
+    label weighted 0 is out of the loss, as the frequency intervention hides positives).
+    Without them the loss and every operation are the plain study's, so its models stay
+    bit-identical.
 
     ``on_checkpoint(state: dict)`` is called at the end of every epoch, before ``on_epoch``,
     with everything needed to continue (see :func:`training_state`); ``resume``, such a state,
@@ -88,6 +90,7 @@ def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_i
     # the model itself (no second compilation for eval mode, no "_orig_mod." keys).
     step_model = torch.compile(model) if cfg.compile else model
 
+    n_rows_table = len(train_labels)  # the weights align with the whole table, before any row subset
     if rows is not None:
         rows = np.asarray(rows, dtype=np.int64)
         train_labels, train_images = train_labels.iloc[rows], train_images[rows]
@@ -98,6 +101,9 @@ def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_i
     w_train = None
     if sample_weights is not None:
         w = np.asarray(sample_weights, dtype=np.float32)
+        if w.shape not in ((n_rows_table,), (n_rows_table, len(classes))):
+            raise CxrpruneError(f"sample_weights has shape {w.shape}; expected ({n_rows_table},) per image or "
+                                f"({n_rows_table}, {len(classes)}) per image and class")
         w_train = torch.from_numpy(np.ascontiguousarray(w if rows is None else w[rows]))
     x_val = cache_on_device(torch.from_numpy(np.array(val_images)), device)
     y_val = val_labels[classes].to_numpy(np.float32, copy=True)
@@ -288,8 +294,9 @@ def _run_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device, e
             logits = model(inputs)
         if w is None:
             loss = loss_fn(logits.float(), target)  # the loss in fp32 under any precision
-        else:  # per-image weights broadcast over the classes
-            weight = w[rows.to(w.device)].to(device, non_blocking=True).unsqueeze(1)
+        else:  # per-label weights, or per-image weights broadcast over the classes
+            weight = w[rows.to(w.device)].to(device, non_blocking=True)
+            weight = weight.unsqueeze(1) if weight.ndim == 1 else weight
             loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), target, weight=weight)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

@@ -1,0 +1,1 @@
+"""The opt-in frequency intervention study: does frequency itself make a class forgettable?"""
