@@ -83,6 +83,15 @@ def _arm_seed_args(p: argparse.ArgumentParser) -> None:
     _seed_arg(p)
 
 
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", required=True, help="one of params.yaml's prune.methods (l1, channel, int8, ...)")
+    p.add_argument("--level", type=float, required=True,
+                   help="one of prune.levels the study ran (0 for a one-level method such as int8)")
+    p.add_argument("--seed", type=int, default=None, help="whose model (default: the first of params.yaml's seeds)")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="where to write it (default: data/artifacts/<name>/seed-<s>/<method>-<level>.pt or .onnx)")
+
+
 def _compare_args(p: argparse.ArgumentParser) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--all-commits", action="store_true",
@@ -140,6 +149,8 @@ COMMANDS: dict[str, tuple[str, str, _Adder]] = {
                            "positives masked out of the loss), prune, predict the test set", _arm_seed_args),
     "intervention-report": ("intervention_report", "frequency intervention: each class rare vs common, sign-flip "
                             "test over classes, frequency_intervention.json, figure", _no_args),
+    "export": ("export", "write one deployable artifact (a seed's model, one method and level) with a sidecar "
+               "saying how to load it, checked against the study's predictions", _export_args),
     "repro": ("repro", "dvc repro, with the per-seed stages run in parallel as Ray tasks (--ray)", _repro_args),
     "validate": ("validate", "false-positive rate and power of every verdict on planted-effect replicates "
                  "(benchmarks/results/verdicts.{json,txt})", _validate_args),

@@ -164,7 +164,7 @@ def render(d: Deployment, name: str, figure: str) -> str:
              "Bytes: the deployable file. Latency: batch 1, the median over rounds timed interleaved with the dense "
              "model, as a ratio to it with its 95% interval (sign test); 'same as dense' where the interval contains "
              "1.", "",
-             *methods_table(d.methods)]
+             *methods_table(d.methods), "", *export_commands(d.methods)]
     methods = list(dict.fromkeys(d.losses["method"].astype(str)))
     lines += ["", f"![per-disease AP change by level]({figure})", "",
               f"## Where each disease first loses more than {tol}", "",
@@ -222,6 +222,23 @@ def methods_table(methods: list[dict[str, Any]]) -> list[str]:
                                                   "none by the median (not shown: the test lacked power)")
         lines.append(f"| {m['method']} | {point} | {_num(m['bytes'], '{:,.0f}')} ({_num(m['bytes_vs_dense'], '{:.2f}')})"
                      f" | {latency_cell(m)} | {_num(m['map'], '{:.3f}')} | {first} |")
+    return lines
+
+
+def export_commands(methods: list[dict[str, Any]]) -> list[str]:
+    """How to make each method's artifact at its operating point (or the level it was costed
+    at): ``cxrprune export``, which writes the file with a sidecar saying how to load it and
+    checks its predictions against the study's."""
+    lines = ["To make the artifact at a method's operating point (the first seed's model; `--seed` for another): "
+             "the file and a `.json` sidecar saying how to load it, its test-set predictions checked against the "
+             "ones this page was computed from.", ""]
+    for m in methods:
+        level = m["operating_point"] if m["operating_point"] is not None else m["costed_level"]
+        if level is None:
+            lines.append(f"- {m['method']}: no level to export (nothing shown or costed)")
+        else:
+            note = "" if m["operating_point"] is not None else " (no level shown safe: the level it was costed at)"
+            lines.append(f"- {m['method']}: `cxrprune export --method {m['method']} --level {level:g}`{note}")
     return lines
 
 

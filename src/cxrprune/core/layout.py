@@ -224,6 +224,11 @@ class Layout:
     def pie_treatment_figure(self) -> Path:
         return self.plots / "pie_treatment.png"
 
+    # --- `cxrprune export` (a tool, not a stage): one deployable artifact on demand ----------
+    def artifact_file(self, method: str, level: float, seed: int, suffix: str) -> Path:
+        """Where ``cxrprune export`` writes an artifact unless told otherwise (git-ignored)."""
+        return Path("data/artifacts") / self.name / f"seed-{seed}" / f"{method}-{level:g}{suffix}"
+
     # --- the opt-in frequency intervention study (studies/frequency-intervention/dvc.yaml) ----
     @property
     def intervention_study(self) -> Path:

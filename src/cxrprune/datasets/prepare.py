@@ -470,3 +470,17 @@ def _recorded_files(prepared_dir: Path) -> dict:
     except (OSError, ValueError, AttributeError):
         return {}
     return files if isinstance(files, dict) else {}
+
+
+def split_reader(prepared, classes: list[str]):
+    """``split(name) -> (uint8 images, float32 labels)``, read once, when a compression method
+    asks (int8 calibrates on ``val``, l1_finetune trains on ``train``)."""
+    cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def split(name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name not in cache:
+            labels, images = load_split(prepared, name, verify="full")
+            cache[name] = np.array(images), labels[classes].to_numpy(np.float32, copy=True)
+        return cache[name]
+
+    return split

@@ -23,7 +23,7 @@ from cxrprune.core.atomic import write_csv
 from cxrprune.core.config import Params
 from cxrprune.core.errors import ConfigError
 from cxrprune.core.runtime import pick_device, set_threads
-from cxrprune.datasets.prepare import load_meta, load_split
+from cxrprune.datasets.prepare import load_meta, load_split, split_reader
 from cxrprune.tracking import runs, store
 from cxrprune.training.modelfile import load_checkpoint
 
@@ -40,7 +40,7 @@ def run(params: Params, seed: int) -> None:
 
     model, _ = load_checkpoint(out.model_file(seed))
     x = torch.from_numpy(np.array(images))  # one read of the memory-mapped cache into RAM
-    context = Context(seed, params.prune, params.train, device, int(x.shape[-1]), _split_reader(out.prepared, classes))
+    context = Context(seed, params.prune, params.train, device, int(x.shape[-1]), split_reader(out.prepared, classes))
     efficiency: list[dict] = []
     results = prune_and_predict(model, x, params.prune.methods, params.prune.levels, seed,
                                 params.prune.batch_size, device,
@@ -58,16 +58,3 @@ def run(params: Params, seed: int) -> None:
     print(f"seed {seed}: {len(results)} (method, level) predictions over {len(labels)} test images, "
           f"dense mAP {np.nanmean(average_precision(labels[classes].to_numpy(), dense.probs)):.3f}")
 
-
-def _split_reader(prepared, classes: list[str]):
-    """``split(name) -> (uint8 images, float32 labels)``, read once, when a method asks
-    (int8 calibrates on ``val``, l1_finetune trains on ``train``)."""
-    cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-    def split(name: str) -> tuple[np.ndarray, np.ndarray]:
-        if name not in cache:
-            labels, images = load_split(prepared, name, verify="full")
-            cache[name] = np.array(images), labels[classes].to_numpy(np.float32, copy=True)
-        return cache[name]
-
-    return split
