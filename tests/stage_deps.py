@@ -97,6 +97,22 @@ def expand(deps: list[str]) -> set[str]:
     return out
 
 
+def check_study_file(doc: dict, known: set[Path], items: dict[str, str]) -> None:
+    """A study's pipeline file: every stage runs at the root (wdir ../..), its source deps are
+    its import closure, and every out is a ``Layout`` path in ``known`` once ``${data.name}``
+    is ``synthetic`` and each ``${item.<key>}`` is ``items[key]``."""
+    for name, stage in doc["stages"].items():
+        assert stage["wdir"] == "../..", name
+        module = stage["cmd"].split()[1].replace("-", "_")
+        declared = [d for d in stage["deps"] if d.startswith("src/")]
+        assert expand(declared) == set(stage_sources(module)), f"paste `python tests/stage_deps.py {module}`"
+        for entry in [*stage.get("outs", []), *stage.get("metrics", [])]:
+            path = (next(iter(entry)) if isinstance(entry, dict) else entry).replace("${data.name}", "synthetic")
+            for key, value in items.items():
+                path = path.replace("${item.%s}" % key, value)
+            assert Path(path) in known, f"{name}: {path} is not built by cxrprune.core.layout"
+
+
 def rewrite_deps(dvc_file: Path) -> None:
     """Replace the ``src/cxrprune`` deps of every ``cxrprune <stage>`` stage of ``dvc_file``
     with its import closure (other deps and the file's layout kept)."""
