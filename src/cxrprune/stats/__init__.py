@@ -16,6 +16,8 @@ Modules:
   the fixed-sequence procedure over compression levels (Maurer, Hothorn & Lehmacher 1995);
 - :mod:`~cxrprune.stats.power`: the minimum detectable effect of a t test (exact noncentral t);
 - :mod:`~cxrprune.stats.order`: the distribution-free (sign-test) interval of a median;
+- :mod:`~cxrprune.stats.signflip`: the sign-flip test of a mean within-unit difference (the
+  frequency intervention's within-class contrasts);
 - :mod:`~cxrprune.stats.multiplicity`: Holm (1979) and Bonferroni adjusted p-values;
 - :mod:`~cxrprune.stats.clustered`: reader-study comparisons with the image, not the rating,
   as the unit (no pseudo-replication);
