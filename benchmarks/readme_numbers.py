@@ -422,21 +422,37 @@ def intervention_answer(o: Outputs) -> str:
             return f"not testable ({r['n']} classes)"
         return f"{r['mean']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], p {p_(r['p'])}, {r['n']} classes"
 
+    def shown(key: str) -> bool:
+        return d[key].get("p") is not None and d[key]["p"] <= 0.05
+
+    def edge(key: str) -> str:
+        """Where the sign-flip test and the t interval disagree, say so: the result is at the edge."""
+        r = d[key]
+        if r.get("p") is None or r.get("ci_low") is None:
+            return ""
+        if shown(key) == (r["ci_low"] <= 0.0 <= r["ci_high"]):
+            return " (the t interval and the sign-flip test disagree: at the edge of significance)"
+        return ""
+
     cal = d.get("calibration", {})
     power = ", ".join(f"{v:.0%} at a loss of {k}" for k, v in cal.get("power", {}).items())
     left = "; ".join(f"{x['class']} ({x['reason']})" for x in d["left_out"]) or "none"
+    control = ("hiding the other half's positives also changed a common class's retained AUROC (common arm "
+               "minus control: {}): masking itself matters, and the rare-vs-common contrast cancels it only as far "
+               "as each arm hides half of the classes" if shown("masking_control") else
+               "hiding the other half's positives changed nothing detectable for a common class (common arm minus "
+               "control: {})").format(test("masking_control"))
     lines = [
-        f"With {d['seeds']} seed(s) per arm and {d['keep']:g} of a class's training positives kept in its rare arm: "
+        f"With {d['seeds']} seed{'s' if d['seeds'] != 1 else ''} per arm and {d['keep']:g} of a class's training positives kept in its rare arm: "
         f"**{d['verdict']}** (retained AUROC, mean over the levels, rare arm minus common arm: {test('frequency')}; "
-        f"sign-flip test over classes, 95% t interval).",
-        f"The intervention took effect (dense AUROC rare minus common: {test('manipulation')}); masking the other "
-        f"half's positives changed nothing detectable for a common class (common arm minus control: "
-        f"{test('masking_control')}); first drop rare minus common: {test('first_drop')}.",
+        f"sign-flip test over classes, 95% t interval){edge('frequency')}.",
+        f"The intervention took effect (dense AUROC rare minus common: {test('manipulation')}); {control}; first "
+        f"drop rare minus common: {test('first_drop')}.",
         f"Classes left out: {left}.",
     ]
     if cal.get("false_positive_rate") is not None:
         lines.append(f"On the study's own between-arm noise (the masking-control differences, {cal['classes']} classes, "
-                     f"{cal['replicates']} planted replicates each) the verdict says \"rare forgotten more\" "
+                     f"{cal['replicates']} replicates per planted loss) the verdict says \"rare forgotten more\" "
                      f"{cal['false_positive_rate']:.1%} of the time when nothing is planted, and {power} "
                      "(`metrics/synthetic/frequency_intervention.json`).")
     return "\n".join(lines) + "\n"
