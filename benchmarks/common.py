@@ -178,6 +178,9 @@ class _Tee(io.TextIOBase):
             st.flush()
 
 
+KERNEL_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "NPY_DISABLE_CPU_FEATURES")
+
+
 @contextlib.contextmanager
 def record(script: str, args: object | None = None) -> Iterator[dict]:
     """Run a benchmark's main body; yields a dict the script fills with its figures.
@@ -212,6 +215,10 @@ def record(script: str, args: object | None = None) -> Iterator[dict]:
         "nproc": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        # the kernels torch actually dispatched to, and any limit set on them (an AVX2 estimate
+        # on an AVX-512 machine is labelled one by these)
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "kernel_limits": {k: os.environ[k] for k in KERNEL_LIMITS if k in os.environ},
         "python": platform.python_version(),
         "load_average_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "wall_s": wall,

@@ -533,7 +533,7 @@ def repro_time(o: Outputs) -> str:
         earlier.append(f"{_min_s(f['total_s'])} ({m['cpu_model']}, {m['started_utc']}, the stages' CPU share "
                        f"{f['children_cpu_share']:.2f}; `{path.relative_to(o.root)}`)")
     if earlier:
-        line = line.rstrip("\n") + " Earlier runs of the same default on this machine kind: " + "; ".join(earlier) + ".\n"
+        line = line.rstrip("\n") + " Other runs of the same default: " + "; ".join(earlier) + ".\n"
     return line
 
 
@@ -550,6 +550,8 @@ def _repro_line(o: Outputs, name: str, what: str) -> str:
     groups = ", ".join(f"{stage} {s:.0f} s" for stage, s in f["stage_groups_s"].items())
     flags = m.get("cpu_flags") or []
     kind = "with AMX" if "amx_bf16" in flags else ("with AVX-512 BF16, no AMX" if "avx512_bf16" in flags else "")
+    if m.get("kernel_limits", {}).get("ATEN_CPU_CAPABILITY") == "avx2":
+        kind += ("; " if kind else "") + "torch and numpy limited to AVX2 kernels: an estimate of the AVX2-only kind"
     shared = (f" The machine was shared during this run (the stages got {f['children_cpu_share']:.2f} of "
               f"{m['nproc']} cores): the stages' own CPU time was {f['children_cpu_s'] / 60:.0f} CPU-minutes, and a "
               "quiet run takes less wall time." if f["children_cpu_share"] < 0.75 * m["nproc"] else "")
