@@ -255,8 +255,8 @@ def render(experiments: list[Experiment], skipped: list[str], figure: Path | Non
              f"committed as read in `{snapshot.as_posix()}/<experiment>/`. "
              f"{CELLS} " + ", ".join(f"{s} {v}" for v, s in SYMBOL.items()) + ".", ""]
     if any(e.findings.get("calibration") for e in experiments):
-        lines += [("> Runs on the embedded synthetic data are **calibration, not replication**: the generator was "
-                   "tuned until findings appeared. A verdict that survives other `synthetic.seed` values is robust "
+        lines += [("> Runs on the embedded synthetic data are **calibration, not replication**: the generator "
+                   "plants few of the paper's mechanisms. A verdict that survives other `synthetic.seed` values is robust "
                    "to the draw of the data, not evidence for the paper."), ""]
     head = ["finding"] + [f"`{e.name}`" for e in experiments] + ["reproduced"]
     lines += [_row(head), _row(["---"] * len(head))]
