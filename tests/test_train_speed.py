@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -269,3 +271,15 @@ def test_benchmark_reads_the_kept_epoch_from_the_loop_itself(data):
     for side in res.values():
         assert side["reached"] == bench.time_to_target(side["history"], side["kept_epochs"], today["kept_map"])
     assert today["reached"] is not None  # today's own kept model has today's val mAP by its last epoch
+
+
+@pytest.mark.parametrize("limits", [{"ONEDNN_MAX_CPU_ISA": "AVX2"}, {"ATEN_CPU_CAPABILITY": "avx2"}])
+def test_auto_precision_is_fp32_when_the_kernels_are_limited_to_avx2(limits):
+    """The AVX2 estimate on an AMX machine (README, Run time) must train what the AVX2-only kind
+    trains: with oneDNN or ATen limited to AVX2, bf16 would be emulated, so `auto` gives fp32
+    although the hardware (torch.cpu.get_capabilities) still reports AMX."""
+    code = ("from cxrprune.core.numerics import cpu_features, resolve_precision; "
+            "print(resolve_precision('auto', 'cpu'), sorted(k for k, v in cpu_features().items() if v))")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **limits}, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["fp32", "[]"], out

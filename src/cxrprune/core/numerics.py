@@ -16,6 +16,7 @@ fp16 training runs with a gradient scaler (fp16's small range underflows gradien
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator
 
 import torch
@@ -27,10 +28,23 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def cpu_features() -> dict[str, bool]:
-    """The CPU's lower-precision features as torch's own dispatcher sees them."""
+    """The CPU's lower-precision features that torch's kernels may use here.
+
+    ``torch.cpu.get_capabilities`` reports the hardware, whatever the kernel limits: under
+    ``ONEDNN_MAX_CPU_ISA=AVX2`` (or ``ATEN_CPU_CAPABILITY=avx2``, the way an AVX-512 machine
+    estimates the AVX2-only kind) oneDNN may not use AMX or AVX-512, so bf16 would be emulated
+    and ``auto`` must pick fp32, as it does on the AVX2-only machine itself.
+    """
     caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
-    return {name: bool(caps.get(name, False)) for name in ("avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16",
-                                                            "amx_fp16")}
+    features = {name: bool(caps.get(name, False)) for name in ("avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16",
+                                                                "amx_fp16")}
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").strip().upper() or "ALL"
+    aten_avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    if not aten_avx512 or (isa != "ALL" and "AVX512" not in isa and "AVX10" not in isa):
+        return dict.fromkeys(features, False)
+    if isa != "ALL" and "AMX" not in isa:
+        features.update(amx_bf16=False, amx_tile=False, amx_fp16=False)
+    return features
 
 
 def resolve_precision(setting: str, device: torch.device | str, key: str = "train.precision") -> str:
