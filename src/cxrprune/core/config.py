@@ -141,6 +141,11 @@ class SyntheticConfig:
     label_noise: float = 0.05  # fraction of images with one flipped label
     degrade_rate: float = 0.1  # fraction of images with blur/noise/exposure degradation
     signal: float = 1.0  # global contrast of the findings' visual signatures
+    # Routes planted from the images to what the analyses measure (datasets/synth/mechanisms.py):
+    # [] is the negative control; each route is linear in `effect`.
+    mechanisms: list[Literal["frequency", "label_noise", "quality"]] = field(
+        default_factory=lambda: ["label_noise", "quality"])
+    effect: float = 1.0
 
     def __post_init__(self) -> None:
         _require(0 <= self.seed < 2**32, "synthetic.seed", "an integer in [0, 2**32)", self.seed)
@@ -161,6 +166,12 @@ class SyntheticConfig:
             v = getattr(self, key)
             _require(0 <= v < 1, f"synthetic.{key}", "a rate in [0, 1)", v)
         _require(0 < self.signal <= 100, "synthetic.signal", "a positive number (at most 100)", self.signal)
+        _require(len(set(self.mechanisms)) == len(self.mechanisms), "synthetic.mechanisms",
+                 "a list of frequency, label_noise, quality without duplicates ([] = nothing planted)",
+                 self.mechanisms)
+        _require(isinstance(self.effect, (int, float)) and not isinstance(self.effect, bool)
+                 and 0 <= self.effect <= 1, "synthetic.effect",
+                 "a number in [0, 1] (0 = nothing planted, 1 = each listed mechanism at full strength)", self.effect)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from cxrprune.core.atomic import atomic_dir
 from cxrprune.core.classes import NIH_CXR_LT_CLASSES, nih_train_prevalence
 from cxrprune.core.config import SyntheticConfig
 from cxrprune.core.errors import ConfigError
-from cxrprune.datasets.synth import render
+from cxrprune.datasets.synth import mechanisms, render
 from cxrprune.datasets.synth.labels import (
     FINDING_INDICES,
     NO_FINDING_INDEX,
@@ -184,17 +184,23 @@ def render_patient(cfg: SyntheticConfig, image_dir: Path, task: tuple[int, list[
                    ) -> list[tuple[float, str]]:
     """Render and write one patient's images; returns (quality, degradation) per image.
 
-    Label noise is not independent of the image, as with report-mined labels: the flipped
-    class is drawn faintly (an ambiguous finding is what a report gets wrong).
+    Under the ``label_noise`` route label noise is not independent of the image, as with
+    report-mined labels: the flipped class is drawn faintly (an ambiguous finding is what a
+    report gets wrong). ``cfg.mechanisms`` says which routes are planted
+    (:mod:`~cxrprune.datasets.synth.mechanisms`).
     """
     patient, true_labels, flipped = task
     body_rng = stream(cfg.seed, _ANATOMY, patient)
     anatomy, geometry = render.draw_anatomy(body_rng), render.draw_geometry(body_rng)
+    fragility = mechanisms.class_fragility(mechanisms.strength(cfg.mechanisms, cfg.effect, "frequency"))
+    faint_effect = mechanisms.strength(cfg.mechanisms, cfg.effect, "label_noise")
+    quality_effect = mechanisms.strength(cfg.mechanisms, cfg.effect, "quality")
     results = []
     for k, labels in enumerate(true_labels):
         rng = stream(cfg.seed, _IMAGE, patient, k)
-        image = render.render(labels, anatomy, geometry, rng, cfg.image_size, cfg.signal, faint=flipped[k])
-        image, quality, kind = render.degrade(image, rng, cfg.degrade_rate)
+        image = render.render(labels, anatomy, geometry, rng, cfg.image_size, cfg.signal, faint=flipped[k],
+                              faint_effect=faint_effect, fragility=fragility)
+        image, quality, kind = render.degrade(image, rng, cfg.degrade_rate, quality_effect)
         Image.fromarray(render.to_uint8(image)).save(image_dir / image_id(patient, k), format="PNG")
         results.append((quality, kind))
     return results

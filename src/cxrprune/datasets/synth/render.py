@@ -554,23 +554,33 @@ FAINT = 0.35  # a faint finding's strength, as a fraction of its class's lowest 
 
 
 def render(labels: np.ndarray, anatomy: Anatomy, geometry: np.ndarray, rng: np.random.Generator,
-           size: int = 128, signal: float = 1.0, faint: int = -1) -> np.ndarray:
+           size: int = 128, signal: float = 1.0, faint: int = -1, faint_effect: float = 1.0,
+           fragility: Sequence[float] | None = None) -> np.ndarray:
     """A float32 image in [0, 1] showing the findings that are 1 in ``labels`` (canonical order).
 
     ``faint`` (a class index) is drawn, present in ``labels`` or not, at a fraction of its
     lowest severity: the ambiguous trace behind a label-noise flip (a report that names a
-    barely visible finding, or misses one). ``rng`` is consumed identically whatever the
-    labels (finding textures come from a child generator), so one seed renders the same
-    patient, pose, exposure and noise with or without a finding: the difference is the
+    barely visible finding, or misses one). ``faint_effect`` (the ``label_noise`` route of
+    :mod:`~cxrprune.datasets.synth.mechanisms`) moves linearly from the truth (0: the class is
+    drawn as the true labels say) to that faint trace (1). ``fragility`` multiplies each
+    finding's strength (the ``frequency`` route). ``rng`` is consumed identically whatever the
+    labels and routes (finding textures come from a child generator), so one seed renders the
+    same patient, pose, exposure and noise with or without a finding: the difference is the
     finding's signature alone.
     """
     # Python floats, not NumPy scalars: a float64 scalar would promote every float32 array.
     strength = (rng.uniform(_SEVERITY_LOW, _SEVERITY_HIGH) * signal).tolist()
-    if faint >= 0:
+    if fragility is not None:
+        strength = [s * float(m) for s, m in zip(strength, fragility)]
+    if faint >= 0 and faint_effect > 0.0:
+        j = FINDING_INDICES.index(faint)
+        trace = float(_SEVERITY_LOW[j] * FAINT * signal) * (1.0 if fragility is None else float(fragility[j]))
+        if faint_effect >= 1.0:
+            strength[j] = trace
+        else:  # a dropped finding fades from its true strength, an added one grows from nothing
+            strength[j] = (1.0 - faint_effect) * strength[j] * float(labels[faint]) + faint_effect * trace
         labels = labels.copy()
         labels[faint] = 1
-        j = FINDING_INDICES.index(faint)
-        strength[j] = float(_SEVERITY_LOW[j] * FAINT * signal)
     geometry = geometry.tolist()
     textures = np.random.default_rng(rng.integers(2**63))
     present = [j for j, c in enumerate(FINDING_INDICES) if labels[c]]
@@ -588,12 +598,25 @@ def render(labels: np.ndarray, anatomy: Anatomy, geometry: np.ndarray, rng: np.r
 # --------------------------------------------------------------------------- degradation
 
 
-def degrade(image: np.ndarray, rng: np.random.Generator, rate: float) -> tuple[np.ndarray, float, str]:
+def degrade(image: np.ndarray, rng: np.random.Generator, rate: float, effect: float = 1.0
+            ) -> tuple[np.ndarray, float, str]:
     """With probability ``rate`` blur, noise or mis-expose the image; returns (image, quality, kind).
 
     Severities are sized for the 48 px training resolution, so a degraded image is
-    still visibly degraded after downsampling. Quality is 1 for pristine images.
+    still visibly degraded after downsampling. Quality is 1 for pristine images. ``effect``
+    (the ``quality`` route of :mod:`~cxrprune.datasets.synth.mechanisms`) scales the pixel
+    change, not the nominal quality and kind: at 0 the image is untouched but still recorded as
+    degraded, the negative control. ``rng`` is consumed identically whatever ``effect``.
     """
+    original = image
+    image, quality, kind = _degrade(image, rng, rate)
+    if kind == "none" or effect >= 1.0:
+        return image, quality, kind
+    blended = original + _F32(effect) * (image - original)
+    return np.clip(blended, 0.0, 1.0).astype(_F32, copy=False), quality, kind
+
+
+def _degrade(image: np.ndarray, rng: np.random.Generator, rate: float) -> tuple[np.ndarray, float, str]:
     if rng.random() >= rate:
         return image, 1.0, "none"
     kind = DEGRADATIONS[int(rng.integers(len(DEGRADATIONS)))]

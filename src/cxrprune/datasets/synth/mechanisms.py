@@ -1,0 +1,61 @@
+"""The routes the synthetic generator can plant from an image to what the analyses measure.
+
+The generator is the project's calibration: a finding that the pipeline reports on it should
+be one that was planted, and a finding that was not planted should not be reported. So each
+route is a switch (``synthetic.mechanisms``) with one strength (``synthetic.effect``, 0..1,
+each route linear in it), and ``mechanisms: []`` is the negative control, no route at all:
+
+- ``frequency``: rarer classes are drawn with weaker signatures (lower severity: smaller,
+  fainter lesions), the rarest at ``1 - FRAGILITY * effect`` of the strength it would have.
+  The paper's "rare classes are forgotten more" then has a cause in the images: weak
+  evidence is what a pruned network is expected to lose first. Without it, a class's
+  signature does not depend on its frequency (only the number of training examples does).
+- ``label_noise``: the class whose CSV label is flipped is drawn faintly (borderline evidence,
+  at ``render.FAINT`` of its lowest severity at effect 1), the ambiguity that makes a report
+  wrong and a model unsure. Without it, flips live in the CSV only: the image shows the truth.
+- ``quality``: degraded images are blurred, noised or mis-exposed with ``effect`` times the
+  pixel change. Without it, the truth table still marks the same images as degraded, with the
+  same nominal quality, but their pixels are untouched: a degraded image is no harder.
+
+What a route changes is limited to its own images: with one route alone, every other image is
+byte-identical to the negative control's (``tests/test_synth_mechanisms.py``), and the labels,
+splits and truth table are identical under every setting.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from cxrprune.core.classes import nih_train_prevalence
+from cxrprune.datasets.synth.labels import FINDING_INDICES
+
+MECHANISMS = ("frequency", "label_noise", "quality")
+FRAGILITY = 0.5  # the rarest class's signature loses this fraction of its strength at effect 1
+
+
+def strength(mechanisms: Sequence[str], effect: float, mechanism: str) -> float:
+    """The strength of ``mechanism`` in [0, 1]: ``effect`` if it is planted, else 0."""
+    if mechanism not in MECHANISMS:
+        raise ValueError(f"unknown mechanism {mechanism!r}; choose from {', '.join(MECHANISMS)}")
+    return float(effect) if mechanism in mechanisms else 0.0
+
+
+def rarity() -> np.ndarray:
+    """Each finding's rarity in [0, 1] (canonical finding order): 0 for the most frequent class of
+    the label model (NIH-CXR-LT's training prevalence), 1 for the rarest, by rank, so the route's
+    strength does not depend on how far apart two prevalences happen to be."""
+    prevalence = nih_train_prevalence()[list(FINDING_INDICES)]
+    order = np.argsort(-prevalence, kind="stable")
+    ranks = np.empty(len(order))
+    ranks[order] = np.arange(len(order))
+    return ranks / (len(order) - 1)
+
+
+def class_fragility(frequency_effect: float) -> list[float] | None:
+    """Per-finding strength multipliers of the ``frequency`` route (``None`` when it is off, so
+    the unplanted generator multiplies nothing and stays byte-identical)."""
+    if frequency_effect <= 0.0:
+        return None
+    return (1.0 - FRAGILITY * frequency_effect * rarity()).tolist()
