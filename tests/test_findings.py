@@ -275,3 +275,22 @@ def test_safe_sparsity_reads_non_inferiority_and_keeps_the_papers_rule_beside_it
     few = fd.measure({}, {"max_noninferior_sparsity": None,
                           "noninferiority_note": "non-inferiority not measured: 2 seeds"}, None)["safe_sparsity"]
     assert fd.verdict(CLAIM["safe_sparsity"], few, 0.05) == fd.NOT_MEASURED
+
+
+@pytest.mark.parametrize("mechanisms, effect", [([], 1.0), (["frequency"], 1.0), (["label_noise", "quality"], 1.0),
+                                                (["frequency", "label_noise", "quality"], 0.0)])
+def test_report_says_per_finding_whether_the_generator_planted_it(mechanisms, effect):
+    summary, evaluation, reader = _metrics()
+    rows = fd.assess(summary, evaluation, reader, 0.05)
+    text = report.render(rows, name="synthetic", synthetic=True, params={}, alpha=0.05,
+                         report_path=Layout("synthetic").findings_md, layout=Layout("synthetic"),
+                         planted=(mechanisms, effect))
+    assert len(report.parse_table(text)) == len(fd.CLAIMS)  # the findings table still parses alone
+    section = text.split("## What the generator planted", 1)[1]
+    for i, claim in enumerate(fd.CLAIMS, 1):
+        line = next(x for x in section.splitlines() if x.startswith(f"{i}. {claim.title}: "))
+        planted = effect > 0 and bool(set(claim.routes) & set(mechanisms))
+        assert ("**planted**" in line) == planted, line
+    real = report.render(rows, name="nih", synthetic=False, params={}, alpha=0.05,
+                         report_path=Layout("nih").findings_md, layout=Layout("nih"))
+    assert "What the generator planted" not in real

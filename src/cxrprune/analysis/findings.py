@@ -85,6 +85,10 @@ class Claim:
     direction: int  # +1: the paper's effect is above the null, -1: below, 0: a threshold finding
     null: float
     limits: str = ""  # what this run's measurement cannot show, where that is not obvious
+    # The synthetic generator's routes that plant this effect (synthetic.mechanisms,
+    # datasets/synth/mechanisms.py); () where none does, so "reproduced" there on synthetic data
+    # is a false positive or a side effect of the generator's other choices.
+    routes: tuple[str, ...] = ()
 
 
 _SYNTHETIC = "synthetic truth: says nothing about real images"
@@ -100,15 +104,17 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("rare_forgotten_earlier", "Rare classes are forgotten earlier",
           "first 20% drop vs ln(train count): r=0.64, rho=0.61",
           "Spearman rho, first level keeping < 80% of the dense AUROC above chance vs ln(train count), learned "
-          "classes", +1, 0.0, _ACROSS_CLASSES + "; classes that never drop and classes never learned are left out"),
+          "classes", +1, 0.0, _ACROSS_CLASSES + "; classes that never drop and classes never learned are left out",
+          routes=("frequency",)),
     Claim("rare_forgotten_more", "Rare classes are forgotten more at 95% sparsity",
           "dAP@95 vs ln(train count): r=0.80, rho=0.75",
           "Spearman rho, retained AUROC above chance at 95% minus 1 vs ln(train count), learned classes", +1, 0.0,
-          _ACROSS_CLASSES + "; classes never learned are left out"),
+          _ACROSS_CLASSES + "; classes never learned are left out", routes=("frequency",)),
     Claim("fcd_frequency", "Classes of different frequency have dissimilar forgettability curves",
           "FCD vs |d ln f|: r=0.71, rho=0.64",
           "Spearman rho, FCD of retained-AUROC curves vs |d ln f|, learned classes (Mantel p)", +1, 0.0,
-          "an association over class pairs; frequency and co-occurrence are entangled (partial test beside it)"),
+          "an association over class pairs; frequency and co-occurrence are entangled (partial test beside it)",
+          routes=("frequency",)),
     Claim("fcd_cooccurrence", "Co-occurring classes have similar forgettability curves",
           "FCD vs IoU^(1/4): r=-0.43, rho=-0.47",
           "Spearman rho, FCD of retained-AUROC curves vs IoU^(1/4), learned classes (Mantel p)", -1, 0.0,
@@ -116,24 +122,24 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("pie_rare", "PIEs are enriched for rare classes",
           "rare classes 3-15x over-represented among PIEs (poster)",
           "Spearman rho, smoothed PIE enrichment vs ln(train count), every class (flag-permutation p)", -1, 0.0,
-          "a trend across classes, not which classes are enriched"),
+          "a trend across classes, not which classes are enriched", routes=("frequency",)),
     Claim("pie_3plus", "PIEs are enriched for images with 3+ findings",
           "~2x (poster)", "PIE / non-PIE ratio of images with 3+ findings", +1, 1.0),
     Claim("pie_label_noise", "PIEs carry more label noise",
           "more label noise (reader study)", "PIE / non-PIE ratio of flipped labels (synthetic ground truth)",
-          +1, 1.0, _SYNTHETIC),
+          +1, 1.0, _SYNTHETIC, routes=("label_noise",)),
     Claim("pie_low_quality", "PIEs have lower image quality",
           "lower quality (reader study)", "mean quality, PIE minus non-PIE (synthetic ground truth)", -1, 0.0,
-          _SYNTHETIC),
+          _SYNTHETIC, routes=("quality",)),
     Claim("reader_label_noise", "Readers agree less with PIEs' labels",
           "more label noise (reader study)", "rank-biserial r of each image's share agreeing with the label, PIE vs "
-          "non-PIE images", -1, 0.0, _READERS),
+          "non-PIE images", -1, 0.0, _READERS, routes=("label_noise",)),
     Claim("reader_quality", "Readers rate PIEs' image quality lower",
           "lower quality (reader study)", "rank-biserial r of each image's mean quality rating (1-5), PIE vs non-PIE "
-          "images", -1, 0.0, _READERS),
+          "images", -1, 0.0, _READERS, routes=("quality",)),
     Claim("reader_difficulty", "Readers rate PIEs harder to diagnose",
           "higher difficulty (reader study)", "rank-biserial r of each image's mean difficulty rating (1-5), PIE vs "
-          "non-PIE images", +1, 0.0, _READERS),
+          "non-PIE images", +1, 0.0, _READERS, routes=("label_noise", "quality")),
 )
 
 

@@ -27,13 +27,12 @@ from cxrprune.core.layout import ANALYZE_FIGURES, VALIDATION, Layout
 HEADER = ["#", "finding", "paper", "this run: statistic", "value [95% CI]", "p", "p (Holm)", "verdict",
           "FPR / power (planted)", "cannot show"]
 CALIBRATION_NOTE = (
-    "**Calibration, not replication.** This run uses the embedded synthetic dataset. Its generator plants few "
-    "of the paper's mechanisms: a flipped label's class is drawn faintly (ambiguity behind label noise), but "
-    "degraded images are drawn at random and nothing ties a class's frequency to its fragility beyond its "
-    "fewer examples. So a verdict here is not evidence that the paper's effect holds, nor by itself that the "
-    "pipeline detects it: each row's FPR / power column, measured on planted tables, says that. Rerun with "
-    "other `synthetic.seed` values (`cxrprune compare`) to see which verdicts survive a new draw of the data, "
-    "and on real data to test them.")
+    "**Calibration, not replication.** This run uses the embedded synthetic dataset. Its generator plants only "
+    "the routes `synthetic.mechanisms` lists (section \"What the generator planted\" below); nothing else ties "
+    "a class's frequency to its fragility beyond its fewer examples. So a verdict here is not evidence that the "
+    "paper's effect holds, nor by itself that the pipeline detects it: each row's FPR / power column, measured "
+    "on planted tables, says that. Rerun with other `synthetic.seed` values (`cxrprune compare`) to see which verdicts survive a new "
+    "draw of the data, and on real data to test them.")
 
 
 def fmt(x: float | None) -> str:
@@ -105,9 +104,31 @@ def stat_text(f: Finding) -> str:
     return f"{f.claim.statistic} ({'; '.join(parts)})" if parts else f.claim.statistic
 
 
+def planted_section(findings: list[Finding], mechanisms: list[str], effect: float) -> list[str]:
+    """Which findings the synthetic generator planted in this run (``synthetic.mechanisms`` at
+    ``synthetic.effect``), one row per finding, so a verdict reads against what was there."""
+    listed = ", ".join(mechanisms) or "none: the negative control"
+    lines = ["## What the generator planted", "",
+             f"`synthetic.mechanisms: [{', '.join(mechanisms)}]` ({listed}), `synthetic.effect: {effect:g}` "
+             "(README, Calibration). A route draws the effect into the images; **reproduced** on a finding "
+             "that nothing planted is a false positive or a side effect of the generator's other choices (rare "
+             "classes have fewer training examples under every setting: the cause "
+             "`studies/frequency-intervention` tests).", ""]
+    # A list, not a table: parse_table reads the report's one table (compare's snapshots rely on it).
+    for i, f in enumerate(findings, 1):
+        routes = f.claim.routes
+        on = [r for r in routes if r in mechanisms and effect > 0]
+        planted = f"**planted** ({', '.join(on)}, effect {effect:g})" if on else "not planted"
+        lines.append(f"{i}. {f.claim.title}: {planted}; its route{'s' if len(routes) > 1 else ''}: "
+                     f"{', '.join(routes) or 'none in the generator'}")
+    return lines + [""]
+
+
 def render(findings: list[Finding], *, name: str, synthetic: bool, params: dict[str, Any], alpha: float,
-           report_path: Path, layout: Layout, validation: dict[str, Any] | None = None) -> str:
-    """The markdown of ``findings.md``."""
+           report_path: Path, layout: Layout, validation: dict[str, Any] | None = None,
+           planted: tuple[list[str], float] | None = None) -> str:
+    """The markdown of ``findings.md``; ``planted`` (synthetic data: its mechanisms and effect)
+    adds the section that says, per finding, whether the generator planted it."""
     lines = [f"# Findings of Holste et al. (MICCAI 2023) on `{name}`", ""]
     if synthetic:
         lines += [f"> {CALIBRATION_NOTE}", ""]
@@ -146,6 +167,8 @@ def render(findings: list[Finding], *, name: str, synthetic: bool, params: dict[
                fmt_p(m.p_holm), f"**{f.verdict}**", validation_cell(validation, f.claim.key), cannot_show(f.claim, m)]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
     lines += ["", "Sources: " + "; ".join(f"{i}: `{f.measured.source}`" for i, f in enumerate(findings, 1)), ""]
+    if planted is not None:
+        lines += planted_section(findings, *planted)
     lines += ["## Figures", ""]
     rel = Path(os.path.relpath(layout.figures, report_path.parent))
     for fig in ANALYZE_FIGURES:

@@ -50,7 +50,8 @@ def run(params: Params) -> None:
     # The committed planted-effect rates (optional: a clone without them reports "not validated").
     validation = _validation()
     text = report.render(rows, name=params.data.name, synthetic=synthetic, params=experiment, alpha=alpha,
-                         report_path=out.findings_md, layout=out, validation=validation)
+                         report_path=out.findings_md, layout=out, validation=validation,
+                         planted=(list(params.synthetic.mechanisms), params.synthetic.effect) if synthetic else None)
     write_json(out.findings_json, report.document(rows, calibration=synthetic, alpha=alpha))
     write_text(out.findings_md, text)
     counts = {v: sum(f.verdict == v for f in rows) for v in findings.VERDICTS}
