@@ -29,11 +29,11 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from cxrprune.analysis.metrics import average_precision, roc_auc
 from cxrprune.core.config import TrainConfig
 from cxrprune.core.errors import CxrpruneError
 from cxrprune.core.numerics import autocast, grad_scaler, resolve_precision
 from cxrprune.core.runtime import cache_on_device, cpu_heap_reuse, pick_device, set_threads
+from cxrprune.stats.metrics import average_precision, roc_auc
 from cxrprune.training.augment import augment, normalize, to_unit
 from cxrprune.training.modelfile import HISTORY_COLUMNS
 from cxrprune.training.models import build_model
