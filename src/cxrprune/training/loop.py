@@ -127,7 +127,7 @@ def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_i
                   initial=first, total=cfg.epochs)
     for epoch in ([] if stopped else epochs):
         start = time.perf_counter()
-        train_loss = _train_epoch(step_model, optimizer, loss_fn, x_train, y_train, cfg, gen, device, epoch=epoch,
+        train_loss = train_epoch(step_model, optimizer, loss_fn, x_train, y_train, cfg, gen, device, epoch=epoch,
                                   precision=precision, scaler=scaler, w=w_train, ema=ema)
         val_loss, val_probs = _validate(judged, loss_fn, x_val, y_val, cfg.batch_size, device, precision)
         row = {
@@ -253,7 +253,7 @@ def adam(parameters, cfg: TrainConfig) -> torch.optim.Adam:
     return torch.optim.Adam(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
 
 
-def _train_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device, *, epoch: int = 0,
+def train_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device, *, epoch: int = 0,
                  precision: str = "fp32", scaler=None, w=None, ema: AveragedModel | None = None) -> float:
     """One pass over the uint8 cache ``x`` in a seeded random order.
 
