@@ -22,7 +22,8 @@ import pandas as pd
 from cxrprune.core.config import Params, to_dict
 from cxrprune.core.errors import DataError, TrackingError
 from cxrprune.tracking import store
-from cxrprune.training.modelfile import read_history, read_run_record
+from cxrprune.tracking.run_record import read_run_record
+from cxrprune.training.modelfile import read_history
 
 
 def run_tags(params: Params, seed: int) -> dict[str, str]:
