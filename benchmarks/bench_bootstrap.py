@@ -5,7 +5,7 @@ The default run has 5 seeds x 2 methods x 20 levels = 200 blocks of 900 test ima
 classes. This script builds random blocks of that shape (long-tailed labels, float32
 probabilities) and times, interleaved and repeated:
 
-- metrics: :func:`cxrprune.analysis.metrics.metrics_for_blocks` (AP, AUROC, F1 of every
+- metrics: :func:`cxrprune.stats.metrics.metrics_for_blocks` (AP, AUROC, F1 of every
   block: what evaluate computes without intervals);
 - bootstrap: :class:`cxrprune.analysis.uncertainty.Collector` (AP of every class of every
   block for every one of ``--resamples`` resamples) plus :func:`map_intervals`.
@@ -26,7 +26,7 @@ import pandas as pd
 from common import STUDY_LEVELS, record  # sets up sys.path for src/
 
 from cxrprune.analysis import uncertainty
-from cxrprune.analysis.metrics import metrics_for_blocks
+from cxrprune.stats.metrics import metrics_for_blocks
 
 
 def tables(seeds: int, n: int, c: int, rng: np.random.Generator):

@@ -5,7 +5,7 @@ are 600 blocks of ~21,000 test images x 20 classes. This script builds random bl
 that shape (long-tailed labels with the real NIH-CXR-LT val+test prevalences for 20
 classes, float32 probabilities like the prediction files), then times
 
-- ours: :func:`cxrprune.analysis.metrics.metrics_for_blocks` -- AP *and* AUROC and F1 of every
+- ours: :func:`cxrprune.stats.metrics.metrics_for_blocks` -- AP *and* AUROC and F1 of every
   class, with 1 thread and with ``--workers`` threads;
 - sklearn: ``average_precision_score`` called per class and block -- AP only;
 
@@ -29,8 +29,8 @@ import numpy as np
 from common import record
 from sklearn.metrics import average_precision_score
 
-from cxrprune.analysis.metrics import metrics_for_blocks
 from cxrprune.core.classes import NIH_VALTEST_IMAGES, nih_valtest_cooccurrence
+from cxrprune.stats.metrics import metrics_for_blocks
 
 
 def prevalence(n_classes: int) -> np.ndarray:

@@ -415,7 +415,7 @@ def report(args, sizes, levels, fixed_base, fixed_ours_seed, fixed_ours_apply, f
 
 def ap_check(args) -> None:
     """bf16 autocast vs fp32 on the synthetic study data: probabilities and per-class AP."""
-    from cxrprune.analysis.metrics import average_precision
+    from cxrprune.stats.metrics import average_precision
     from cxrprune.core.config import TrainConfig
     from cxrprune.datasets.sources import read_source
     from cxrprune.training.loop import train_model

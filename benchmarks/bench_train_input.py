@@ -1,6 +1,6 @@
 """Training input: images/s of the training loop vs the model's own forward+backward+step.
 
-Ours: ``cxrprune.training.loop._train_epoch``, the training loop itself: a seeded permutation,
+Ours: ``cxrprune.training.loop.train_epoch``, the training loop itself: a seeded permutation,
 uint8 rows gathered from the in-memory cache, converted to float, augmented as a batch
 (random flip + rotation up to 15 degrees, one ``affine_grid``/``grid_sample``), normalised
 to 3-channel channels-last, then forward, BCE loss, backward and an Adam step.
@@ -8,7 +8,7 @@ to 3-channel channels-last, then forward, BCE loss, backward and an Adam step.
 Reference: the same model, loss and optimizer on inputs already augmented, normalised and
 in memory (the same number of batches of the same size): forward + backward + step only,
 twice: with glibc's default allocator behaviour ("plain") and inside the same
-``cpu_heap_reuse`` scope as ours ("same settings"; on the CPU ``_train_epoch`` runs in one).
+``cpu_heap_reuse`` scope as ours ("same settings"; on the CPU ``train_epoch`` runs in one).
 ``ours / reference (same settings)`` is the share of the model's own rate that the input
 path leaves (target >= 0.85); ``ours / reference (plain)`` includes the allocator gain.
 
@@ -39,7 +39,7 @@ from cxrprune.core.config import TrainConfig
 from cxrprune.core.runtime import cpu_heap_reuse, pick_device
 from cxrprune.datasets.prepare import load_images
 from cxrprune.training.augment import augment, normalize, to_unit
-from cxrprune.training.loop import _train_epoch
+from cxrprune.training.loop import train_epoch
 from cxrprune.training.models import build_model
 
 
@@ -103,7 +103,7 @@ def _measure(args, fig: dict) -> None:
             ref_epoch(heap_model, heap_opt)
 
     def ours_epoch() -> None:
-        _train_epoch(ours_model, ours_opt, loss_fn, x, y, cfg, gen, device)
+        train_epoch(ours_model, ours_opt, loss_fn, x, y, cfg, gen, device)
 
     def input_only() -> None:
         p = torch.randperm(args.images, generator=gen)
@@ -136,7 +136,7 @@ def _measure(args, fig: dict) -> None:
     print_table(["path", "images/s (wall), median [min-max]", "CPU s per epoch, median"], [
         ["reference (plain): model fwd+bwd+step on in-memory tensors", spread(rate["ref"]), median(cpu["ref"])],
         ["reference (same settings: inside cpu_heap_reuse)", spread(rate["ref_heap"]), median(cpu["ref_heap"])],
-        ["ours: _train_epoch from the uint8 cache", spread(rate["ours"]), median(cpu["ours"])],
+        ["ours: train_epoch from the uint8 cache", spread(rate["ours"]), median(cpu["ours"])],
         ["input path alone (gather, convert, augment, normalise)", spread(rate_in), ""],
     ])
     same = median(rate["ours"]) / median(rate["ref_heap"])

@@ -1,6 +1,6 @@
 """Training speed (issue 14): images/s per setting, and time to today's validation mAP.
 
-Part 1, throughput: ``cxrprune.training.loop._train_epoch`` (the loop itself: uint8 cache, batch
+Part 1, throughput: ``cxrprune.training.loop.train_epoch`` (the loop itself: uint8 cache, batch
 augmentation, forward, BCE, backward, Adam) on the default data's training images, per
 setting (precision x batch size; ``--compile`` adds torch.compile rows, compile time
 reported apart). Settings rotate within each repeat (the order changes every repeat);
@@ -55,7 +55,7 @@ from cxrprune.training.models import build_model
 from cxrprune.core.runtime import pick_device, set_threads
 from cxrprune.core.numerics import cpu_features, resolve_precision
 from cxrprune.datasets.prepare import load_meta, load_split
-from cxrprune.training.loop import _train_epoch, adam, train_model
+from cxrprune.training.loop import adam, train_epoch, train_model
 
 # The training loop as it was before issue 14 (params.yaml of that time).
 TODAY = dict(arch="resnet10", epochs=16, patience=5, batch_size=128, lr=1e-3, schedule="constant",
@@ -147,7 +147,7 @@ def time_to_accuracy(sides: dict[str, TrainConfig], seed: int, data) -> dict[str
 
 
 def throughput(settings: list[tuple], x, y, repeats: int, device, arch: str) -> dict:
-    """images/s of ``_train_epoch`` per setting ``(precision, batch, compile, fused_adam)``."""
+    """images/s of ``train_epoch`` per setting ``(precision, batch, compile, fused_adam)``."""
     loss_fn = nn.BCEWithLogitsLoss()
     runs = {}
     for prec, bs, comp, fused in settings:
@@ -158,8 +158,8 @@ def throughput(settings: list[tuple], x, y, repeats: int, device, arch: str) -> 
         step_model = torch.compile(model) if comp else model
         gen = torch.Generator().manual_seed(0)
         first = time.perf_counter()
-        _train_epoch(step_model, opt, loss_fn, x, y, cfg, gen, device, precision=prec)  # warm-up (compiles)
-        runs[(prec, bs, comp, fused)] = dict(fn=lambda m=step_model, o=opt, c=cfg, g=gen, p=prec: _train_epoch(
+        train_epoch(step_model, opt, loss_fn, x, y, cfg, gen, device, precision=prec)  # warm-up (compiles)
+        runs[(prec, bs, comp, fused)] = dict(fn=lambda m=step_model, o=opt, c=cfg, g=gen, p=prec: train_epoch(
             m, o, loss_fn, x, y, c, g, device, precision=p), first=time.perf_counter() - first, rates=[], share=[])
     keys = list(runs)
     for r in range(repeats):
@@ -238,7 +238,7 @@ def run(args, figures: dict) -> None:
                      "first epoch s"],
                     [[p, b, c, f, spread(r["rates"]), f"{median(r['share']):.2f}", f"{r['first']:.1f}"]
                      for (p, b, c, f), r in runs.items()],
-                    title=f"part 1: {new.arch} at {train_images.shape[-1]} px, _train_epoch over {n} images, "
+                    title=f"part 1: {new.arch} at {train_images.shape[-1]} px, train_epoch over {n} images, "
                           f"{args.repeats} repeats, settings rotated, device {device}")
         base = median(runs[("fp32", 128, False, False)]["rates"])
         print("relative to fp32 batch 128 (per-tensor Adam): " + ", ".join(

@@ -13,8 +13,8 @@ from sklearn.metrics import average_precision_score
 
 from cxrprune.analysis import chance_corrected as cc
 from cxrprune.analysis import forgetting, uncertainty
-from cxrprune.analysis.metrics import average_precision, classification_metrics
 from cxrprune.core.errors import DataError
+from cxrprune.stats.metrics import average_precision, classification_metrics
 
 N_TEST = 2000
 LEVELS = (0.0, 0.5, 0.9, 0.95)

@@ -9,7 +9,7 @@
   first entries of the seeded permutation, as the index-based implementation did.
 - training input: batch augmentation equals the same transform applied image by image;
   flip-only is an exact horizontal flip; rotation 0 without flip is the identity; a seed
-  fixes the batch; ``_train_epoch`` gives bit-identical loss and weights to the plain loop.
+  fixes the batch; ``train_epoch`` gives bit-identical loss and weights to the plain loop.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from cxrprune.compression.predict import predict_probs
 from cxrprune.compression.prune import prune_and_predict
 from cxrprune.core.config import TrainConfig
 from cxrprune.training.augment import augment, normalize, to_unit
-from cxrprune.training.loop import _train_epoch
+from cxrprune.training.loop import train_epoch
 from cxrprune.training.models import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -275,7 +275,7 @@ def test_train_epoch_equals_the_plain_loop():
         return m, torch.optim.Adam(m.parameters(), lr=1e-3), torch.Generator().manual_seed(4)
 
     model, opt, gen = setup()
-    ours = _train_epoch(model, opt, loss_fn, images, y, cfg, gen, CPU)
+    ours = train_epoch(model, opt, loss_fn, images, y, cfg, gen, CPU)
 
     ref_model, ref_opt, g = setup()
     ref_model.train()

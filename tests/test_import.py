@@ -21,13 +21,13 @@ from nih_layout import CLASSES, write_nih_dataset
 
 from cxrprune import cli
 from cxrprune.analysis import evaluate, fcd, forgetting, pies
-from cxrprune.analysis.metrics import average_precision
 from cxrprune.compression.predictions import LevelResult, predictions_table
 from cxrprune.core.config import from_dict
 from cxrprune.core.errors import ConfigError, DataError
 from cxrprune.datasets.importer import find_pickles, import_predictions, pickle_name
 from cxrprune.datasets.prepare import load_meta, load_split, prepare_dataset
 from cxrprune.stages import import_predictions as import_stage
+from cxrprune.stats.metrics import average_precision
 
 DATASET = "nih-cxr-lt"
 SEEDS = [0, 1, 2]

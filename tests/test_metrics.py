@@ -1,4 +1,4 @@
-"""cxrprune.analysis.metrics against scikit-learn, the oracle the study's definitions name."""
+"""cxrprune.stats.metrics against scikit-learn, the oracle the study's definitions name."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from cxrprune.analysis.metrics import (
+from cxrprune.stats.metrics import (
     average_precision,
     classification_metrics,
     f1_at_threshold,

@@ -16,12 +16,12 @@ from nih_layout import write_nih_dataset
 from robustness_helpers import cxrprune, tiny_workspace
 
 from cxrprune import cli
-from cxrprune.analysis.metrics import average_precision
 from cxrprune.core.config import load_params
 from cxrprune.core.errors import TrackingError
 from cxrprune.stages import prepare as prepare_stage
 from cxrprune.stages import prune as prune_stage
 from cxrprune.stages import train as train_stage
+from cxrprune.stats.metrics import average_precision
 from cxrprune.tracking import store
 
 EPOCHS = 3

@@ -140,6 +140,22 @@ def test_mlflow_links():
     assert progress.mlflow_link(local) == "http://127.0.0.1:5000/#/experiments/7/runs/abc"
 
 
+def test_run_links_read_the_train_stages_run_record(tmp_path):
+    """The driver links to the run named in ``run.json`` as the train stage wrote it (one
+    reader, :mod:`cxrprune.tracking.run_record`); a damaged or partial record gives no link."""
+    from cxrprune.tracking.run_record import write_run_record
+
+    spec = plan.StageSpec("train@0", [], ".", [plan.OutSpec("models/seed-0")], [], [])
+    folder = tmp_path / "models" / "seed-0"
+    folder.mkdir(parents=True)
+    assert progress.find_run_link(tmp_path, spec) is None
+    write_run_record(folder / "run.json", "abc", "7", "http://mlflow.lab:5000")
+    assert progress.find_run_link(tmp_path, spec) == "http://mlflow.lab:5000/#/experiments/7/runs/abc"
+    for damaged in ("{", "[1, 2]", '{"run_id": "abc"}'):
+        (folder / "run.json").write_text(damaged)
+        assert progress.find_run_link(tmp_path, spec) is None, damaged
+
+
 @pytest.mark.parametrize("shell", ["/bin/sh", "/bin/bash"])
 def test_simple_stage_command_replaces_its_shell(shell, tmp_path, monkeypatch):
     """The death signal a stage gets from its Ray worker must reach the stage process itself:

@@ -26,7 +26,7 @@ from cxrprune.core.errors import ConfigError
 from cxrprune.training.models import build_model
 from cxrprune.core.numerics import cpu_features, grad_scaler, resolve_precision
 from cxrprune.datasets.prepare import load_meta, load_split, prepare_dataset
-from cxrprune.training.loop import _train_epoch, learning_rate, train_model
+from cxrprune.training.loop import learning_rate, train_epoch, train_model
 
 from nih_layout import write_nih_dataset
 
@@ -129,7 +129,7 @@ def test_the_fp16_gradient_scaler_path_runs_and_its_state_moves(data):
     y = torch.from_numpy(tl[classes].to_numpy(np.float32, copy=True))
     before = [p.detach().clone() for p in model.parameters()]
     cfg = dataclasses.replace(CFG, batch_size=8, precision="fp16", rotation=0.0)
-    loss = _train_epoch(model, opt, nn.BCEWithLogitsLoss(), x, y, cfg, torch.Generator().manual_seed(0), "cpu",
+    loss = train_epoch(model, opt, nn.BCEWithLogitsLoss(), x, y, cfg, torch.Generator().manual_seed(0), "cpu",
                         precision="fp16", scaler=scaler)
     assert math.isfinite(loss) and 0 < loss < 1
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
@@ -204,7 +204,7 @@ def test_weight_average_is_the_exponential_moving_average_of_the_steps(data):
     expected = None
     # One step per call: batch 8 over the first 8 images only.
     for step in range(4):
-        _train_epoch(model, opt, nn.BCEWithLogitsLoss(), x[:8], y[:8], cfg, torch.Generator().manual_seed(step),
+        train_epoch(model, opt, nn.BCEWithLogitsLoss(), x[:8], y[:8], cfg, torch.Generator().manual_seed(step),
                      "cpu", ema=ema)
         now = {k: v.double() for k, v in model.state_dict().items() if v.is_floating_point()}
         expected = now if expected is None else {k: 0.9 * expected[k] + 0.1 * now[k] for k in now}

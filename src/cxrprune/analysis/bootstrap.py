@@ -85,7 +85,7 @@ def weighted_ap(y: np.ndarray, scores: np.ndarray, w: np.ndarray) -> np.ndarray:
 
     For each class the images are sorted once by score; a positive contributes its
     multiplicity times the precision at its own score, counting its whole group of tied
-    scores (as :func:`cxrprune.analysis.metrics.average_precision` and scikit-learn do), over
+    scores (as :func:`cxrprune.stats.metrics.average_precision` and scikit-learn do), over
     the positives' total multiplicity. NaN where a resample holds no positive. The sums up
     to each positive's group end are segment sums of whole rows (``np.add.reduceat``), so a
     class costs one pass over ``w`` whatever ``B``.

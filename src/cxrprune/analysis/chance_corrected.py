@@ -21,7 +21,7 @@ positive in the paper's direction (rare classes forgotten more); it is minus the
 forgetting (1 - retained) vs ln(train count).
 
 The AP's chance level ``c`` is the class's test prevalence P/N: the evaluate stage's AP is the
-plain AP over the test images (:mod:`cxrprune.analysis.metrics`, no weights), and P/N is
+plain AP over the test images (:mod:`cxrprune.stats.metrics`, no weights), and P/N is
 exactly the AP of a scorer without information (a constant score: one tie group, precision
 P/N) and the baseline of the precision-recall curve. It is not exact for every chance-level
 model, which is why the same retained fraction of AUROC is reported beside it:

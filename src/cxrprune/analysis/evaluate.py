@@ -49,12 +49,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cxrprune.analysis.metrics import metrics_for_blocks
 from cxrprune.compression.predictions import BLOCK_KEYS, LEVEL_TOLERANCE
 from cxrprune.core.atomic import json_clean
 from cxrprune.core.config import EvaluateConfig
 from cxrprune.core.errors import DataError
 from cxrprune.datasets.prepare import load_meta
+from cxrprune.stats.metrics import metrics_for_blocks
 from cxrprune.stats.noninferiority import fixed_sequence
 
 PER_CLASS_COLUMNS = ["seed", "method", "sparsity", "class_name", "ap", "auroc", "f1"]

@@ -3,7 +3,6 @@ redrawn table or one line per change, with links to each stage's MLflow run."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -13,6 +12,7 @@ from typing import Any, TextIO
 
 from cxrprune.scaleout.common import LOCAL_UI
 from cxrprune.scaleout.plan import Group, StageSpec
+from cxrprune.tracking.run_record import read_run_record
 
 # ------------------------------------------------------------------------ MLflow links
 
@@ -30,9 +30,10 @@ def find_run_link(root: Path, spec: StageSpec) -> str | None:
         path = root / out.path
         candidate = path / "run.json" if path.is_dir() else path
         if candidate.name == "run.json" and candidate.is_file():
+            record = read_run_record(candidate)
             try:
-                return mlflow_link(json.loads(candidate.read_text()))
-            except (ValueError, KeyError, OSError):
+                return mlflow_link(record) if record is not None else None
+            except KeyError:
                 return None
     return None
 

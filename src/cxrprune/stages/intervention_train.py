@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxrprune.analysis.metrics import average_precision
 from cxrprune.compression import predictions, retrain
 from cxrprune.core.atomic import write_csv, write_json
 from cxrprune.core.config import Params, to_dict
 from cxrprune.datasets.prepare import load_meta, load_split
 from cxrprune.intervention import arms, study
+from cxrprune.stats.metrics import average_precision
 from cxrprune.tracking import store
 
 

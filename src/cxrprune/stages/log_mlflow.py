@@ -18,11 +18,11 @@ Running it again writes nothing new. Without ``--seed`` every seed of params.yam
 
 from __future__ import annotations
 
-from cxrprune.analysis.metrics import child_metrics
 from cxrprune.compression import predictions
 from cxrprune.core.config import Params
 from cxrprune.core.errors import ConfigError, DataError
 from cxrprune.datasets.prepare import load_meta, load_split
+from cxrprune.stats.metrics import child_metrics
 from cxrprune.tracking import runs, store
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxrprune.analysis.metrics import average_precision
 from cxrprune.compression import predictions, retrain
 from cxrprune.core import upstream
 from cxrprune.core.atomic import write_csv, write_json
@@ -18,6 +17,7 @@ from cxrprune.core.errors import ConfigError, DataError
 from cxrprune.datasets.prepare import load_meta, load_split
 from cxrprune.pietreatment import model, study
 from cxrprune.pietreatment.treatments import training_set
+from cxrprune.stats.metrics import average_precision
 from cxrprune.tracking import store
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cxrprune.analysis.metrics import average_precision, child_metrics
 from cxrprune.compression import predictions
 from cxrprune.compression.efficiency import efficiency_table
 from cxrprune.compression.methods.base import Context
@@ -24,6 +23,7 @@ from cxrprune.core.config import Params
 from cxrprune.core.errors import ConfigError
 from cxrprune.core.runtime import pick_device, set_threads
 from cxrprune.datasets.prepare import load_meta, load_split, split_reader
+from cxrprune.stats.metrics import average_precision, child_metrics
 from cxrprune.tracking import runs, store
 from cxrprune.training.modelfile import load_checkpoint
 

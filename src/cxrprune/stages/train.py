@@ -24,10 +24,11 @@ from cxrprune.core.config import Params
 from cxrprune.core.errors import ConfigError
 from cxrprune.datasets.prepare import load_meta, load_split
 from cxrprune.tracking import runs, store
+from cxrprune.tracking.run_record import write_run_record
 from cxrprune.training import resume
 from cxrprune.training.checkpoint import import_checkpoint
 from cxrprune.training.loop import train_model, validation_row
-from cxrprune.training.modelfile import HISTORY_COLUMNS, save_model, write_run_record
+from cxrprune.training.modelfile import HISTORY_COLUMNS, save_model
 
 NEAR_CHANCE_AUROC = 0.55  # an imported model this close to chance was likely fed the wrong input
 

@@ -1,4 +1,5 @@
-"""Statistical tests with the right unit of analysis: the low layer of the study.
+"""Statistical tests with the right unit of analysis, and the per-class metrics they test:
+the low layer of the study.
 
 The analysis, training and study packages import these tests; this package imports none of
 them (only :class:`cxrprune.core.errors.CxrpruneError` for bad input), no torch, and needs
@@ -8,6 +9,9 @@ with ``to_dict()`` of plain floats, ints and None.
 
 Modules:
 
+- :mod:`~cxrprune.stats.metrics`: exact, vectorised per-class AP, AUROC and F1 (what training
+  validates on and every stage scores predictions with; here, below ``training``, so that the
+  training loop needs nothing from ``analysis``);
 - :mod:`~cxrprune.stats.mantel`: Mantel (1967) and partial Mantel (Smouse, Long & Sokal 1986)
   permutation tests between matrices over classes, and :func:`~cxrprune.stats.mantel.pairs_to_matrix`;
 - :mod:`~cxrprune.stats.enrichment`: are flagged images (PIEs) enriched among the positives of

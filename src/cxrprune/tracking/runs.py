@@ -22,7 +22,8 @@ import pandas as pd
 from cxrprune.core.config import Params, to_dict
 from cxrprune.core.errors import DataError, TrackingError
 from cxrprune.tracking import store
-from cxrprune.training.modelfile import read_history, read_run_record
+from cxrprune.tracking.run_record import read_run_record
+from cxrprune.training.modelfile import read_history
 
 
 def run_tags(params: Params, seed: int) -> dict[str, str]:
@@ -202,7 +203,7 @@ def log_children(params: Params, seed: int, experiment_id: str, results: Sequenc
     """One MLflow child run per (method, level) under the seed's training run (``parent``;
     by default found, or re-logged from the train outputs, by :func:`relog_training`).
     ``results`` have ``.method`` and ``.sparsity`` (prediction blocks); ``metrics[i]`` are
-    result ``i``'s metrics (:func:`cxrprune.analysis.metrics.child_metrics`), computed by
+    result ``i``'s metrics (:func:`cxrprune.stats.metrics.child_metrics`), computed by
     the caller so that this module, which the train stage imports, needs no metrics code.
 
     Children tagged with the same ``predictions_md5`` already in the store are skipped, so a

@@ -29,11 +29,11 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from cxrprune.analysis.metrics import average_precision, roc_auc
 from cxrprune.core.config import TrainConfig
 from cxrprune.core.errors import CxrpruneError
 from cxrprune.core.numerics import autocast, grad_scaler, resolve_precision
 from cxrprune.core.runtime import cache_on_device, cpu_heap_reuse, pick_device, set_threads
+from cxrprune.stats.metrics import average_precision, roc_auc
 from cxrprune.training.augment import augment, normalize, to_unit
 from cxrprune.training.modelfile import HISTORY_COLUMNS
 from cxrprune.training.models import build_model
@@ -127,7 +127,7 @@ def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_i
                   initial=first, total=cfg.epochs)
     for epoch in ([] if stopped else epochs):
         start = time.perf_counter()
-        train_loss = _train_epoch(step_model, optimizer, loss_fn, x_train, y_train, cfg, gen, device, epoch=epoch,
+        train_loss = train_epoch(step_model, optimizer, loss_fn, x_train, y_train, cfg, gen, device, epoch=epoch,
                                   precision=precision, scaler=scaler, w=w_train, ema=ema)
         val_loss, val_probs = _validate(judged, loss_fn, x_val, y_val, cfg.batch_size, device, precision)
         row = {
@@ -253,7 +253,7 @@ def adam(parameters, cfg: TrainConfig) -> torch.optim.Adam:
     return torch.optim.Adam(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
 
 
-def _train_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device, *, epoch: int = 0,
+def train_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device, *, epoch: int = 0,
                  precision: str = "fp32", scaler=None, w=None, ema: AveragedModel | None = None) -> float:
     """One pass over the uint8 cache ``x`` in a seeded random order.
 

@@ -1,5 +1,6 @@
 """A trained seed's outputs in ``data/models/<name>/seed-<s>/``: ``model.pt`` written and read
-here (and nowhere else), ``history.csv`` read back checked, ``run.json`` written.
+here (and nowhere else), ``history.csv`` read back checked (``run.json``, the seed's MLflow run,
+is :mod:`cxrprune.tracking.run_record`'s).
 
 ``model.pt`` is ``{"arch", "classes", "image_size", "state_dict", "epoch", "val_loss", "seed"}``,
 loaded with ``weights_only=True`` (plain tensors and Python values: loading runs no code).
@@ -9,14 +10,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
 
 from cxrprune.core import upstream
-from cxrprune.core.atomic import atomic_path, write_json
+from cxrprune.core.atomic import atomic_path
 from cxrprune.core.config import Params
 from cxrprune.core.errors import CxrpruneError, DataError
 from cxrprune.training.models import build_model
@@ -33,23 +33,6 @@ def save_model(path: str | os.PathLike, model: nn.Module, *, arch: str, classes:
             "epoch": epoch, "val_loss": val_loss, "seed": seed}
     with atomic_path(Path(path), suffix=".pt") as tmp, open(tmp, "wb") as f:
         torch.save(ckpt, f)  # a file object, not the temporary name: the name would be in the bytes
-
-
-def write_run_record(path: str | os.PathLike, run_id: str, experiment_id: str, tracking_uri: str) -> None:
-    """``run.json``: which MLflow run holds this seed's training."""
-    write_json(Path(path), {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": tracking_uri})
-
-
-def read_run_record(path: str | os.PathLike) -> dict[str, Any] | None:
-    """``run.json`` as written by :func:`write_run_record`, or None when absent or unreadable
-    (the record is a convenience: the run is then found by the checkpoint's md5)."""
-    import json
-
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        return doc if isinstance(doc, dict) else None
-    except (OSError, ValueError):
-        return None
 
 
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:

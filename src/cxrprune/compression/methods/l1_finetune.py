@@ -4,7 +4,7 @@ training time). Does fine-tuning give the rare classes back?
 
 Each level starts from the seed's dense model: ``l1``'s mask at that level is applied, then
 the model is trained on the same seed's training split with the training loop's own epoch
-(:func:`cxrprune.training.loop._train_epoch`: the same loss, augmentation, batch size and
+(:func:`cxrprune.training.loop.train_epoch`: the same loss, augmentation, batch size and
 learning rate as ``train``, a fresh Adam), the mask held by
 ``torch.nn.utils.prune.custom_from_mask`` (the forward uses ``weight_orig * mask``, so pruned
 weights are zero in every step and get no gradient) and made permanent afterwards. The
@@ -24,7 +24,7 @@ from torch.nn.utils import prune as torch_prune
 from cxrprune.compression.artifacts import save_sparse
 from cxrprune.compression.masks import GlobalPruner
 from cxrprune.compression.methods.base import Compressed, Context, Method
-from cxrprune.training.loop import _train_epoch, adam
+from cxrprune.training.loop import adam, train_epoch
 from cxrprune.training.models import prunable_parameters
 
 FINETUNE_SEED_OFFSET = 3_000_017
@@ -69,7 +69,7 @@ def finetune(model: nn.Module, keep: list[torch.Tensor], data: tuple[torch.Tenso
     loss_fn = nn.BCEWithLogitsLoss()
     try:
         for _ in range(ctx.prune.finetune_epochs):
-            _train_epoch(model, optimizer, loss_fn, data[0], data[1], ctx.train, gen, ctx.device)
+            train_epoch(model, optimizer, loss_fn, data[0], data[1], ctx.train, gen, ctx.device)
     finally:
         for (m, name), order in zip(pairs, orders):
             torch_prune.remove(m, name)  # weight = weight_orig * mask, a plain parameter again
