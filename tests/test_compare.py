@@ -234,3 +234,25 @@ def test_a_snapshot_index_must_list_every_folder(tmp_path, monkeypatch, capsys):
     assert _compare_from(snap, tmp_path, monkeypatch) == 2
     err = capsys.readouterr().err
     assert "experiments.json: does not list the folder(s) ['extra']" in err, err
+
+
+def test_a_named_comparison_of_matching_experiments_writes_its_own_files(tmp_path, monkeypatch, capsys):
+    """`--only` keeps the experiments whose name matches (the calibration's planted draws apart from
+    its negative-control draws); `--name` writes reports/NAME.md and .png, leaving compare.md alone."""
+    snap = tmp_path / "snapshot"
+    key = CLAIMS[0].key
+    _write_experiment(snap / "planted-1", 1, {key: REPRODUCED})
+    _write_experiment(snap / "planted-2", 2, {key: REPRODUCED})
+    _write_experiment(snap / "none-1", 3, {key: NOT_REPRODUCED})
+    monkeypatch.chdir(tmp_path)
+    base = ["--params", str(REPO / "params.yaml"), "compare", "--from", str(snap)]
+    assert cli.main([*base, "--name", "calibration-planted", "--only", "planted-*"]) == 0
+    text = (tmp_path / "reports/calibration-planted.md").read_text()
+    assert "| finding | `planted-1` | `planted-2` | reproduced |" in text
+    assert _last_cell(text, CLAIMS[0].title) == "2 of 2 draws"
+    assert (tmp_path / "reports/calibration-planted.png").stat().st_size > 1000
+    assert not (tmp_path / "reports/compare.md").exists()
+    assert cli.main([*base, "--name", "x", "--only", "nothing-*"]) == 2
+    assert "--only nothing-*: no experiment" in capsys.readouterr().err
+    assert cli.main([*base, "--name", "../escape"]) == 2
+    assert "--name '../escape'" in capsys.readouterr().err

@@ -99,6 +99,10 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     source.add_argument("--from", dest="from_dir", default=None, metavar="DIR",
                         help="rebuild the table from a committed snapshot (reports/compare: <experiment>/"
                              "findings.json and params.yaml), without dvc exp show or the experiments' git refs")
+    p.add_argument("--name", default="compare", metavar="NAME",
+                   help="write reports/NAME.md, reports/NAME.png and the snapshot reports/NAME/ (default: compare)")
+    p.add_argument("--only", action="append", default=None, metavar="PATTERN",
+                   help="only the experiments whose name matches this glob (repeatable), e.g. 'planted-*'")
 
 
 def _validate_args(p: argparse.ArgumentParser) -> None:

@@ -256,9 +256,15 @@ def layout(name: str) -> Layout:
     return Layout(name)
 
 
-# `cxrprune compare` (a tool, not a stage): findings x experiments.
-COMPARE_MD = Path("reports") / "compare.md"
 # Each finding's false-positive rate and power on planted effects (`cxrprune validate`, committed).
 VALIDATION = Path("benchmarks") / "results" / "verdicts.json"
-COMPARE_SNAPSHOT = Path("reports") / "compare"  # what `cxrprune compare` read: <experiment>/findings.json, params.yaml
-COMPARE_FIGURE = Path("reports") / "compare.png"
+
+
+def compare_outputs(name: str = "compare") -> tuple[Path, Path, Path]:
+    """`cxrprune compare --name NAME` (a tool, not a stage): the table ``reports/NAME.md``, what it
+    read (``reports/NAME/<experiment>/findings.json``, ``params.yaml``) and ``reports/NAME.png``;
+    one name per comparison, e.g. the calibration's planted and negative-control draws apart."""
+    return Path("reports") / f"{name}.md", Path("reports") / name, Path("reports") / f"{name}.png"
+
+
+COMPARE_MD, COMPARE_SNAPSHOT, COMPARE_FIGURE = compare_outputs()

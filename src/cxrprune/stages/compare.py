@@ -11,7 +11,9 @@ the experiments, not the workspace.
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,25 +22,35 @@ from cxrprune.analysis import compare
 from cxrprune.core.atomic import atomic_path, write_text
 from cxrprune.core.config import Params
 from cxrprune.core.errors import CxrpruneError
-from cxrprune.core.layout import COMPARE_FIGURE, COMPARE_MD, COMPARE_SNAPSHOT
+from cxrprune.core.layout import COMPARE_SNAPSHOT, compare_outputs
 
 
-def run(params: Params, all_commits: bool = False, from_dir: str | None = None) -> None:
+def run(params: Params, all_commits: bool = False, from_dir: str | None = None, name: str = "compare",
+        only: list[str] | None = None) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise CxrpruneError(f"--name {name!r}: use letters, digits, '-', '_' or '.' (it names reports/NAME.md)")
+    md, snapshot, figure = compare_outputs(name)
     if from_dir is not None:
         experiments, skipped = compare.load(Path(from_dir))
     else:
         experiments, skipped = compare.collect(_exp_show(all_commits))
+    if only:
+        experiments = [e for e in experiments if any(fnmatch.fnmatchcase(e.name, pat) for pat in only)]
+        if not experiments:
+            raise CxrpruneError(f"--only {' '.join(only)}: no experiment with a findings report matches; "
+                                "`dvc exp show` (or the snapshot's folders) lists their names")
+    if from_dir is None:
         if not experiments:
             raise CxrpruneError("no experiment has a findings report yet; run `dvc repro` or `dvc exp run` "
                                 "(the report stage writes reports/<name>/findings.json)")
-        compare.save(experiments, skipped, COMPARE_SNAPSHOT)
-    with atomic_path(COMPARE_FIGURE, suffix=".png") as tmp:
+        compare.save(experiments, skipped, snapshot)
+    with atomic_path(figure, suffix=".png") as tmp:
         compare.plot(experiments, tmp)
-    write_text(COMPARE_MD, compare.render(experiments, skipped, COMPARE_FIGURE, COMPARE_SNAPSHOT))
+    write_text(md, compare.render(experiments, skipped, figure, snapshot))
     n_draws = len(compare.draws(experiments))
-    source = from_dir if from_dir is not None else f"dvc exp show, committed in {COMPARE_SNAPSHOT}/"
-    print(f"compare: {len(experiments)} experiment(s) of {n_draws} data draw(s) ({source}) -> {COMPARE_MD}, "
-          f"{COMPARE_FIGURE}" + (f"; {len(skipped)} without a report" if skipped else ""))
+    source = from_dir if from_dir is not None else f"dvc exp show, committed in {snapshot}/"
+    print(f"compare: {len(experiments)} experiment(s) of {n_draws} data draw(s) ({source}) -> {md}, "
+          f"{figure}" + (f"; {len(skipped)} without a report" if skipped else ""))
 
 
 def _exp_show(all_commits: bool) -> list[dict]:
