@@ -497,6 +497,44 @@ def compare_table(o: Outputs) -> str:
     return "\n".join(out) + f"\n\n{symbols}\n"
 
 
+def _reproduced_column(path: Path) -> dict[str, str]:
+    """finding title -> the last cell ("k of n draws") of a `cxrprune compare` table."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in path.read_text().splitlines() if line.startswith("|")]
+    return {r[0]: r[-1] for r in rows[2:] if not r[0].startswith("*")}
+
+
+def calibration(o: Outputs) -> str:
+    """The calibration: each finding reproduced in how many draws with every route planted and
+    in how many with none (reports/calibration-{planted,none}.md, `cxrprune compare --name`),
+    against the targets: a planted finding in >= 4 of 5 draws, any finding in <= 1 of 5 with none."""
+    from cxrprune.analysis.findings import CLAIMS
+
+    planted_md, none_md = o.root / "reports/calibration-planted.md", o.root / "reports/calibration-none.md"
+    if not (planted_md.exists() and none_md.exists()):
+        return "No committed calibration draws yet: run the commands above.\n"
+    planted, none = _reproduced_column(planted_md), _reproduced_column(none_md)
+
+    def count(cell: str) -> tuple[int, int]:
+        m = re.match(r"(\d+) of (\d+) draws", cell)
+        return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+    out = ["| finding | route | reproduced, every route planted | reproduced, nothing planted | target |",
+           "| --- | --- | --- | --- | --- |"]
+    for claim in CLAIMS:
+        p, n = planted.get(claim.title, "-"), none.get(claim.title, "-")
+        (kp, np_), (kn, nn) = count(p), count(n)
+        if not claim.routes:
+            target = "no route: not a calibration target"
+        else:
+            ok_power, ok_fp = np_ > 0 and kp >= 0.8 * np_, nn > 0 and kn <= 0.2 * nn
+            target = ("met" if ok_power and ok_fp else
+                      ", ".join(x for x, ok in (("missed: too few planted draws", ok_power),
+                                                ("missed: false positives", ok_fp)) if not ok))
+        out.append(f"| {claim.title} | {', '.join(claim.routes) or 'none'} | {p} | {n} | {target} |")
+    return "\n".join(out) + "\n"
+
+
 def operating_point_table(o: Outputs) -> str:
     """The default run's operating points per method (``cxrprune.analysis.readme``)."""
     from cxrprune.analysis.readme import render as render_points
@@ -627,7 +665,7 @@ RENDER: dict[str, Callable[[Outputs], str]] = {
     "findings": findings, "why": why, "benchmarks": bench_table, "scaleout": scaleout, "repro": repro_time,
     "operating-points": operating_point_table, "train-speed": train_speed, "pie-answer": pie_answer, "pie-cost": pie_cost,
     "intervention-answer": intervention_answer, "intervention-cost": intervention_cost,
-    "compare": compare_table, "deployment": deployment_table,
+    "compare": compare_table, "deployment": deployment_table, "calibration": calibration,
 }
 
 
