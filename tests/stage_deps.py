@@ -8,6 +8,7 @@ after a stage's imports change (``python tests/stage_deps.py <stage>`` prints on
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import sys
 from pathlib import Path
@@ -24,7 +25,8 @@ CATALOG_LOADERS = {
 }
 
 
-def catalog_modules(table: str) -> set[str]:
+@functools.cache
+def catalog_modules(table: str) -> frozenset[str]:
     """The implementation modules the entries of ``catalog.<table>`` name, read from this
     checkout's file (not an installed copy, nor one that a test registered entries in)."""
     name = "_stage_deps_catalog"
@@ -35,7 +37,7 @@ def catalog_modules(table: str) -> set[str]:
         spec.loader.exec_module(module)
     finally:
         del sys.modules[name]
-    return {entry.implementation.partition(":")[0] for entry in getattr(module, table).values()}
+    return frozenset(entry.implementation.partition(":")[0] for entry in getattr(module, table).values())
 
 
 def module_file(name: str) -> Path | None:
