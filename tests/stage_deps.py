@@ -1,16 +1,43 @@
 """The source files each ``cxrprune <stage>`` command runs: the transitive closure of the
 ``cxrprune`` modules its stage module imports (module level and inside functions), read
-with ``ast``. ``tests/test_layout.py`` checks ``dvc.yaml``'s ``deps`` against it, and
+with ``ast``, plus the implementation modules that the catalog (``cxrprune.core.catalog``)
+names for every module of :data:`CATALOG_LOADERS` in that closure. ``tests/test_layout.py`` checks ``dvc.yaml``'s ``deps`` against it, and
 ``python tests/stage_deps.py --write dvc.yaml studies/pie-treatment/dvc.yaml`` rewrites them
 after a stage's imports change (``python tests/stage_deps.py <stage>`` prints one list)."""
 
 from __future__ import annotations
 
 import ast
+import functools
+import importlib.util
 import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+
+# The modules that import implementations by their catalog names (``catalog.load``), and the
+# catalog table whose entries each one loads: a stage that imports one of them runs the
+# implementation modules of every entry of that table.
+CATALOG_LOADERS = {
+    "cxrprune.compression.methods.registry": "METHODS",
+    "cxrprune.training.models": "ARCHITECTURES",
+    "cxrprune.datasets.sources": "SOURCES",
+}
+
+
+@functools.cache
+def catalog_modules(table: str) -> frozenset[str]:
+    """The implementation modules the entries of ``catalog.<table>`` name, read from this
+    checkout's file (not an installed copy, nor one that a test registered entries in)."""
+    name = "_stage_deps_catalog"
+    spec = importlib.util.spec_from_file_location(name, SRC / "cxrprune" / "core" / "catalog.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the file runs
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[name]
+    return frozenset(entry.implementation.partition(":")[0] for entry in getattr(module, table).values())
 
 
 def module_file(name: str) -> Path | None:
@@ -54,6 +81,8 @@ def closure(module: str) -> set[Path]:
             continue
         seen.add(m)
         todo.extend(imported_modules(module_file(m), m) - seen)
+        if m in CATALOG_LOADERS:
+            todo.extend(catalog_modules(CATALOG_LOADERS[m]) - seen)
     return {module_file(m).relative_to(SRC.parent) for m in seen}
 
 

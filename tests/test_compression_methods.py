@@ -20,12 +20,13 @@ from torchvision.models.resnet import BasicBlock
 
 from cxrprune.compression.artifacts import count_nonzero_params, load_sparse
 from cxrprune.compression.efficiency import COLUMNS, efficiency_table
-from cxrprune.compression.methods import NAMES, method_levels
+from cxrprune.compression.methods import method_levels
 from cxrprune.compression.methods.base import Context
 from cxrprune.compression.methods.registry import get
 from cxrprune.compression.predict import predict_probs
 from cxrprune.compression.predictions import check_predictions, predictions_table
 from cxrprune.compression.prune import prune_and_predict
+from cxrprune.core import catalog
 from cxrprune.core.config import PruneConfig, TrainConfig, from_dict
 from cxrprune.core.errors import ConfigError, DataError
 from cxrprune.training.models import prunable_parameters
@@ -108,7 +109,7 @@ def _levels_of(method: str, model: nn.Module, levels, ctx) -> list:
 # --- levels ---------------------------------------------------------------------------
 
 def test_method_levels_one_level_for_quantisation_and_casting():
-    assert set(NAMES) == {"l1", "random", "l1_layer", "channel", "int8", "fp16", "bf16", "l1_finetune"}
+    assert set(catalog.method_names()) == {"l1", "random", "l1_layer", "channel", "int8", "fp16", "bf16", "l1_finetune"}
     for m in ("int8", "fp16", "bf16"):
         assert method_levels(m, [0.5, 0.0, 0.9]) == [0.0]
         assert get(m).levels([0.5, 0.0]) == [0.0]
@@ -369,7 +370,7 @@ def test_every_method_runs_through_prune_and_the_contract_check():
     images = _images(12)
     ids = [f"img{i}" for i in range(12)]
     classes = [f"c{j}" for j in range(C)]
-    methods = list(NAMES)
+    methods = list(catalog.method_names())
     results = prune_and_predict(model, images, methods, LEVELS, 0, 8, CPU, context=_context())
     assert [(r.method, r.sparsity) for r in results] == [(m, k) for m in methods for k in method_levels(m, LEVELS)]
     table = predictions_table(results, ids, classes)

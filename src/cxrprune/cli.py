@@ -12,6 +12,7 @@ import importlib
 import sys
 from typing import Callable
 
+from cxrprune.core import catalog
 from cxrprune.core.errors import CxrpruneError
 
 # name -> (module under cxrprune.stages, help, extra-argument adder)
@@ -33,7 +34,8 @@ def _optional_seed_arg(p: argparse.ArgumentParser) -> None:
 def _import_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folder", required=True, help="folder of {dataset}_resnet50_seed-{s}_prune-{k}.pkl files")
     p.add_argument("--labels", required=True, help="the dataset's test label CSV, or the folder holding its label CSVs")
-    p.add_argument("--dataset", choices=["nih-cxr-lt", "mimic-cxr-lt"], default="nih-cxr-lt",
+    p.add_argument("--dataset", choices=[s.name for s in catalog.SOURCES.values() if s.published_predictions],
+                   default="nih-cxr-lt",
                    help="which dataset the predictions are of (default: nih-cxr-lt)")
     p.add_argument("--train-labels", default=None,
                    help="the train label CSV (default: the test CSV's name with test -> train)")

@@ -86,6 +86,7 @@ import pandas as pd
 from scipy import stats
 
 from cxrprune.analysis import forgetting
+from cxrprune.core.catalog import DENSE_REFERENCE
 from cxrprune.core.errors import DataError
 
 LEVEL = 0.95  # two-sided level of the dense AUROC interval (a screen, not a study parameter)
@@ -131,7 +132,7 @@ def hanley_mcneil_se(auroc: np.ndarray, n_pos: np.ndarray, n_neg: np.ndarray) ->
 
 
 def dense_auroc(per_class: pd.DataFrame, test_labels: pd.DataFrame, classes: Sequence[str],
-                method: str = "l1", level: float = LEVEL) -> pd.DataFrame:
+                method: str = DENSE_REFERENCE.method, level: float = LEVEL) -> pd.DataFrame:
     """Per class (index ``class_name``): ``dense_auroc`` (median over seeds at k = 0) and its
     Hanley-McNeil interval ``dense_auroc_lo``, ``dense_auroc_hi`` (clipped to [0, 1])."""
     if "auroc" not in per_class.columns:
@@ -215,7 +216,8 @@ def _only(included: Sequence[str], classes: Sequence[str]) -> pd.Series:
 
 
 def analyse(per_class: pd.DataFrame, test_labels: pd.DataFrame, counts: pd.Series, classes: Sequence[str],
-            raw_dap: pd.Series, threshold: float, sparsity: float, method: str = "l1") -> ChanceCorrected:
+            raw_dap: pd.Series, threshold: float, sparsity: float,
+            method: str = DENSE_REFERENCE.method) -> ChanceCorrected:
     """Retained AP and retained AUROC of every class and their correlations with ln(train
     count); ``raw_dap`` is the paper's dAP at ``sparsity`` per class (correlated over the same
     classes too, so that a difference from ``dap95_rho`` is the correction's, not the selection's)."""

@@ -31,7 +31,6 @@ from cxrprune.core.atomic import write_json, write_text
 from cxrprune.core.errors import DataError
 from cxrprune.core.layout import Layout
 
-DENSE = ("l1", 0.0)  # the reference every AP change is relative to
 DENSE_ROW = ("dense", 0.0)  # the efficiency table's unpruned fp32 model: the reference of bytes and latency
 
 

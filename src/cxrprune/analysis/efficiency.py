@@ -24,6 +24,7 @@ from cxrprune.analysis.evaluate import map_table
 from cxrprune.analysis.operating_points import LEVEL_DECIMALS as _ROUND
 from cxrprune.analysis.operating_points import relative_to_dense
 from cxrprune.core import upstream
+from cxrprune.core.catalog import DENSE_REFERENCE
 from cxrprune.core.errors import DataError
 
 EFFICIENCY_COLUMNS = ["seed", "method", "level", "nonzero_params", "bytes", "engine", "threads", "latency_ms_b1",
@@ -109,12 +110,13 @@ def join_accuracy(efficiency: pd.DataFrame, per_class: pd.DataFrame) -> pd.DataF
     maps = maps.assign(level=np.round(maps["level"].to_numpy(np.float64), _ROUND))
     worst = (relative_to_dense(per_class).groupby(["seed", "method", "level"])["rel_dap"].min()
              .rename("worst_class_rel_dap").reset_index())
-    dense = maps[(maps["method"] == "l1") & (maps["level"] == 0.0)]
+    dense = maps[(maps["method"] == DENSE_REFERENCE.method) & (maps["level"] == DENSE_REFERENCE.level)]
     acc = pd.concat([
         maps[["seed", "method", "level", "map"]],
         dense.assign(method=DENSE)[["seed", "method", "level", "map"]],
     ], ignore_index=True).merge(worst, on=["seed", "method", "level"], how="left")
-    acc.loc[(acc["method"].isin([DENSE, "l1"])) & (acc["level"] == 0.0), "worst_class_rel_dap"] = 0.0
+    acc.loc[(acc["method"].isin([DENSE, DENSE_REFERENCE.method])) & (acc["level"] == DENSE_REFERENCE.level),
+            "worst_class_rel_dap"] = 0.0
     eff = efficiency.assign(level=np.round(efficiency["level"].to_numpy(np.float64), _ROUND),
                             method=efficiency["method"].astype(str))
     joined = eff.merge(acc, on=["seed", "method", "level"], how="left", validate="1:1")
@@ -129,14 +131,16 @@ def pareto_table(per_class: pd.DataFrame, joined: pd.DataFrame) -> pd.DataFrame:
     maps = map_table(per_class).rename(columns={"sparsity": "level"})
     maps = maps.assign(level=np.round(maps["level"].to_numpy(np.float64), _ROUND))
     acc = maps.groupby(["method", "level"])["map"].median().rename("map").reset_index()
-    dense_map = acc.loc[(acc["method"] == "l1") & (acc["level"] == 0.0), "map"]
-    acc = pd.concat([acc, pd.DataFrame({"method": [DENSE], "level": [0.0], "map": dense_map.to_numpy()[:1]})],
+    dense_map = acc.loc[(acc["method"] == DENSE_REFERENCE.method) & (acc["level"] == DENSE_REFERENCE.level), "map"]
+    acc = pd.concat([acc, pd.DataFrame({"method": [DENSE], "level": [DENSE_REFERENCE.level],
+                                        "map": dense_map.to_numpy()[:1]})],
                     ignore_index=True)
     rel = relative_to_dense(per_class)
     worst = (rel.groupby(["method", "level", "class_name"])["rel_dap"].median()
              .groupby(["method", "level"]).min().rename("worst_class_rel_dap").reset_index())
     points = acc.merge(worst, on=["method", "level"], how="left")
-    points.loc[points["method"].isin([DENSE, "l1"]) & (points["level"] == 0.0), "worst_class_rel_dap"] = 0.0
+    points.loc[points["method"].isin([DENSE, DENSE_REFERENCE.method]) & (points["level"] == DENSE_REFERENCE.level),
+               "worst_class_rel_dap"] = 0.0
     if joined.empty:
         for col in ("latency_ms_b1", *LATENCY_RATIO, "images_per_s_b64", "bytes", "nonzero_params"):
             points[col] = np.nan

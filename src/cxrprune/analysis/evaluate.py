@@ -51,6 +51,7 @@ from scipy import stats
 
 from cxrprune.compression.predictions import BLOCK_KEYS, LEVEL_TOLERANCE
 from cxrprune.core.atomic import json_clean
+from cxrprune.core.catalog import DENSE_REFERENCE
 from cxrprune.core.config import EvaluateConfig
 from cxrprune.core.errors import DataError
 from cxrprune.datasets.prepare import load_meta
@@ -69,8 +70,6 @@ MIN_NI_SEEDS = 3
 
 # Levels reported in evaluate.json as map_at_<percent>.
 REPORTED_LEVELS = (0.5, 0.9, 0.95)
-# The dense model every method is compared with: l1 at level 0 of the same seed.
-REFERENCE = ("l1", 0.0)
 
 
 # --- loading ----------------------------------------------------------------------------
@@ -251,13 +250,13 @@ class PairedTestResult(NamedTuple):
 
 def paired_test(
     maps: pd.DataFrame,
-    method: str = "l1",
+    method: str = DENSE_REFERENCE.method,
     test: str = "wilcoxon",
     correction: str = "holm",
     alpha: float = 0.05,
 ) -> PairedTestResult:
     """One-sided paired test across seeds of ``mAP(method, k) < mAP(dense)`` for every level
-    ``k`` of ``method``; the dense model is ``l1`` at 0 (:data:`REFERENCE`).
+    ``k`` of ``method``; the dense model is ``l1`` at 0 (:data:`~cxrprune.core.catalog.DENSE_REFERENCE`).
 
     ``maps`` is a :func:`map_table`. ``test`` is ``wilcoxon`` (:func:`scipy.stats.wilcoxon`,
     zero differences dropped, exact or permutation null for small samples) or ``ttest``
@@ -280,7 +279,7 @@ def paired_test(
     wide, dense = _paired_with_dense(maps, method)
     all_levels = [float(k) for k in wide.columns]
     levels = [k for k in all_levels
-              if k > 0 or (method != REFERENCE[0] and not np.array_equal(wide[k].to_numpy(), dense))]
+              if k > 0 or (method != DENSE_REFERENCE.method and not np.array_equal(wide[k].to_numpy(), dense))]
     n_seeds = len(wide)
     min_p = min_attainable_p(test, n_seeds)
     medians = [float(np.median(wide[k])) for k in levels]
@@ -378,12 +377,12 @@ def min_attainable_p(test: str, n_seeds: int) -> float | None:
 
 def _paired_with_dense(maps: pd.DataFrame, method: str) -> tuple[pd.DataFrame, np.ndarray]:
     """``method``'s mAP as seeds x levels, and the dense model's mAP of the same seeds."""
-    reference = _map_by_seed(maps, REFERENCE[0], need_dense=True)
-    wide = reference if method == REFERENCE[0] else _map_by_seed(maps, method, need_dense=False)
+    reference = _map_by_seed(maps, DENSE_REFERENCE.method, need_dense=True)
+    wide = reference if method == DENSE_REFERENCE.method else _map_by_seed(maps, method, need_dense=False)
     if list(wide.index) != list(reference.index):
         raise DataError(f"mAP table: method {method!r} has seeds {list(wide.index)} but the dense model "
-                        f"({REFERENCE[0]}@0) has {list(reference.index)}, so the test cannot pair seeds")
-    return wide, reference[REFERENCE[1]].to_numpy()
+                        f"({DENSE_REFERENCE.method}@0) has {list(reference.index)}, so the test cannot pair seeds")
+    return wide, reference[DENSE_REFERENCE.level].to_numpy()
 
 
 def _map_by_seed(maps: pd.DataFrame, method: str, need_dense: bool = True) -> pd.DataFrame:
@@ -528,12 +527,12 @@ class NonInferiorityResult(NamedTuple):
     note: str | None
 
 
-def noninferiority_test(maps: pd.DataFrame, method: str = "l1", margin: float = 0.05,
+def noninferiority_test(maps: pd.DataFrame, method: str = DENSE_REFERENCE.method, margin: float = 0.05,
                         alpha: float = 0.05) -> NonInferiorityResult:
     """Is ``method``'s mAP shown to lose less than ``margin`` (relative) at each level?
 
     Per seed ``d = mAP(method, k) / mAP(dense) - 1`` against the dense model of the same seed
-    (:data:`REFERENCE`), tested in fixed sequence by :func:`noninferior_sequence`."""
+    (:data:`~cxrprune.core.catalog.DENSE_REFERENCE`), tested in fixed sequence by :func:`noninferior_sequence`."""
     wide, dense = _paired_with_dense(maps, method)
     if not (dense > 0).all():
         seed = wide.index[int(np.argmin(dense > 0))]
@@ -541,8 +540,8 @@ def noninferiority_test(maps: pd.DataFrame, method: str = "l1", margin: float = 
                         "so the relative change is undefined")
     seq = noninferior_sequence({float(k): wide[k].to_numpy() / dense - 1.0 for k in wide.columns}, margin, alpha)
     table = seq.table.rename(columns={"level": "sparsity"})
-    if method == REFERENCE[0]:
-        table = table[table["sparsity"] != REFERENCE[1]]
+    if method == DENSE_REFERENCE.method:
+        table = table[table["sparsity"] != DENSE_REFERENCE.level]
     table = table.assign(method=method)[NI_COLUMNS].reset_index(drop=True)
     return NonInferiorityResult(table, seq.largest, len(wide), _ni_note(seq, margin))
 
@@ -605,18 +604,18 @@ def summarize(maps: pd.DataFrame, result: PairedTestResult, config: EvaluateConf
     dense model).
     """
     curve = map_curve(maps)
-    out: dict[str, Any] = {"map_dense": _median_at(curve, "l1", 0.0)}
+    out: dict[str, Any] = {"map_dense": _median_at(curve, *DENSE_REFERENCE)}
     for k in REPORTED_LEVELS:
-        out[f"map_at_{round(k * 100)}"] = _median_at(curve, "l1", k)
+        out[f"map_at_{round(k * 100)}"] = _median_at(curve, DENSE_REFERENCE.method, k)
     if (curve["method"] == "random").any():
         for k in REPORTED_LEVELS:
             out[f"random_map_at_{round(k * 100)}"] = _median_at(curve, "random", k)
-    methods = [REFERENCE[0], *(m for m in (by_method or {}) if m != REFERENCE[0])]
+    methods = [DENSE_REFERENCE.method, *(m for m in (by_method or {}) if m != DENSE_REFERENCE.method)]
     ni = noninferiority_by_method(maps, methods, config.margin, config.alpha)
     out.update({
-        "max_noninferior_sparsity": ni[REFERENCE[0]].max_level,
+        "max_noninferior_sparsity": ni[DENSE_REFERENCE.method].max_level,
         "margin": config.margin,
-        "noninferiority_note": ni[REFERENCE[0]].note,
+        "noninferiority_note": ni[DENSE_REFERENCE.method].note,
         "noninferiority": _records(pd.concat([r.table for r in ni.values()], ignore_index=True)),
         # The paper's "no significant drop" (a failure to reject), kept for comparison.
         "max_safe_sparsity": result.max_safe_sparsity,

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from cxrprune.core.catalog import DENSE_REFERENCE
 from cxrprune.core.errors import DataError
 
 # The reference code's guard against AP_0 = 0 (kept as is so numbers match it).
@@ -59,7 +60,7 @@ def relative_ap(ap: np.ndarray, ap0: np.ndarray, chance: np.ndarray | float | No
     return np.where(ok, (ap - ap0) / np.where(ok, lift, 1.0), np.nan)
 
 
-def relative_change(per_class: pd.DataFrame, method: str = "l1", chance: pd.Series | None = None,
+def relative_change(per_class: pd.DataFrame, method: str = DENSE_REFERENCE.method, chance: pd.Series | None = None,
                     metric: str = "ap") -> pd.DataFrame:
     """Per-seed relative AP change of every class at every k > 0.
 

@@ -69,7 +69,6 @@ import pandas as pd
 from cxrprune.analysis.evaluate import (
     IDENTICAL,
     MIN_NI_SEEDS,
-    REFERENCE,
     holm,
     max_safe_level,
     min_attainable_p,
@@ -78,6 +77,7 @@ from cxrprune.analysis.evaluate import (
 )
 from cxrprune.analysis.forgetting import EPS
 from cxrprune.core.atomic import json_clean
+from cxrprune.core.catalog import DENSE_REFERENCE
 from cxrprune.core.errors import DataError
 
 LEVEL_DECIMALS = 6  # levels are floats written by other stages; matched after rounding
@@ -105,10 +105,10 @@ def relative_to_dense(per_class: pd.DataFrame) -> pd.DataFrame:
                         "rerun `dvc repro evaluate`")
     df = per_class[["seed", "method", "sparsity", "class_name", "ap"]].rename(columns={"sparsity": "level"})
     df = df.assign(level=np.round(df["level"].to_numpy(np.float64), LEVEL_DECIMALS), method=df["method"].astype(str))
-    is_ref = (df["method"] == REFERENCE[0]) & (df["level"] == REFERENCE[1])
+    is_ref = (df["method"] == DENSE_REFERENCE.method) & (df["level"] == DENSE_REFERENCE.level)
     dense = df.loc[is_ref, ["seed", "class_name", "ap"]].rename(columns={"ap": "ap0"})
     if dense.empty:
-        raise DataError(f"per-class table has no rows for the dense model ({REFERENCE[0]}@0); "
+        raise DataError(f"per-class table has no rows for the dense model ({DENSE_REFERENCE.method}@0); "
                         "rerun `dvc repro evaluate`")
     if dense.duplicated(["seed", "class_name"]).any():
         raise DataError("per-class table has duplicate dense (seed, class) rows; rerun `dvc repro evaluate`")
@@ -191,8 +191,9 @@ def class_noninferiority(rel: pd.DataFrame, tolerance: float, alpha: float = 0.0
                 raise DataError(f"per-class table: class {cls!r} of {method} lacks a level for some seed; "
                                 "rerun `dvc repro evaluate`")
             diffs = {float(k): wide[k].to_numpy(np.float64) for k in wide.columns}
-            if method == REFERENCE[0]:
-                diffs.setdefault(REFERENCE[1], np.zeros(len(wide)))  # the dense model: in the sequence, untested
+            if method == DENSE_REFERENCE.method:
+                # the dense model: in the sequence, untested
+                diffs.setdefault(DENSE_REFERENCE.level, np.zeros(len(wide)))
             by_class[str(cls)] = noninferior_sequence(diffs, tolerance, alpha)
         points[str(method)], method_rows = _method_point(str(method), by_class, alpha)
         notes += [f"non-inferiority not measured: {seq.reason}" for seq in by_class.values() if not seq.measured]
@@ -265,10 +266,10 @@ def _method_point(method: str, by_class: Mapping[str, Any], alpha: float) -> tup
             "method": method, "level": t["level"], "class_name": cls, "mean_rel_dap": t["mean_rel_change"],
             "ni_lower_bound": t["lower_bound"], "ni_p": t["p"], "noninferior": t["noninferior"] & reached,
             "ni_tested": reached, "ni_mde": t["mde"], "ni_reason": t["reason"]}))
-    table = [r[~((r["method"] == REFERENCE[0]) & (r["level"] == REFERENCE[1]))] for r in rows]
+    table = [r[~((r["method"] == DENSE_REFERENCE.method) & (r["level"] == DENSE_REFERENCE.level))] for r in rows]
     point["classes_not_shown"] = None if not measured else [
         {"level": k, "tested": first is None or k <= first, "classes": sorted(not_shown[k])}
-        for k in levels if not (method == REFERENCE[0] and k == REFERENCE[1])]
+        for k in levels if not (method == DENSE_REFERENCE.method and k == DENSE_REFERENCE.level)]
     point["class_mde_at_operating_point"] = _mde_at(by_class, point["operating_point"])
     point["class_mde_at_first_not_shown"] = _mde_at(by_class, first)
     return point, table
@@ -310,7 +311,7 @@ def operating_points(methods: Mapping[str, Mapping[str, Any]], class_tests: pd.D
                       for row in entry["paired_tests"]}
         ct = class_tests[class_tests["method"] == method] if method in tested else class_tests.iloc[0:0]
         ct_levels = {round(float(k), LEVEL_DECIMALS) for k in ct["level"]}
-        untested = [k for k in levels if k not in ct_levels and not (method == REFERENCE[0] and k == REFERENCE[1])]
+        untested = [k for k in levels if k not in ct_levels and (method, k) != DENSE_REFERENCE]
         if untested:
             raise DataError(f"per-class table has no rows for {method}@{untested[0]:g}, which evaluate.json lists; "
                             "rerun `dvc repro evaluate`")
@@ -365,7 +366,7 @@ def rule(tolerance: float, evaluation: Mapping[str, Any], n_classes: int,
     test, correction, alpha = evaluation["test"], evaluation["correction"], float(evaluation["alpha"])
     n_seeds = int(evaluation["n_seeds"])
     out: dict[str, Any] = {"class_tolerance": tolerance, "test": test, "correction": correction, "alpha": alpha,
-                           "n_seeds": n_seeds, "reference": f"{REFERENCE[0]}@{REFERENCE[1]:g}",
+                           "n_seeds": n_seeds, "reference": f"{DENSE_REFERENCE.method}@{DENSE_REFERENCE.level:g}",
                            "note": power_note(test, n_seeds, n_classes, alpha, correction)}
     if ni is not None:
         out["noninferiority"] = {

@@ -33,11 +33,13 @@ from cxrprune.analysis import (
     weights,
 )
 from cxrprune.core.atomic import json_clean, write_csv, write_json
+from cxrprune.core.catalog import DENSE_REFERENCE
 from cxrprune.core.config import AnalyzeConfig
 from cxrprune.core.errors import DataError
 from cxrprune.core.layout import Layout
 
-METHOD = "l1"  # the analyses use magnitude pruning; random is only the mAP control
+# The analyses use magnitude pruning, the dense reference's method; random is only the mAP control.
+METHOD = DENSE_REFERENCE.method
 DAP_SPARSITY = 0.95
 
 

@@ -26,6 +26,7 @@ from cxrprune.analysis import bootstrap
 from cxrprune.analysis.forgetting import MIN_POINTS, relative_ap, round_levels
 from cxrprune.compression.methods import method_levels
 from cxrprune.core.atomic import atomic_path
+from cxrprune.core.catalog import DENSE_REFERENCE
 from cxrprune.core.errors import DataError
 
 
@@ -139,7 +140,7 @@ def map_intervals(res: APResamples) -> pd.DataFrame:
                          "map_lo": lo.ravel(), "map_hi": hi.ravel()})
 
 
-def curve_resamples(res: APResamples, method: str = "l1", chance: np.ndarray | None = None
+def curve_resamples(res: APResamples, method: str = DENSE_REFERENCE.method, chance: np.ndarray | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Forgettability curves per resample: (levels k > 0, (L', B, C)); with ``chance`` (B, C),
     each resample's chance level, the chance-corrected curves (:func:`~cxrprune.analysis.forgetting.relative_ap`)."""
@@ -359,9 +360,9 @@ def map_ci_keys(intervals: pd.DataFrame, reported: Sequence[float]) -> dict[str,
         lo, hi = hit[["map_lo", "map_hi"]].iloc[0]
         return [None if not np.isfinite(lo) else float(lo), None if not np.isfinite(hi) else float(hi)]
 
-    out["map_dense_ci"] = at("l1", 0.0)
+    out["map_dense_ci"] = at(*DENSE_REFERENCE)
     for k in reported:
-        out[f"map_at_{round(k * 100)}_ci"] = at("l1", k)
+        out[f"map_at_{round(k * 100)}_ci"] = at(DENSE_REFERENCE.method, k)
         if (intervals["method"] == "random").any():
             out[f"random_map_at_{round(k * 100)}_ci"] = at("random", k)
     return out

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from cxrprune.compression import predictions
-from cxrprune.compression.methods import SINGLE_LEVEL, method_levels
+from cxrprune.compression.methods import is_single_level, method_levels
 from cxrprune.compression.methods.base import Context
 from cxrprune.compression.methods.registry import get
 from cxrprune.compression.predict import predict_probs
+from cxrprune.core import catalog
 from cxrprune.core.atomic import write_json
 from cxrprune.core.checksums import file_digest
 from cxrprune.core.config import Params
@@ -40,8 +41,6 @@ LOADERS = {
     "module": "torch.load(path, weights_only=False) -> the whole (smaller) torch module; only load files you made",
     "onnx": "onnxruntime.InferenceSession(path); input: float32 N x 3 x H x W, ImageNet-normalised; output: logits",
 }
-FORMATS = {"l1": "sparse", "random": "sparse", "l1_layer": "sparse", "l1_finetune": "sparse", "channel": "module",
-           "int8": "onnx", "fp16": "state_dict", "bf16": "state_dict"}
 
 
 def export(params: Params, seed: int, method: str, level: float, out: Path) -> dict[str, Any]:
@@ -90,10 +89,11 @@ def export(params: Params, seed: int, method: str, level: float, out: Path) -> d
     s = table["sparsity"].to_numpy()
     block = table.loc[(table["method"] == method) & np.isclose(s, match[0], rtol=0, atol=predictions.LEVEL_TOLERANCE)]
     diff = float(np.max(np.abs(block[classes].to_numpy(np.float32) - probs)))
+    form = catalog.METHODS[method].artifact_format
     sidecar = {
-        "artifact": str(out), "bytes": out.stat().st_size, "md5": file_digest(out, 'md5'), "format": FORMATS[method],
-        "load": LOADERS[FORMATS[method]], "method": method, "level": match[0],
-        "single_level_method": method in SINGLE_LEVEL, "measured_sparsity": c.measured_sparsity, "seed": seed,
+        "artifact": str(out), "bytes": out.stat().st_size, "md5": file_digest(out, 'md5'), "format": form,
+        "load": LOADERS[form], "method": method, "level": match[0],
+        "single_level_method": is_single_level(method), "measured_sparsity": c.measured_sparsity, "seed": seed,
         "source_model": str(model_path), "source_md5": file_digest(model_path, 'md5'), "arch": params.train.arch,
         "classes": classes, "image_size": int(x.shape[-1]), "input": "uint8 images / 255, 3 channels, ImageNet mean/std",
         "check": {"test_images": len(labels), "max_abs_probability_difference": diff,

@@ -15,10 +15,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
 import yaml
 
+from cxrprune.core import catalog
 from cxrprune.core.errors import ConfigError
 from cxrprune.core.layout import Layout
 
@@ -31,14 +32,19 @@ MAX_COUNT = 1024  # processes and threads
 MAX_BATCH = 1 << 20
 MAX_STEPS = 1_000_000  # epochs, patience
 
-# train.arch -> (smallest data.image_size, what it must be a multiple of). The CNNs downsample
-# 32x (a >= 1 px final map); a ViT cuts the image into whole patches (8 or 16 px).
-ARCH_IMAGE_SIZES = {
-    "resnet10": (32, 1), "resnet18": (32, 1), "resnet34": (32, 1), "resnet50": (32, 1),
-    "densenet121": (32, 1), "efficientnet_b0": (32, 1), "convnext_tiny": (32, 1),
-    "vit_tiny": (32, 8), "vit_b_16": (32, 16),
-}
-VIT_B_16_IMAGENET_SIZE = 224  # torchvision's ImageNet ViT-B/16 position embeddings: 14 x 14 patches
+
+@dataclass(frozen=True)
+class Choices:
+    """Marks a ``str`` field whose value must be a name of the catalog (:mod:`cxrprune.core.catalog`):
+    ``Annotated[str, Choices(catalog.method_names)]``. Read when params are loaded, so an entry
+    registered before then is accepted, and refused with the same message as a ``Literal``."""
+
+    names: Callable[[], tuple[str, ...]]
+
+
+MethodName = Annotated[str, Choices(catalog.method_names)]
+ArchName = Annotated[str, Choices(catalog.architecture_names)]
+SourceName = Annotated[str, Choices(catalog.source_names)]
 
 
 def default_levels() -> list[float]:
@@ -107,7 +113,7 @@ class DataConfig:
     """Which dataset the pipeline reads and at what resolution it trains."""
 
     name: str = "synthetic"
-    source: Literal["nih-cxr-lt", "mimic-cxr-lt", "csv", "medmnist"] = "nih-cxr-lt"
+    source: SourceName = "nih-cxr-lt"
     root: str = "data/raw/synthetic"
     image_size: int = 48
     workers: int = 0  # 0 = all cores
@@ -178,8 +184,7 @@ class SyntheticConfig:
 class TrainConfig:
     """Training of one seed (the paper: ResNet50, Adam 1e-4, batch 256, patience 15)."""
 
-    arch: Literal["resnet10", "resnet18", "resnet34", "resnet50", "densenet121", "efficientnet_b0",
-                  "convnext_tiny", "vit_tiny", "vit_b_16"] = "resnet18"
+    arch: ArchName = "resnet18"
     pretrained: str = "none"  # none | imagenet | path to a state-dict file
     epochs: int = 8
     patience: int = 3
@@ -225,8 +230,7 @@ class PruneConfig:
     """Post-training compression: every method of ``methods`` at its levels (see
     ``cxrprune.compression.methods``; int8/fp16/bf16 have one level, 0.0)."""
 
-    methods: list[Literal["l1", "random", "l1_layer", "channel", "int8", "fp16", "bf16", "l1_finetune"]] = field(
-        default_factory=lambda: ["l1", "random"])
+    methods: list[MethodName] = field(default_factory=lambda: [catalog.DENSE_REFERENCE.method, "random"])
     levels: list[float] = field(default_factory=default_levels)
     batch_size: int = 512
     # Lower precision is an option only: its AP deviation is measured in benchmarks/README.md.
@@ -242,12 +246,13 @@ class PruneConfig:
     def __post_init__(self) -> None:
         _require(len(self.methods) > 0, "prune.methods", "a non-empty list of compression methods", self.methods)
         _require(len(set(self.methods)) == len(self.methods), "prune.methods", "no duplicates", self.methods)
-        _require("l1" in self.methods, "prune.methods", "a list that contains l1 (the analyses use it)",
-                 self.methods)
+        _require(catalog.DENSE_REFERENCE.method in self.methods, "prune.methods",
+                 f"a list that contains {catalog.DENSE_REFERENCE.method} (the analyses use it)", self.methods)
         _require(len(self.levels) >= 2, "prune.levels", "at least two levels, 0 among them", self.levels)
         for k in self.levels:
             _require(0 <= k < 1, "prune.levels", "sparsities in [0, 1)", k)
-        _require(0.0 in self.levels, "prune.levels", "a list that contains 0 (the dense model)", self.levels)
+        _require(catalog.DENSE_REFERENCE.level in self.levels, "prune.levels", "a list that contains 0 (the dense "
+                 "model)", self.levels)
         _require(sorted(set(self.levels)) == list(self.levels), "prune.levels",
                  "strictly increasing values", self.levels)
         _require(1 <= self.batch_size <= MAX_BATCH, "prune.batch_size", f"an integer in [1, {MAX_BATCH}]",
@@ -476,13 +481,14 @@ class Params:
                      "imports one model", self.seeds)
         _require(self.analyze.pie_sparsity in self.prune.levels, "analyze.pie_sparsity",
                  f"one of prune.levels {self.prune.levels}", self.analyze.pie_sparsity)
-        low, multiple = ARCH_IMAGE_SIZES[self.train.arch]
+        arch = catalog.ARCHITECTURES[self.train.arch]
+        low, multiple = arch.min_image_size, arch.size_multiple
         _require(self.data.image_size >= low and self.data.image_size % multiple == 0, "data.image_size",
                  f"at least {low}" + (f" and a multiple of {multiple}" if multiple > 1 else "")
                  + f" for train.arch {self.train.arch}", self.data.image_size)
-        if self.train.arch == "vit_b_16" and self.train.pretrained == "imagenet":
-            _require(self.data.image_size == VIT_B_16_IMAGENET_SIZE, "data.image_size",
-                     f"{VIT_B_16_IMAGENET_SIZE} for vit_b_16 with ImageNet weights", self.data.image_size)
+        if arch.imagenet_image_size and self.train.pretrained == "imagenet":
+            _require(self.data.image_size == arch.imagenet_image_size, "data.image_size",
+                     f"{arch.imagenet_image_size} for {arch.name} with ImageNet weights", self.data.image_size)
 
     @property
     def layout(self) -> Layout:
@@ -568,7 +574,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     where = prefix.rstrip(".") or "the top level"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in raw if k not in fields]
     if unknown:
@@ -589,8 +595,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key + ".")
-    if origin is Literal:
-        choices = typing.get_args(tp)
+    if origin is Literal or origin is Annotated:
+        choices = typing.get_args(tp) if origin is Literal else typing.get_args(tp)[1].names()
         if value not in choices or isinstance(value, bool):
             raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}, got {_show(value)}")
         return value

@@ -6,7 +6,8 @@ column per class in the dataset's canonical order. Everything after this point
 (validation, the image cache, training) is shared by all sources, so the synthetic default
 exercises the same code path as the real datasets.
 
-``data.source`` selects the reader; ``data.root`` is the dataset folder and
+``data.source`` selects the reader (its entry in :data:`cxrprune.core.catalog.SOURCES` names
+it and the ``data.options`` keys it reads); ``data.root`` is the dataset folder and
 ``data.options`` (:class:`~cxrprune.core.config.SourceOptions`) adjusts the layout. A relative
 path in ``data.options`` is relative to ``data.root``.
 
@@ -37,13 +38,14 @@ from __future__ import annotations
 
 import sys
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
+from cxrprune.core import catalog
 from cxrprune.core.classes import MIMIC_CXR_LT_CLASSES, NIH_CXR_LT_CLASSES
 from cxrprune.core.config import SourceOptions
 from cxrprune.core.errors import ConfigError, DataError
@@ -105,28 +107,19 @@ def read_source(source: str, root: str | Path, options: SourceOptions | None = N
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found; set data.root in params.yaml "
                         f"(for the synthetic default run `dvc repro generate`)")
-    readers = {"nih-cxr-lt": read_nih_cxr_lt, "mimic-cxr-lt": read_mimic_cxr_lt, "csv": read_csv_dataset,
-               "medmnist": read_medmnist}
-    if source not in readers:
+    spec = catalog.SOURCES.get(source)
+    if spec is None:
         raise DataError(f"data.source {source!r} is not supported by this version")
-    _check_options(source, options)
-    return readers[source](root, options)
+    _check_options(spec, options)
+    return catalog.load(spec.implementation)(root, options)
 
 
-# Options each source reads; the others must stay empty so a typo'd setup is not ignored.
-_APPLIES = {
-    "nih-cxr-lt": {"labels", "classes"},
-    "mimic-cxr-lt": {"labels", "image_column", "patient_column", "classes"},
-    "csv": {"labels", "image_column", "patient_column", "split_column", "classes"},
-    "medmnist": {"npz", "classes"},
-}
-
-
-def _check_options(source: str, options) -> None:
-    for key in ("labels", "image_column", "patient_column", "split_column", "classes", "npz"):
-        if getattr(options, key) and key not in _APPLIES[source]:
-            raise ConfigError(f"data.options.{key} does not apply to data.source {source}; it reads "
-                              f"{', '.join(sorted(_APPLIES[source]))} (remove the key)")
+def _check_options(spec: catalog.SourceSpec, options) -> None:
+    """The options ``spec`` does not read must stay empty, so a typo'd setup is not ignored."""
+    for key in (f.name for f in fields(SourceOptions)):
+        if getattr(options, key) and key not in spec.options:
+            raise ConfigError(f"data.options.{key} does not apply to data.source {spec.name}; it reads "
+                              f"{', '.join(sorted(spec.options)) or 'none of them'} (remove the key)")
 
 
 # --- nih-cxr-lt ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from cxrprune.analysis import evaluate, uncertainty
 from cxrprune.compression import predictions
 from cxrprune.compression.methods import method_levels
 from cxrprune.core.atomic import write_csv, write_json
+from cxrprune.core.catalog import DENSE_REFERENCE
 from cxrprune.core.config import Params
 
 
@@ -41,7 +42,7 @@ def run(params: Params) -> None:
     by_method = evaluate.paired_tests_by_method(
         maps, {m: method_levels(m, params.prune.levels) for m in params.prune.methods},
         cfg.test, cfg.correction, cfg.alpha)
-    result = by_method["l1"]
+    result = by_method[DENSE_REFERENCE.method]
     curve, summary = evaluate.map_curve(maps), evaluate.summarize(maps, result, cfg, by_method)
     resamples = collector.result() if collector is not None else None
     if resamples is not None:

@@ -19,6 +19,7 @@ from cxrprune.compression.efficiency import efficiency_table
 from cxrprune.compression.methods.base import Context
 from cxrprune.compression.prune import prune_and_predict
 from cxrprune.core.atomic import write_csv
+from cxrprune.core.catalog import DENSE_REFERENCE
 from cxrprune.core.config import Params
 from cxrprune.core.errors import ConfigError
 from cxrprune.core.runtime import pick_device, set_threads
@@ -54,7 +55,7 @@ def run(params: Params, seed: int) -> None:
     log.call(runs.log_children, params, seed, experiment_id, results,
              child_metrics(results, labels[classes].to_numpy(), classes), predictions_md5=store.file_md5(path))
     log.report()
-    dense = next(r for r in results if r.method == "l1" and r.sparsity == 0.0)  # every method's reference
+    dense = next(r for r in results if (r.method, r.sparsity) == DENSE_REFERENCE)  # every method's reference
     print(f"seed {seed}: {len(results)} (method, level) predictions over {len(labels)} test images, "
           f"dense mAP {np.nanmean(average_precision(labels[classes].to_numpy(), dense.probs)):.3f}")
 

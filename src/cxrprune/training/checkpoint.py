@@ -22,7 +22,7 @@ from torch import nn
 
 from cxrprune.core.checksums import file_digest
 from cxrprune.core.errors import CxrpruneError
-from cxrprune.training.models import HEADS, build_model, canonical_state, head, load_checked, load_failure
+from cxrprune.training.models import architecture, build_model, canonical_state, head, load_checked, load_failure
 
 # Modules whose classes a whole saved module may reference: torch's layers and torchvision's
 # models and the blocks they are built of. Anything else would run code of unknown origin.
@@ -49,7 +49,7 @@ def import_checkpoint(path: str | Path, arch: str, classes: list[str], named: li
         raise CxrpruneError(f"model.path: {path} does not exist; point it at the checkpoint file to audit")
     state, stored = read_state(path)
     state = canonical_state(arch, state)
-    key = HEADS[arch] + ".weight"
+    key = architecture(arch).head + ".weight"
     if key not in state or state[key].ndim != 2:
         raise CxrpruneError(f"model.path: {path} has no {key!r}: it is not a {arch} classifier "
                             f"(train.arch); set train.arch to the checkpoint's architecture")

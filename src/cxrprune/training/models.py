@@ -4,7 +4,8 @@
 member of the same family for the embedded default; ``vit_tiny`` is torchvision's
 ``VisionTransformer`` at DeiT-Tiny's width and depth (192 wide, 3 heads, 12 layers) with
 8 px patches, sized for the small images of the CPU default. The others are torchvision's
-own. Which input sizes each accepts is :data:`cxrprune.core.config.ARCH_IMAGE_SIZES`.
+own. Each is an entry of :data:`cxrprune.core.catalog.ARCHITECTURES` (its final layer, the
+input sizes it accepts, its ImageNet weights) naming its builder here.
 """
 
 from __future__ import annotations
@@ -18,60 +19,60 @@ from torchvision import models as tvm
 from torchvision.models.resnet import BasicBlock, ResNet
 from torchvision.models.vision_transformer import VisionTransformer
 
-from cxrprune.core.config import ARCH_IMAGE_SIZES
+from cxrprune.core import catalog
 from cxrprune.core.errors import CxrpruneError
-
-ARCHS = tuple(ARCH_IMAGE_SIZES)
-
-# The final Linear of each architecture (replaced by one with C outputs), as a dotted path.
-HEADS = {"resnet10": "fc", "resnet18": "fc", "resnet34": "fc", "resnet50": "fc",
-         "densenet121": "classifier", "efficientnet_b0": "classifier.1", "convnext_tiny": "classifier.2",
-         "vit_tiny": "heads.head", "vit_b_16": "heads.head"}
-
-# Image size a ViT is built for when the caller does not say (its position embeddings fix it).
-_VIT_DEFAULT_SIZE = {"vit_tiny": 48, "vit_b_16": 224}
 
 # ImageNet normalisation; grayscale inputs are replicated to three channels.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-_IMAGENET_WEIGHTS = {
-    "resnet18": "ResNet18_Weights",
-    "resnet34": "ResNet34_Weights",
-    "resnet50": "ResNet50_Weights",
-    "densenet121": "DenseNet121_Weights",
-    "efficientnet_b0": "EfficientNet_B0_Weights",
-    "convnext_tiny": "ConvNeXt_Tiny_Weights",
-    "vit_b_16": "ViT_B_16_Weights",
-}
 
 # torchvision's DenseNet files name layers "norm.1" where the modules are now "norm1".
 _DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
 
 def build_model(arch: str, num_classes: int, pretrained: str = "none", image_size: int | None = None) -> nn.Module:
-    """A classifier whose final layer (:data:`HEADS`) is ``Linear(features, num_classes)``.
+    """A classifier whose final layer (the catalog entry's ``head``) is ``Linear(features, num_classes)``.
 
     ``pretrained`` is ``none``, ``imagenet`` (torchvision's weights, downloaded and cached
     by torchvision) or a path to a state-dict file for the backbone. ``image_size`` matters
     to the vision transformers only (their position embeddings are built for one size).
     """
-    if arch not in ARCHS:
-        raise CxrpruneError(f"train.arch: unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
-    size = image_size or _VIT_DEFAULT_SIZE.get(arch, 0)
-    if arch == "resnet10":
-        model: nn.Module = ResNet(BasicBlock, [1, 1, 1, 1])
-    elif arch == "vit_tiny":
-        model = VisionTransformer(image_size=size, patch_size=8, num_layers=12, num_heads=3, hidden_dim=192,
-                                  mlp_dim=768)
-    elif arch == "vit_b_16":
-        model = tvm.vit_b_16(weights=None, image_size=size)
-    else:
-        model = getattr(tvm, arch)(weights=None)
+    spec = architecture(arch)
+    builder = catalog.load(spec.implementation)
+    model: nn.Module = builder(arch, image_size or spec.default_image_size)
     _load_pretrained(model, arch, pretrained)
     parent, name = _head_parent(model, arch)
     setattr(parent, name, nn.Linear(getattr(parent, name).in_features, num_classes))
     return model
+
+
+def architecture(arch: str) -> catalog.ArchSpec:
+    """The catalog entry of ``arch``, or the error that lists the known ones."""
+    if arch not in catalog.ARCHITECTURES:
+        raise CxrpruneError(f"train.arch: unknown architecture {arch!r}; choose one of "
+                            f"{', '.join(catalog.architecture_names())}")
+    return catalog.ARCHITECTURES[arch]
+
+
+# Builders named by the catalog: (arch, image_size) -> the untrained torchvision module.
+
+
+def torchvision_model(arch: str, image_size: int) -> nn.Module:
+    """torchvision's own ``arch`` (a CNN: any input size)."""
+    return getattr(tvm, arch)(weights=None)
+
+
+def resnet10(arch: str, image_size: int) -> nn.Module:
+    return ResNet(BasicBlock, [1, 1, 1, 1])
+
+
+def vit_tiny(arch: str, image_size: int) -> nn.Module:
+    return VisionTransformer(image_size=image_size, patch_size=8, num_layers=12, num_heads=3, hidden_dim=192,
+                             mlp_dim=768)
+
+
+def vit_b_16(arch: str, image_size: int) -> nn.Module:
+    return tvm.vit_b_16(weights=None, image_size=image_size)
 
 
 def head(model: nn.Module, arch: str) -> nn.Linear:
@@ -81,7 +82,7 @@ def head(model: nn.Module, arch: str) -> nn.Linear:
 
 
 def _head_parent(model: nn.Module, arch: str) -> tuple[nn.Module, str]:
-    *path, name = HEADS[arch].split(".")
+    *path, name = architecture(arch).head.split(".")
     parent = model
     for part in path:
         parent = parent[int(part)] if part.isdigit() else getattr(parent, part)
@@ -92,9 +93,10 @@ def _load_pretrained(model: nn.Module, arch: str, pretrained: str) -> None:
     if pretrained == "none":
         return
     if pretrained == "imagenet":
-        if arch not in _IMAGENET_WEIGHTS:
+        weights_name = architecture(arch).imagenet_weights
+        if not weights_name:
             raise CxrpruneError(f"train.pretrained: no ImageNet weights exist for {arch}; use none or a file")
-        weights = getattr(tvm, _IMAGENET_WEIGHTS[arch]).IMAGENET1K_V1
+        weights = getattr(tvm, weights_name).IMAGENET1K_V1
         try:
             state = weights.get_state_dict(progress=False)
         except Exception as exc:  # urllib raises many types when offline
@@ -121,7 +123,7 @@ def _load_pretrained(model: nn.Module, arch: str, pretrained: str) -> None:
                                 f"(a mapping of parameter names to tensors, as saved by torch.save(model.state_dict()))")
     state = canonical_state(arch, state)
     # The final layer is replaced afterwards, so its shape may differ from the file's.
-    prefix = HEADS[arch] + "."
+    prefix = architecture(arch).head + "."
     state = {k: v for k, v in state.items() if not k.startswith(prefix)}
     load_checked(model, state, f"train.pretrained: weights do not fit {arch}",
                  "use weights saved from the same architecture", skip=prefix)

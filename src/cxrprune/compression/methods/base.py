@@ -70,7 +70,7 @@ class Method(ABC):
     def levels(cls, requested: Sequence[float]) -> list[float]:
         """The levels this method produces for the configured ``prune.levels`` (one rule for
         every method, :func:`cxrprune.compression.methods.method_levels`: methods without
-        sparsity levels, listed in ``methods.SINGLE_LEVEL``, run once at 0.0)."""
+        sparsity levels, ``single_level`` in their catalog entry, run once at 0.0)."""
         return method_levels(cls.name, requested)
 
     def check(self, model: nn.Module, levels: Sequence[float], ctx: Context) -> None:
