@@ -568,11 +568,23 @@ def repro_time(o: Outputs) -> str:
     for path in sorted((o.root / "benchmarks" / "results").glob("bench_repro-default-*.json")):
         b = json.loads(path.read_text())
         f, m = b["figures"], b["machine"]
-        earlier.append(f"{_min_s(f['total_s'])} ({m['cpu_model']}, {m['started_utc']}, the stages' CPU share "
-                       f"{f['children_cpu_share']:.2f}; `{path.relative_to(o.root)}`)")
+        kind = _kind(m)
+        shared = ", shared with other work" if f["children_cpu_share"] < 0.75 * m["nproc"] else ""
+        earlier.append(f"{_min_s(f['total_s'])} ({m['cpu_model']}{', ' + kind if kind else ''}, {m['started_utc']}, "
+                       f"the stages' CPU share {f['children_cpu_share']:.2f}{shared}; `{path.relative_to(o.root)}`)")
     if earlier:
         line = line.rstrip("\n") + " Other runs of the same default: " + "; ".join(earlier) + ".\n"
     return line
+
+
+def _kind(m: dict) -> str:
+    """Which of the project's CPU kinds a benchmark machine is, and whether its kernels were
+    limited to AVX2 (then the time is an estimate of the AVX2-only kind, not a measurement)."""
+    flags = m.get("cpu_flags") or []
+    kind = "with AMX" if "amx_bf16" in flags else ("with AVX-512 BF16, no AMX" if "avx512_bf16" in flags else "")
+    if m.get("kernel_limits", {}).get("ATEN_CPU_CAPABILITY") == "avx2":
+        kind += ("; " if kind else "") + "torch and numpy limited to AVX2 kernels: an estimate of the AVX2-only kind"
+    return kind
 
 
 def _min_s(seconds: float) -> str:
@@ -586,10 +598,7 @@ def _repro_line(o: Outputs, name: str, what: str) -> str:
     f, m = b["figures"], b["machine"]
     total = f["total_s"]
     groups = ", ".join(f"{stage} {s:.0f} s" for stage, s in f["stage_groups_s"].items())
-    flags = m.get("cpu_flags") or []
-    kind = "with AMX" if "amx_bf16" in flags else ("with AVX-512 BF16, no AMX" if "avx512_bf16" in flags else "")
-    if m.get("kernel_limits", {}).get("ATEN_CPU_CAPABILITY") == "avx2":
-        kind += ("; " if kind else "") + "torch and numpy limited to AVX2 kernels: an estimate of the AVX2-only kind"
+    kind = _kind(m)
     shared = (f" The machine was shared during this run (the stages got {f['children_cpu_share']:.2f} of "
               f"{m['nproc']} cores): the stages' own CPU time was {f['children_cpu_s'] / 60:.0f} CPU-minutes, and a "
               "quiet run takes less wall time." if f["children_cpu_share"] < 0.75 * m["nproc"] else "")
