@@ -577,6 +577,29 @@ def repro_time(o: Outputs) -> str:
     return line
 
 
+def repro_trade(o: Outputs, budget_s: float = 600.0) -> str:
+    """What the 10-minute budget buys on the machine of ``bench_repro.json``: the stages that run
+    once, the cost of one more seed (its train and prune stages), and how many seeds fit."""
+    b = o.bench("bench_repro")
+    if not b:
+        return "No committed `benchmarks/results/bench_repro.json`: the trade is not measured.\n"
+    stages, m = b["figures"]["stages_s"], b["machine"]
+    per_seed = [s for name, s in stages.items() if name.split("@")[0] in ("train", "prune")]
+    n_seeds = sum(name.startswith("train@") for name in stages)
+    fixed = sum(s for name, s in stages.items() if name.split("@")[0] not in ("train", "prune"))
+    seed_s = sum(per_seed) / n_seeds
+    fits = int((budget_s - fixed) // seed_s)
+    text = (f"On {m['cpu_model']} (`benchmarks/results/bench_repro.json`) the stages that run once took "
+            f"{fixed:.0f} s and each seed {seed_s:.0f} s (its training and its compression at every level), so "
+            f"{_min_s(budget_s)} hold {fits} seeds; the default trains {n_seeds}.")
+    if fits < n_seeds:
+        text += (f" The trade is kept on the side of power, so `make repro` exceeds the budget on that kind: "
+                 f"every per-level test is across seeds (a paired t-test over {fits} seeds has {fits - 1} degrees "
+                 f"of freedom, over {n_seeds} it has {n_seeds - 1}). `dvc exp run -S 'seeds=["
+                 + ",".join(map(str, range(fits))) + "]'` is the run that fits.")
+    return text + "\n"
+
+
 def _kind(m: dict) -> str:
     """Which of the project's CPU kinds a benchmark machine is, and whether its kernels were
     limited to AVX2 (then the time is an estimate of the AVX2-only kind, not a measurement)."""
@@ -675,6 +698,7 @@ RENDER: dict[str, Callable[[Outputs], str]] = {
     "operating-points": operating_point_table, "train-speed": train_speed, "pie-answer": pie_answer, "pie-cost": pie_cost,
     "intervention-answer": intervention_answer, "intervention-cost": intervention_cost,
     "compare": compare_table, "deployment": deployment_table, "calibration": calibration,
+    "repro-trade": repro_trade,
 }
 
 
