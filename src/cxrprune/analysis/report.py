@@ -107,9 +107,9 @@ def stat_text(f: Finding) -> str:
 def planted_section(findings: list[Finding], mechanisms: list[str], effect: float) -> list[str]:
     """Which findings the synthetic generator planted in this run (``synthetic.mechanisms`` at
     ``synthetic.effect``), one row per finding, so a verdict reads against what was there."""
-    listed = ", ".join(mechanisms) or "none: the negative control"
+    control = "" if mechanisms and effect > 0 else " (nothing planted: the negative control)"
     lines = ["## What the generator planted", "",
-             f"`synthetic.mechanisms: [{', '.join(mechanisms)}]` ({listed}), `synthetic.effect: {effect:g}` "
+             f"`synthetic.mechanisms: [{', '.join(mechanisms)}]`, `synthetic.effect: {effect:g}`{control} "
              "(README, Calibration). A route draws the effect into the images; **reproduced** on a finding "
              "that nothing planted is a false positive or a side effect of the generator's other choices (rare "
              "classes have fewer training examples under every setting: the cause "
