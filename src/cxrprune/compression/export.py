@@ -28,6 +28,7 @@ from cxrprune.core.atomic import write_json
 from cxrprune.core.checksums import file_digest
 from cxrprune.core.config import Params
 from cxrprune.core.errors import ConfigError
+from cxrprune.core.numerics import autocast_option
 from cxrprune.core.runtime import cache_on_device, pick_device
 from cxrprune.datasets.prepare import load_meta, load_split, split_reader
 from cxrprune.training.modelfile import load_checkpoint
@@ -81,7 +82,7 @@ def export(params: Params, seed: int, method: str, level: float, out: Path) -> d
         # as prune@<seed> predicted it: same batch size and numerics
         predict = c.predict if c.predict is not None else (
             lambda t: predict_probs(c.model, t, params.prune.batch_size, device,
-                                    autocast=None if params.prune.autocast == "none" else params.prune.autocast,
+                                    autocast=autocast_option(params.prune.autocast),
                                     allow_tf32=params.prune.allow_tf32))
         probs = np.asarray(predict(cache_on_device(x, device)), dtype=np.float32)
     finally:
