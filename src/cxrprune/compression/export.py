@@ -52,7 +52,7 @@ def export(params: Params, seed: int, method: str, level: float, out: Path) -> d
         raise ConfigError(f"--method {method} is not in params.yaml prune.methods {params.prune.methods}: the study "
                           f"has no predictions to check its artifact against")
     levels = method_levels(method, params.prune.levels)
-    match = [k for k in levels if abs(k - level) <= predictions.LEVEL_TOLERANCE]
+    match = [k for k in levels if predictions.same_level(k, level)]
     if not match:
         raise ConfigError(f"--level {level:g} is not a level the study ran for {method} ({', '.join(f'{k:g}' for k in levels)})")
     if seed not in params.seeds:
@@ -87,8 +87,7 @@ def export(params: Params, seed: int, method: str, level: float, out: Path) -> d
         probs = np.asarray(predict(cache_on_device(x, device)), dtype=np.float32)
     finally:
         compressed.close()
-    s = table["sparsity"].to_numpy()
-    block = table.loc[(table["method"] == method) & np.isclose(s, match[0], rtol=0, atol=predictions.LEVEL_TOLERANCE)]
+    block = predictions.select_block(table, method, match[0])
     diff = float(np.max(np.abs(block[classes].to_numpy(np.float32) - probs)))
     form = catalog.METHODS[method].artifact_format
     sidecar = {
