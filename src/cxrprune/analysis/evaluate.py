@@ -344,12 +344,8 @@ def max_safe_sparsity(levels: Sequence[float], significant: Sequence[bool]) -> f
     answer at 0.25 even if 0.35 is not significant. 0.0 when the first level is
     significant; the largest level when none is.
     """
-    safe = 0.0
-    for k, sig in sorted(zip(levels, significant)):
-        if sig:
-            break
-        safe = float(k)
-    return safe
+    safe = max_safe_level(levels, significant)  # the same scan; only "none safe" differs
+    return 0.0 if safe is None else safe
 
 
 def max_safe_level(levels: Sequence[float], unsafe: Sequence[bool]) -> float | None:
