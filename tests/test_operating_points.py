@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cxrprune.analysis import efficiency, evaluate, summary
+from cxrprune.analysis import cost_accuracy, evaluate, summary
 from cxrprune.analysis import operating_points as op
 from cxrprune.compression.methods import method_levels
 from cxrprune.core import config
@@ -76,7 +76,7 @@ def _efficiency() -> pd.DataFrame:
                          "latency_ratio_lo": (0.9 - 0.4 * k) if seed == 0 else np.nan,
                          "latency_ratio_hi": (1.1 - 0.4 * k) if seed == 0 else np.nan,
                          "images_per_s_b64": (200.0 + k) if seed == 0 else np.nan})
-    return pd.DataFrame(rows, columns=efficiency.EFFICIENCY_COLUMNS)
+    return pd.DataFrame(rows, columns=cost_accuracy.EFFICIENCY_COLUMNS)
 
 
 # --- levels of a method ---------------------------------------------------------------------
@@ -309,7 +309,7 @@ def _tests(method, losing: dict[float, list[str]], levels):
                          for k in levels for c in CLASSES])
 
 
-EMPTY_PARETO = pd.DataFrame({c: [] for c in efficiency.PARETO_COLUMNS})
+EMPTY_PARETO = pd.DataFrame({c: [] for c in cost_accuracy.PARETO_COLUMNS})
 
 
 @pytest.mark.parametrize("name, entry, losing, expected", [
@@ -363,9 +363,9 @@ def _write_efficiency(tmp_path, table):
 def test_read_efficiency_checks_each_file(tmp_path):
     table = _efficiency()
     files = _write_efficiency(tmp_path, table)
-    got = efficiency.read_efficiency(files)
+    got = cost_accuracy.read_efficiency(files)
     pd.testing.assert_frame_equal(got, table.reset_index(drop=True), check_dtype=False)
-    assert efficiency.read_efficiency({0: tmp_path / "none-0.csv", 1: tmp_path / "none-1.csv"}).empty
+    assert cost_accuracy.read_efficiency({0: tmp_path / "none-0.csv", 1: tmp_path / "none-1.csv"}).empty
     bad = table[table["seed"] == 1].copy()
     for mutate, message in [
         (lambda d: d.assign(bytes=0), "'bytes' must hold positive"),
@@ -377,24 +377,24 @@ def test_read_efficiency_checks_each_file(tmp_path):
     ]:
         mutate(bad).to_csv(files[1], index=False)
         with pytest.raises(DataError, match=message):
-            efficiency.read_efficiency(files)
+            cost_accuracy.read_efficiency(files)
     files[1].unlink()
     with pytest.raises(DataError, match=r"efficiency-seed-1.csv: not found.*prune@1"):
-        efficiency.read_efficiency(files)
+        cost_accuracy.read_efficiency(files)
 
 
 def test_efficiency_blocks_follow_method_levels():
     table = _efficiency()
-    efficiency.check_blocks(table, {m: method_levels(m, LEVELS) for m in METHODS})
+    cost_accuracy.check_blocks(table, {m: method_levels(m, LEVELS) for m in METHODS})
     extra = pd.concat([table, table[table["method"] == "int8"].assign(level=0.5)])
     with pytest.raises(DataError, match=r"unexpected \[\('int8', 0.5\)\]"):
-        efficiency.check_blocks(extra, {m: method_levels(m, LEVELS) for m in METHODS})
+        cost_accuracy.check_blocks(extra, {m: method_levels(m, LEVELS) for m in METHODS})
 
 
 def test_efficiency_joined_with_accuracy_and_pareto_points():
     per_class = _per_class()
-    joined = efficiency.join_accuracy(_efficiency(), per_class)
-    assert list(joined.columns) == efficiency.JOINED_COLUMNS and len(joined) == len(_efficiency())
+    joined = cost_accuracy.join_accuracy(_efficiency(), per_class)
+    assert list(joined.columns) == cost_accuracy.JOINED_COLUMNS and len(joined) == len(_efficiency())
     rel = op.relative_to_dense(per_class)
     for row in joined.sample(12, random_state=0).itertuples():
         ref = ("l1", 0.0) if row.method == "dense" else (row.method, row.level)
@@ -406,7 +406,7 @@ def test_efficiency_joined_with_accuracy_and_pareto_points():
             assert row.worst_class_rel_dap == pytest.approx(r["rel_dap"].min())
         else:
             assert row.worst_class_rel_dap == 0.0
-    pareto = efficiency.pareto_table(per_class, joined)
+    pareto = cost_accuracy.pareto_table(per_class, joined)
     assert len(pareto) == sum(len(v) for v in METHODS.values()) + 1
     int8 = pareto[pareto["method"] == "int8"].iloc[0]
     assert int8["level"] == 0.0 and int8["latency_ms_b1"] == 2.0 and int8["engine"] == "onnxruntime-cpu"
@@ -456,8 +456,8 @@ def test_tradeoffs_of_hand_made_methods(tmp_path, monkeypatch):
     summary.write_tradeoffs(t, out)
     assert (out.figures / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     pareto = pd.read_csv(out.pareto)
-    assert list(pareto.columns) == efficiency.PARETO_COLUMNS and set(pareto["method"]) == {*METHODS, "dense"}
-    assert list(pd.read_csv(out.efficiency).columns) == efficiency.JOINED_COLUMNS
+    assert list(pareto.columns) == cost_accuracy.PARETO_COLUMNS and set(pareto["method"]) == {*METHODS, "dense"}
+    assert list(pd.read_csv(out.efficiency).columns) == cost_accuracy.JOINED_COLUMNS
     csv = pd.read_csv(out.class_loss_tests)
     assert list(csv.columns) == op.CLASS_TABLE_COLUMNS and len(csv) == len(t.class_tests)
     a = csv[(csv["method"] == "l1") & (csv["class_name"] == "A")].set_index("level")
@@ -474,7 +474,7 @@ def test_tradeoffs_of_hand_made_methods(tmp_path, monkeypatch):
     assert "| l1 | 0.5 | 0.25 | 0.25 | A |" in old and "non-inferiority" not in old
 
     # Without efficiency measurements the figure says so and the costs are null.
-    empty = efficiency.read_efficiency({})
+    empty = cost_accuracy.read_efficiency({})
     t = summary.tradeoffs(cfg, CLASSES, per_class, _evaluation(per_class), empty)
     assert t.summary["operating_points"]["l1"]["bytes"] is None
     summary.write_tradeoffs(t, out)

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cxrprune.compression.predictions import BLOCK_KEYS, LEVEL_TOLERANCE
+from cxrprune.compression.predictions import BLOCK_KEYS, same_level, select_block
 from cxrprune.core.atomic import json_clean
 from cxrprune.core.catalog import DENSE_REFERENCE
 from cxrprune.core.config import EvaluateConfig
@@ -312,7 +312,7 @@ def paired_tests_by_method(maps: pd.DataFrame, method_levels: dict[str, list[flo
     for method, expected in method_levels.items():
         got = np.sort(maps.loc[maps["method"] == method, "sparsity"].unique())
         want = np.sort(np.asarray(expected, dtype=np.float64))
-        if len(got) != len(want) or not np.allclose(got, want, rtol=0, atol=LEVEL_TOLERANCE):
+        if len(got) != len(want) or not same_level(got, want).all():
             raise DataError(f"mAP table: method {method!r} has levels {[float(k) for k in got]}, expected "
                             f"{[float(k) for k in want]}; rerun `dvc repro prune` and `dvc repro evaluate`")
         out[method] = paired_test(maps, method, test, correction, alpha)
@@ -344,12 +344,8 @@ def max_safe_sparsity(levels: Sequence[float], significant: Sequence[bool]) -> f
     answer at 0.25 even if 0.35 is not significant. 0.0 when the first level is
     significant; the largest level when none is.
     """
-    safe = 0.0
-    for k, sig in sorted(zip(levels, significant)):
-        if sig:
-            break
-        safe = float(k)
-    return safe
+    safe = max_safe_level(levels, significant)  # the same scan; only "none safe" differs
+    return 0.0 if safe is None else safe
 
 
 def max_safe_level(levels: Sequence[float], unsafe: Sequence[bool]) -> float | None:
@@ -646,5 +642,5 @@ def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _median_at(curve: pd.DataFrame, method: str, k: float) -> float | None:
-    hit = curve[(curve["method"] == method) & np.isclose(curve["sparsity"], k, rtol=0, atol=LEVEL_TOLERANCE)]
+    hit = select_block(curve, method, k)
     return None if hit.empty else json_clean(hit["map"].iloc[0])

@@ -322,7 +322,7 @@ def pareto(points: pd.DataFrame, path: str | os.PathLike,
     timings, bars its 95% interval; a hollow marker where the interval contains 1, i.e. no
     latency difference from the dense model was shown) and bytes of the deployable file
     (right), y = median mAP (top) and the worst class's median relative AP change (bottom).
-    ``points`` is :func:`cxrprune.analysis.efficiency.pareto_table`; a method's operating
+    ``points`` is :func:`cxrprune.analysis.cost_accuracy.pareto_table`; a method's operating
     point (the largest level at which every class is shown non-inferior) is ringed when
     ``operating`` gives it."""
     panels = [("latency_ratio", "map"), ("megabytes", "map"),

@@ -297,7 +297,7 @@ def operating_points(methods: Mapping[str, Mapping[str, Any]], class_tests: pd.D
     ``evaluate.margin``. Paper-style: the two levels of the module docstring, their gap, the
     classes that lose at the level that is safe on average, and the median mAP, worst-class
     relative change, size and speed (from ``pareto``,
-    :func:`cxrprune.analysis.efficiency.pareto_table`; null when not measured) read at
+    :func:`cxrprune.analysis.cost_accuracy.pareto_table`; null when not measured) read at
     ``measured_at``: ``max_safe_level_all_classes``, or the method's lowest level when none is safe.
 
     ``methods`` is ``evaluate.json``'s ``methods`` entry (levels and paired tests)."""

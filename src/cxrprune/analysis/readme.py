@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxrprune.analysis.efficiency import DENSE
+from cxrprune.analysis.cost_accuracy import DENSE
 from cxrprune.analysis.operating_points import markdown_table
 from cxrprune.core import upstream
 from cxrprune.core.errors import DataError

@@ -22,7 +22,7 @@ import pandas as pd
 
 from cxrprune.analysis import (
     chance_corrected,
-    efficiency,
+    cost_accuracy,
     fcd,
     figures,
     forgetting,
@@ -273,7 +273,7 @@ def report_line(a: Analysis) -> str:
 
 @dataclass
 class Tradeoffs:
-    """Operating points of every method and what they cost (:mod:`.operating_points`, :mod:`.efficiency`)."""
+    """Operating points of every method and what they cost (:mod:`.operating_points`, :mod:`.cost_accuracy`)."""
 
     summary: dict[str, Any]  # summary.json keys operating_points, operating_point_rule
     class_tests: pd.DataFrame  # per (method, level, class): non-inferiority and the paper-style loss test
@@ -287,18 +287,18 @@ def tradeoffs(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, e
     evaluate stage's alpha) and beside it the paper-style rules: (a) comes from the evaluate
     stage (``evaluation["methods"]``), (b) is tested here with the evaluate stage's test,
     correction and alpha and ``cfg.class_tolerance``; ``efficiency_rows`` is
-    :func:`cxrprune.analysis.efficiency.read_efficiency`'s table."""
+    :func:`cxrprune.analysis.cost_accuracy.read_efficiency`'s table."""
     methods = evaluation.get("methods")
     if not isinstance(methods, dict) or not methods:
         raise DataError("evaluate.json has no per-method paired tests ('methods'); rerun `dvc repro evaluate`")
-    efficiency.check_blocks(efficiency_rows, {m: e["levels"] for m, e in methods.items()})
+    cost_accuracy.check_blocks(efficiency_rows, {m: e["levels"] for m, e in methods.items()})
     rel = operating_points.relative_to_dense(per_class)
     alpha = float(evaluation["alpha"])
     class_tests = operating_points.class_loss_tests(rel, cfg.class_tolerance, evaluation["test"],
                                                     evaluation["correction"], alpha)
     ni = operating_points.class_noninferiority(rel, cfg.class_tolerance, alpha)
-    joined = efficiency.join_accuracy(efficiency_rows, per_class)
-    pareto = efficiency.pareto_table(per_class, joined)
+    joined = cost_accuracy.join_accuracy(efficiency_rows, per_class)
+    pareto = cost_accuracy.pareto_table(per_class, joined)
     points = operating_points.operating_points(methods, class_tests, pareto, ni)
     rule = operating_points.rule(cfg.class_tolerance, evaluation, len(classes), ni)
     return Tradeoffs(json_clean({"operating_points": points, "operating_point_rule": rule}),

@@ -28,6 +28,7 @@ from cxrprune.core.atomic import write_json
 from cxrprune.core.checksums import file_digest
 from cxrprune.core.config import Params
 from cxrprune.core.errors import ConfigError
+from cxrprune.core.numerics import autocast_option
 from cxrprune.core.runtime import cache_on_device, pick_device
 from cxrprune.datasets.prepare import load_meta, load_split, split_reader
 from cxrprune.training.modelfile import load_checkpoint
@@ -51,7 +52,7 @@ def export(params: Params, seed: int, method: str, level: float, out: Path) -> d
         raise ConfigError(f"--method {method} is not in params.yaml prune.methods {params.prune.methods}: the study "
                           f"has no predictions to check its artifact against")
     levels = method_levels(method, params.prune.levels)
-    match = [k for k in levels if abs(k - level) <= predictions.LEVEL_TOLERANCE]
+    match = [k for k in levels if predictions.same_level(k, level)]
     if not match:
         raise ConfigError(f"--level {level:g} is not a level the study ran for {method} ({', '.join(f'{k:g}' for k in levels)})")
     if seed not in params.seeds:
@@ -81,13 +82,12 @@ def export(params: Params, seed: int, method: str, level: float, out: Path) -> d
         # as prune@<seed> predicted it: same batch size and numerics
         predict = c.predict if c.predict is not None else (
             lambda t: predict_probs(c.model, t, params.prune.batch_size, device,
-                                    autocast=None if params.prune.autocast == "none" else params.prune.autocast,
+                                    autocast=autocast_option(params.prune.autocast),
                                     allow_tf32=params.prune.allow_tf32))
         probs = np.asarray(predict(cache_on_device(x, device)), dtype=np.float32)
     finally:
         compressed.close()
-    s = table["sparsity"].to_numpy()
-    block = table.loc[(table["method"] == method) & np.isclose(s, match[0], rtol=0, atol=predictions.LEVEL_TOLERANCE)]
+    block = predictions.select_block(table, method, match[0])
     diff = float(np.max(np.abs(block[classes].to_numpy(np.float32) - probs)))
     form = catalog.METHODS[method].artifact_format
     sidecar = {

@@ -40,6 +40,19 @@ class LevelResult:
     probs: np.ndarray  # (N, C) float32
 
 
+def same_level(sparsity, level):
+    """Where ``sparsity`` (a level, or an array of them) is ``level`` (or the level at the
+    same place), within :data:`LEVEL_TOLERANCE`."""
+    return np.isclose(sparsity, level, rtol=0, atol=LEVEL_TOLERANCE)
+
+
+def select_block(table: pd.DataFrame, method: str, level: float) -> pd.DataFrame:
+    """The rows of ``method`` at ``level`` of a table keyed by :data:`BLOCK_KEYS` (a
+    prediction table, or one row per block such as the mAP curve), in table order, index reset."""
+    rows = (table["method"].to_numpy() == method) & same_level(table["sparsity"].to_numpy(), level)
+    return table.loc[rows].reset_index(drop=True)
+
+
 def columns(classes: Sequence[str]) -> list[str]:
     return ["image_id", "method", "sparsity", *classes]
 
@@ -107,7 +120,7 @@ def check_predictions(table: pd.DataFrame, where: str, test_ids: Sequence[str], 
     image_id = table["image_id"].astype(str).to_numpy()
     for m in methods:
         for k in method_levels(m, levels):
-            rows = np.flatnonzero((method == m) & np.isclose(sparsity, k, rtol=0, atol=LEVEL_TOLERANCE))
+            rows = np.flatnonzero((method == m) & same_level(sparsity, k))
             if len(rows) != n_test or not np.array_equal(image_id[rows], ids):
                 raise DataError(f"{where}: the block {m}@{k:g} has {len(rows)} row(s) that are not the {n_test} test "
                                 f"images in order; {fix}")
@@ -159,7 +172,7 @@ def read_blocks(params: Params, seed: int, method: str, levels: Sequence[float],
                         f"(test images x (method, level) blocks) and {cols[:4]}...; {fix}")
     out = []
     for k in levels:
-        rows = table.loc[np.isclose(table["sparsity"].to_numpy(), k, atol=tol, rtol=0)]
+        rows = table.loc[same_level(table["sparsity"].to_numpy(), k)]
         if rows.empty:
             raise DataError(f"{path}: no {method} predictions at sparsity {k:g}; {fix}")
         out.append(rows.reset_index(drop=True))
@@ -175,4 +188,4 @@ def read_level_blocks(path, image_ids: Sequence[str], classes: list[str], method
     check_predictions(table, str(path), image_ids, classes, [method], levels,
                       fix=f"rerun `dvc repro {producer} --force`")
     s = table["sparsity"].to_numpy()
-    return [table.loc[np.isclose(s, k, rtol=0, atol=LEVEL_TOLERANCE)].reset_index(drop=True) for k in levels]
+    return [table.loc[same_level(s, k)].reset_index(drop=True) for k in levels]

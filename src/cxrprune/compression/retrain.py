@@ -13,6 +13,7 @@ import torch
 from cxrprune.compression.predictions import LevelResult
 from cxrprune.compression.prune import prune_and_predict
 from cxrprune.core.config import Params, TrainConfig
+from cxrprune.core.numerics import autocast_option
 from cxrprune.core.runtime import pick_device
 from cxrprune.training.loop import TrainResult, train_model
 
@@ -29,6 +30,6 @@ def train_prune_predict(params: Params, cfg: TrainConfig, seed: int, train: tupl
     x = torch.from_numpy(np.array(images))
     results = prune_and_predict(result.model, x, [method], list(levels), seed, params.prune.batch_size,
                                 pick_device(params.train.device),
-                                autocast=None if params.prune.autocast == "none" else params.prune.autocast,
+                                autocast=autocast_option(params.prune.autocast),
                                 allow_tf32=params.prune.allow_tf32)
     return result, results

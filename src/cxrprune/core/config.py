@@ -361,10 +361,7 @@ class PieTreatmentConfig:
     epochs: int = 0  # 0 = train.epochs
 
     def __post_init__(self) -> None:
-        _require(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds), "pie_treatment.seeds",
-                 "a non-empty list of distinct integers", self.seeds)
-        for s in self.seeds:
-            _require(0 <= s < 2**31, "pie_treatment.seeds", "integers in [0, 2**31)", s)
+        _require_study_seeds(self.seeds, "pie_treatment.seeds")
         _require(2 <= len(self.folds) <= 100 and self.folds == list(range(len(self.folds))), "pie_treatment.folds",
                  "the fold ids 0..K-1 with K in [2, 100] (K=2: [0, 1]; the other folds train, one is scored)",
                  self.folds)
@@ -395,10 +392,7 @@ class InterventionConfig:
     epochs: int = 0  # 0 = train.epochs
 
     def __post_init__(self) -> None:
-        _require(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds), "intervention.seeds",
-                 "a non-empty list of distinct integers", self.seeds)
-        for s in self.seeds:
-            _require(0 <= s < 2**31, "intervention.seeds", "integers in [0, 2**31)", s)
+        _require_study_seeds(self.seeds, "intervention.seeds")
         _require(0 < self.keep < 1, "intervention.keep", "a fraction in (0, 1) of the training positives kept "
                  "in a class's rare arm (0.125: hide 7 of 8)", self.keep)
         _require(0 <= self.assign_seed < 2**32, "intervention.assign_seed", "an integer in [0, 2**32)",
@@ -558,6 +552,13 @@ def to_dict(params: Params) -> dict[str, Any]:
 def _require(ok: bool, key: str, expected: str, got: Any) -> None:
     if not ok:
         raise ConfigError(f"{key} must be {expected}, got {_show(got)}")
+
+
+def _require_study_seeds(seeds: list[int], key: str) -> None:
+    """A study's own seeds: non-empty, distinct, each in [0, 2**31) as the top-level ``seeds``."""
+    _require(len(seeds) > 0 and len(set(seeds)) == len(seeds), key, "a non-empty list of distinct integers", seeds)
+    for s in seeds:
+        _require(0 <= s < 2**31, key, "integers in [0, 2**31)", s)
 
 
 _REPR = reprlib.Repr()

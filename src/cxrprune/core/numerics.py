@@ -87,6 +87,12 @@ def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractC
     return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
 
 
+def autocast_option(setting: str) -> str | None:
+    """A config's autocast setting (``prune.autocast``: ``none``, ``bf16`` or ``fp16``) as
+    :func:`precision`'s ``autocast_dtype``: None (fp32) for ``none``."""
+    return None if setting == "none" else setting
+
+
 def grad_scaler(precision: str, device: torch.device | str) -> torch.amp.GradScaler:
     """A gradient scaler, enabled for fp16 only (a disabled one passes ``step`` through).
 

@@ -128,7 +128,7 @@ def _read_json(path: Path) -> pd.DataFrame:
 
 def load_answers(files: Iterable[tuple[str | os.PathLike, str]], key: pd.DataFrame,
                  manifest: pd.DataFrame, duplicates: str = "error") -> tuple[pd.DataFrame, dict]:
-    """Validated ratings joined with the key, and a report of what was read and decided.
+    """Validated ratings joined with the key, and an audit of what was read and decided (a dict).
 
     ``files`` are ``(path, source)`` pairs (``source``: ``simulated`` or ``real``). Returns
     one row per (reader, case) in :data:`RATING_COLUMNS`, with ``agree`` as 0/1 and the
@@ -137,16 +137,16 @@ def load_answers(files: Iterable[tuple[str | os.PathLike, str]], key: pd.DataFra
     if duplicates not in ("error", "latest"):
         raise ValueError(f"duplicates must be 'error' or 'latest', got {duplicates!r}")
     frames = []
-    report: dict = {"files": 0, "rows_read": 0, "unanswered_rows_dropped": 0, "identical_duplicates_dropped": 0,
-                    "conflicts_resolved": 0, "decisions": []}
+    audit: dict = {"files": 0, "rows_read": 0, "unanswered_rows_dropped": 0, "identical_duplicates_dropped": 0,
+                   "conflicts_resolved": 0, "decisions": []}
     for path, source in files:
         df = read_answer_file(path)
         df["source"] = source
         frames.append(df)
-        report["files"] += 1
-        report["rows_read"] += len(df)
+        audit["files"] += 1
+        audit["rows_read"] += len(df)
     if not frames:
-        return pd.DataFrame(columns=RATING_COLUMNS), report
+        return pd.DataFrame(columns=RATING_COLUMNS), audit
     raw = pd.concat(frames, ignore_index=True)
     parsed = _parse(raw)
     _check_against_key(parsed, key, manifest)
@@ -154,11 +154,11 @@ def load_answers(files: Iterable[tuple[str | os.PathLike, str]], key: pd.DataFra
     answered = parsed[["agree", "quality", "difficulty"]].notna().any(axis=1)
     dropped = parsed.loc[~answered]
     if len(dropped):
-        report["unanswered_rows_dropped"] = int(len(dropped))
+        audit["unanswered_rows_dropped"] = int(len(dropped))
         for f, n in dropped.groupby("file").size().items():
-            report["decisions"].append(f"{f}: {n} case(s) without any answer dropped (form not finished)")
+            audit["decisions"].append(f"{f}: {n} case(s) without any answer dropped (form not finished)")
     parsed = parsed.loc[answered].copy()
-    parsed = _resolve_duplicates(parsed, duplicates, report)
+    parsed = _resolve_duplicates(parsed, duplicates, audit)
 
     k = key.set_index("case_id")
     parsed["image_id"] = parsed["case_id"].map(k["image_id"])
@@ -166,17 +166,17 @@ def load_answers(files: Iterable[tuple[str | os.PathLike, str]], key: pd.DataFra
     parsed["form"] = parsed["case_id"].map(k["form"]).astype(int)
     out = parsed[RATING_COLUMNS].sort_values(["reader_id", "form", "case_id"]).reset_index(drop=True)
     repeats = int(out.duplicated(["reader_id", "image_id"]).sum())
-    report["repeat_image_ratings"] = repeats
+    audit["repeat_image_ratings"] = repeats
     if repeats:
-        report["decisions"].append(f"{repeats} rating(s) are of an image the same reader already rated under "
-                                   f"another case id (images recur across forms); each rating counts")
+        audit["decisions"].append(f"{repeats} rating(s) are of an image the same reader already rated under "
+                                  f"another case id (images recur across forms); each rating counts")
     missing = {q: int(out[q].isna().sum()) for q in QUESTIONS}
-    report["ratings"] = int(len(out))
-    report["missing_answers"] = missing
+    audit["ratings"] = int(len(out))
+    audit["missing_answers"] = missing
     for q, n in missing.items():
         if n:
-            report["decisions"].append(f"{n} rating(s) lack an answer to '{q}'; left out of that question only")
-    return out, report
+            audit["decisions"].append(f"{n} rating(s) lack an answer to '{q}'; left out of that question only")
+    return out, audit
 
 
 def _where(row: pd.Series) -> str:
@@ -274,7 +274,7 @@ def _check_against_key(df: pd.DataFrame, key: pd.DataFrame, manifest: pd.DataFra
     _fail(problems, "answers do not match the current forms (data/reader/<name>/manifest.csv)")
 
 
-def _resolve_duplicates(df: pd.DataFrame, duplicates: str, report: dict) -> pd.DataFrame:
+def _resolve_duplicates(df: pd.DataFrame, duplicates: str, audit: dict) -> pd.DataFrame:
     df = df.reset_index(drop=True)
     keep = np.ones(len(df), dtype=bool)
     problems = []
@@ -288,7 +288,7 @@ def _resolve_duplicates(df: pd.DataFrame, duplicates: str, report: dict) -> pd.D
             best = df.loc[idx, "seconds"].fillna(-1.0).idxmax()
             for i in idx:
                 keep[i] = i == best
-            report["identical_duplicates_dropped"] += len(idx) - 1
+            audit["identical_duplicates_dropped"] += len(idx) - 1
             continue
         places = ", ".join(f"{_where(df.loc[i])} ({_answer_text(df.loc[i])})" for i in idx)
         if duplicates == "error":
@@ -298,14 +298,14 @@ def _resolve_duplicates(df: pd.DataFrame, duplicates: str, report: dict) -> pd.D
         latest = order[-1]
         for i in idx:
             keep[i] = i == latest
-        report["conflicts_resolved"] += 1
-        report["decisions"].append(f"reader {reader!r}, case {cid}: kept the latest answer "
-                                   f"{_where(df.loc[latest])} of {places}")
+        audit["conflicts_resolved"] += 1
+        audit["decisions"].append(f"reader {reader!r}, case {cid}: kept the latest answer "
+                                  f"{_where(df.loc[latest])} of {places}")
     _fail(problems, "conflicting answers (remove the wrong file, or set reader.duplicates: latest)")
-    n = report["identical_duplicates_dropped"]
+    n = audit["identical_duplicates_dropped"]
     if n:
-        report["decisions"].append(f"{n} repeated identical answer row(s) dropped (the same export read twice, "
-                                   f"e.g. its CSV and its JSON)")
+        audit["decisions"].append(f"{n} repeated identical answer row(s) dropped (the same export read twice, "
+                                  f"e.g. its CSV and its JSON)")
     return df.loc[keep].copy()
 
 

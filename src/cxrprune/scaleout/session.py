@@ -145,13 +145,15 @@ def _ctrl_c_as_flag() -> Iterator[threading.Event]:
 
 
 @dataclass
-class Report:
+class ReproResult:
+    """What one ``cxrprune repro --ray`` did: each stage's state, seconds per phase, its summary file."""
+
     states: dict[str, StageState]
     phases: dict[str, float]
     summary_path: Path
 
 
-def reproduce(root: str | os.PathLike, opts: Options, stream: TextIO | None = None) -> Report:
+def reproduce(root: str | os.PathLike, opts: Options, stream: TextIO | None = None) -> ReproResult:
     """The whole ``cxrprune repro --ray``; raises :class:`ScaleoutError` when a stage failed
     (after recording everything that succeeded) and ``KeyboardInterrupt`` on Ctrl-C (after
     cancelling and cleaning up)."""
@@ -160,14 +162,14 @@ def reproduce(root: str | os.PathLike, opts: Options, stream: TextIO | None = No
         return _reproduce(root, opts, stream or sys.stderr)
 
 
-def _reproduce(root: Path, opts: Options, stream: TextIO) -> Report:
+def _reproduce(root: Path, opts: Options, stream: TextIO) -> ReproResult:
     phases: dict[str, float] = {}
     t = time.time()
     plan = make_plan(root, opts.targets)
     if not plan.waves:
         stream.write("cxrprune repro: no per-seed stages in scope; running dvc repro\n")
         run_dvc(["repro", *plan.targets], root)
-        return Report({}, {"rest": time.time() - t}, root / opts.log_dir / SUMMARY)
+        return ReproResult({}, {"rest": time.time() - t}, root / opts.log_dir / SUMMARY)
     phases["plan"] = time.time() - t
 
     session = _Session(plan, opts, stream)
@@ -193,7 +195,7 @@ def _reproduce(root: Path, opts: Options, stream: TextIO) -> Report:
     run_dvc(["repro", *plan.targets], root)
     phases["rest"] = time.time() - t
     session.write_summary(phases)
-    return Report(session.states, phases, session.summary_path)
+    return ReproResult(session.states, phases, session.summary_path)
 
 
 class _Session:

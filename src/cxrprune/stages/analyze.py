@@ -12,7 +12,7 @@ from the prune stage's per-seed files) and the Pareto figure; then logs the summ
 
 from __future__ import annotations
 
-from cxrprune.analysis import efficiency
+from cxrprune.analysis import cost_accuracy
 from cxrprune.analysis import summary as analysis
 from cxrprune.analysis import uncertainty
 from cxrprune.compression import predictions
@@ -42,7 +42,7 @@ def run(params: Params) -> None:
     # Imported published predictions come without models (meta.json says "imported").
     model = None if "imported" in meta else load_checkpoint(out.model_file(params.seeds[0]))[0]
 
-    efficiency_rows = efficiency.read_efficiency({s: out.efficiency_file(s) for s in params.seeds})
+    efficiency_rows = cost_accuracy.read_efficiency({s: out.efficiency_file(s) for s in params.seeds})
     resamples = uncertainty.load(out.ap_resamples)  # None when evaluate ran without intervals
 
     trade = analysis.tradeoffs(cfg, classes, per_class, evaluation, efficiency_rows)

@@ -129,10 +129,7 @@ def analyze_replicate(rep: Replicate, cfg: AnalyzeConfig, per_class: pd.DataFram
 
 def blocks(table: pd.DataFrame, levels: Sequence[float]) -> list[pd.DataFrame]:
     """The rows of the L1 method at each of ``levels``, in that order, index reset."""
-    k = table["sparsity"].to_numpy()
-    method = table["method"].to_numpy()
-    return [table.loc[(method == analysis.METHOD) & np.isclose(k, level, rtol=0, atol=predictions.LEVEL_TOLERANCE)]
-            .reset_index(drop=True) for level in levels]
+    return [predictions.select_block(table, analysis.METHOD, level) for level in levels]
 
 
 def _as_read(doc: dict[str, Any]) -> dict[str, Any]:
