@@ -510,9 +510,16 @@ def calibration(o: Outputs) -> str:
     against the targets: a planted finding in >= 4 of 5 draws, any finding in <= 1 of 5 with none."""
     from cxrprune.analysis.findings import CLAIMS
 
+    f = o.csv("metrics/synthetic/forgettability.csv")
+    learned = f["dense_auroc_lo"] > 0.5
+    lost = ", ".join(f"{r.class_name} ({r.train_count} training images, dense AUROC {r.dense_auroc:.2f} "
+                     f"[{r.dense_auroc_lo:.2f}, {r.dense_auroc_hi:.2f}])" for r in f[~learned].itertuples())
+    learn_line = (f"Visible is not learned: in the committed default, {int(learned.sum())} of {len(f)} classes have a "
+                  f"dense AUROC interval above 0.5 (`metrics/synthetic/forgettability.csv`)"
+                  + (f"; not learned, so left out of the forgetting analyses: {lost}" if lost else "") + ".\n\n")
     planted_md, none_md = o.root / "reports/calibration-planted.md", o.root / "reports/calibration-none.md"
     if not (planted_md.exists() and none_md.exists()):
-        return "No committed calibration draws yet: run the commands above.\n"
+        return learn_line + "No committed calibration draws yet: run the commands above.\n"
     planted, none = _reproduced_column(planted_md), _reproduced_column(none_md)
 
     def count(cell: str) -> tuple[int, int]:
@@ -532,7 +539,7 @@ def calibration(o: Outputs) -> str:
                       ", ".join(x for x, ok in (("missed: too few planted draws", ok_power),
                                                 ("missed: false positives", ok_fp)) if not ok))
         out.append(f"| {claim.title} | {', '.join(claim.routes) or 'none'} | {p} | {n} | {target} |")
-    return "\n".join(out) + "\n"
+    return learn_line + "\n".join(out) + "\n"
 
 
 def operating_point_table(o: Outputs) -> str:
