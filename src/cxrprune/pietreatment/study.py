@@ -11,16 +11,10 @@ import pandas as pd
 
 from cxrprune.compression import predictions
 from cxrprune.core.config import Params
-from cxrprune.core.errors import ConfigError
 from cxrprune.pietreatment import folds as oof
 
 STUDY_FILE = "studies/pie-treatment/dvc.yaml"
 METHOD = "l1"
-
-
-def check_seed(params: Params, seed: int) -> None:
-    if seed not in params.pie_treatment.seeds:
-        raise ConfigError(f"--seed {seed} is not in params.yaml pie_treatment.seeds {params.pie_treatment.seeds}")
 
 
 def folds_of(params: Params, train_labels: pd.DataFrame, classes: list[str]) -> np.ndarray:

@@ -19,8 +19,13 @@ from cxrprune.compression import predictions
 from cxrprune.core import upstream
 from cxrprune.core.config import Params, to_dict
 from cxrprune.datasets.prepare import load_meta, load_split
+from cxrprune.stages import Stage
 from cxrprune.tracking import store
 from cxrprune.training.modelfile import load_checkpoint
+
+
+STAGE = Stage(name="analyze",
+              help="forgettability, FCD, PIEs, summary.json, plots")
 
 
 def run(params: Params) -> None:

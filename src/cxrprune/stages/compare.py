@@ -11,6 +11,7 @@ the experiments, not the workspace.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -21,6 +22,22 @@ from cxrprune.core.atomic import atomic_path, write_text
 from cxrprune.core.config import Params
 from cxrprune.core.errors import CxrpruneError
 from cxrprune.core.layout import COMPARE_FIGURE, COMPARE_MD, COMPARE_SNAPSHOT
+from cxrprune.stages import Stage
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--all-commits", action="store_true",
+                        help="experiments of every commit, not only those based on HEAD (dvc exp show -A)")
+    source.add_argument("--from", dest="from_dir", default=None, metavar="DIR",
+                        help="rebuild the table from a committed snapshot (reports/compare: <experiment>/"
+                             "findings.json and params.yaml), without dvc exp show or the experiments' git refs")
+
+
+STAGE = Stage(name="compare",
+              help="findings x experiments from `dvc exp show`, counted per draw of the data (reports/compare.md "
+                   "and compare.png; what was read: reports/compare/)",
+              arguments=_arguments)
 
 
 def run(params: Params, all_commits: bool = False, from_dir: str | None = None) -> None:

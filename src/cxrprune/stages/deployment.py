@@ -10,6 +10,12 @@ from __future__ import annotations
 from cxrprune.analysis import deployment
 from cxrprune.core import upstream
 from cxrprune.core.config import Params
+from cxrprune.stages import Stage
+
+
+STAGE = Stage(name="deployment",
+              help="per method: operating point, bytes, latency and the diseases losing more than the tolerance "
+                   "at each level (reports/<name>/deployment.md)")
 
 
 def run(params: Params) -> None:

@@ -16,7 +16,13 @@ from cxrprune.core.atomic import json_clean, write_csv, write_json
 from cxrprune.core.config import Params, to_dict
 from cxrprune.datasets.prepare import load_meta, load_split
 from cxrprune.intervention import arms, figure, outcome, study
+from cxrprune.stages import Stage
 from cxrprune.tracking import store
+
+
+STAGE = Stage(name="intervention-report",
+              help="frequency intervention: each class rare vs common, sign-flip test over classes, "
+                   "frequency_intervention.json, figure")
 
 SHIFTS = (0.05, 0.1, 0.2)  # planted losses of mean retained AUROC at which the verdict's power is stated
 

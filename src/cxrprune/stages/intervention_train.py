@@ -7,6 +7,7 @@ positives the loss saw), then one MLflow run tagged with the arm and seed."""
 
 from __future__ import annotations
 
+import argparse
 import numpy as np
 
 from cxrprune.compression import predictions, retrain
@@ -14,13 +15,24 @@ from cxrprune.core.atomic import write_csv, write_json
 from cxrprune.core.config import Params, to_dict
 from cxrprune.datasets.prepare import load_meta, load_split
 from cxrprune.intervention import arms, study
+from cxrprune.stages import Stage
 from cxrprune.stats.metrics import average_precision
 from cxrprune.tracking import store
 
 
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arm", required=True, help="which arm of the frequency intervention: rare_a, rare_b or control")
+
+
+STAGE = Stage(name="intervention-train",
+              help="frequency intervention: train one seed of one arm (hidden positives masked out of the loss), "
+                   "prune, predict the test set",
+              arguments=_arguments,
+              fan_out="intervention.seeds")
+
+
 def run(params: Params, arm: str, seed: int) -> None:
     cfg, out = params.intervention, params.layout
-    study.check_seed(params, seed)
     classes = load_meta(out.prepared)["classes"]
     half = arms.halves(classes, cfg.assign_seed)
     rare = arms.rare_classes(arm, half)

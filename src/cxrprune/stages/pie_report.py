@@ -18,7 +18,12 @@ from cxrprune.core.atomic import json_clean, write_csv, write_json
 from cxrprune.core.config import Params, to_dict
 from cxrprune.datasets.prepare import load_meta, load_split
 from cxrprune.pietreatment import figure, outcome, study, verdict
+from cxrprune.stages import Stage
 from cxrprune.tracking import store
+
+
+STAGE = Stage(name="pie-report",
+              help="PIE study: outcome of each treatment, paired tests, pie_treatment.json, figure")
 
 
 def run(params: Params) -> None:

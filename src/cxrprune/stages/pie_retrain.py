@@ -7,6 +7,7 @@ then one MLflow run tagged with the treatment and seed."""
 
 from __future__ import annotations
 
+import argparse
 import numpy as np
 
 from cxrprune.compression import predictions, retrain
@@ -17,13 +18,23 @@ from cxrprune.core.errors import ConfigError, DataError
 from cxrprune.datasets.prepare import load_meta, load_split
 from cxrprune.pietreatment import model, study
 from cxrprune.pietreatment.treatments import training_set
+from cxrprune.stages import Stage
 from cxrprune.stats.metrics import average_precision
 from cxrprune.tracking import store
 
 
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--treatment", required=True, help="which of params.yaml's pie_treatment.treatments")
+
+
+STAGE = Stage(name="pie-retrain",
+              help="PIE study: retrain one seed under one treatment, prune, predict the test set",
+              arguments=_arguments,
+              fan_out="pie_treatment.seeds")
+
+
 def run(params: Params, treatment: str, seed: int) -> None:
     cfg, out = params.pie_treatment, params.layout
-    study.check_seed(params, seed)
     if treatment not in cfg.treatments:
         raise ConfigError(f"--treatment {treatment} is not in params.yaml pie_treatment.treatments {cfg.treatments}")
     classes = load_meta(out.prepared)["classes"]

@@ -11,6 +11,11 @@ from cxrprune.core.config import Params
 from cxrprune.datasets.prepare import load_meta, load_split
 from cxrprune.pietreatment import folds as oof
 from cxrprune.pietreatment import study
+from cxrprune.stages import Stage
+
+
+STAGE = Stage(name="pie-score",
+              help="PIE study: out-of-fold training-set PIEs, checked against the synthetic truth")
 
 
 def run(params: Params) -> None:

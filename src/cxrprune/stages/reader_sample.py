@@ -6,6 +6,11 @@ from cxrprune.core.config import Params
 from cxrprune.datasets.prepare import load_meta, load_split
 from cxrprune.reader.page import image_source, write_forms
 from cxrprune.reader.sample import draw_sample, load_pies, write_sample
+from cxrprune.stages import Stage
+
+
+STAGE = Stage(name="reader-sample",
+              help="draw the blinded reader-study sample, write one HTML form per reader")
 
 
 def run(params: Params) -> None:

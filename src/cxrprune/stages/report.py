@@ -20,6 +20,11 @@ from cxrprune.core.atomic import write_json, write_text
 from cxrprune.core.config import Params
 from cxrprune.core.errors import DataError
 from cxrprune.core.layout import SYNTHETIC_ROOT, VALIDATION
+from cxrprune.stages import Stage
+
+
+STAGE = Stage(name="report",
+              help="findings of the paper vs this run: values, CIs, verdicts (reports/<name>/findings.md)")
 
 
 def _validation() -> dict | None:

@@ -9,6 +9,7 @@ statistics, not a dataset.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import sys
@@ -16,7 +17,28 @@ import time
 
 from cxrprune.core.config import Params
 from cxrprune.core.errors import ConfigError
+from cxrprune.stages import Stage
 from cxrprune.validation.effects import check_effect
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--replicates", type=int, default=200, metavar="R",
+                   help="replicates per effect size, at least 20 (default: 200)")
+    p.add_argument("--effects", default="0,0.5,1", metavar="E,E,...",
+                   help="planted effect sizes in [0, 1], 0 = nothing planted (default: 0,0.5,1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every replicate's random stream (default: 0)")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="processes (default: all cores)")
+    p.add_argument("--resamples", type=int, default=50, metavar="B",
+                   help="bootstrap resamples per replicate for the intervals and their coverage; 0: no "
+                        "intervals, verdicts from p-values alone (default: 50)")
+    p.add_argument("--out", default="benchmarks/results/verdicts", metavar="PATH",
+                   help="writes PATH.json and PATH.txt (default: benchmarks/results/verdicts)")
+
+
+STAGE = Stage(name="validate",
+              help="false-positive rate and power of every verdict on planted-effect replicates "
+                   "(benchmarks/results/verdicts.{json,txt})",
+              arguments=_arguments)
 
 MIN_REPLICATES = 20  # below this a rate's Monte Carlo interval is wider than +-0.2
 DEFAULT_EFFECTS = "0,0.5,1"
