@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from cxrprune.core.config import Params, TrainConfig
+from cxrprune.core.layout import INTERVENTION_STUDY
 
-STUDY_FILE = "studies/frequency-intervention/dvc.yaml"
+STUDY_FILE = INTERVENTION_STUDY
 METHOD = "l1"
 
 

@@ -11,9 +11,10 @@ import pandas as pd
 
 from cxrprune.compression import predictions
 from cxrprune.core.config import Params
+from cxrprune.core.layout import PIE_STUDY
 from cxrprune.pietreatment import folds as oof
 
-STUDY_FILE = "studies/pie-treatment/dvc.yaml"
+STUDY_FILE = PIE_STUDY
 METHOD = "l1"
 
 
@@ -28,5 +29,6 @@ def folds_of(params: Params, train_labels: pd.DataFrame, classes: list[str]) -> 
 
 def read_table(path: Path, image_ids: Sequence[str], classes: list[str], levels: Sequence[float],
                stage: str) -> list[pd.DataFrame]:
-    """A study prediction table of ``stage``, checked; its blocks in ``levels`` order."""
-    return predictions.read_level_blocks(path, image_ids, classes, METHOD, levels, f"{STUDY_FILE}:{stage}")
+    """A study prediction table of ``stage`` (its ``dvc repro`` target), checked; its blocks in
+    ``levels`` order."""
+    return predictions.read_level_blocks(path, image_ids, classes, METHOD, levels, stage)

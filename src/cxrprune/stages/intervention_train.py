@@ -43,14 +43,13 @@ def run(params: Params, arm: str, seed: int) -> None:
     result, results = retrain.train_prune_predict(params, study.train_config(params), seed, train, val, classes,
                                                   test_images, params.prune.levels, study.METHOD,
                                                   sample_weights=weights)
-    folder = out.intervention_dir(arm, seed)
-    predictions.write_predictions(folder / "predictions.parquet", results, test_labels["image_id"].astype(str).tolist(),
-                                  classes)
-    write_csv(folder / "history.csv", result.history)
+    predictions.write_predictions(out.intervention_predictions(arm, seed), results,
+                                  test_labels["image_id"].astype(str).tolist(), classes)
+    write_csv(out.intervention_history(arm, seed), result.history)
     seen = arms.seen_positives(train[0], classes, weights)
     record = {"arm": arm, "seed": seed, "rare_classes": rare, "hidden_positives": int((weights == 0).sum()),
               "seen_positives": {c: int(v) for c, v in seen.items()}, "best_epoch": result.best_epoch}
-    write_json(folder / "train_set.json", record)
+    write_json(out.intervention_train_set(arm, seed), record)
     dense = next(r for r in results if r.sparsity == 0.0)
     map_dense = float(np.nanmean(average_precision(test_labels[classes].to_numpy(), dense.probs)))
     store.log_tagged_run(params, "intervention-train", f"intervention-{arm}-seed-{seed}",

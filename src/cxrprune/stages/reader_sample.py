@@ -22,7 +22,7 @@ def run(params: Params) -> None:
     pies = load_pies(layout.pies)
     sample = draw_sample(pies, labels, classes, cfg)
     out = layout.reader
-    pages = write_forms(sample.manifest, out / "forms",
+    pages = write_forms(sample.manifest, layout.reader_forms,
                         image_source(params.data.root, labels["image_id"].astype(str).tolist(), images),
                         cfg.image_size)
     sample.info.update(pages)
@@ -34,5 +34,5 @@ def run(params: Params) -> None:
                  f"so images recur across forms (at most {info['max_uses_per_image']} times, never twice in a form)")
     print(f"reader study {name}: {cfg.forms} form(s) of {cfg.per_group} PIEs + {cfg.per_group} non-PIEs, "
           f"{info['distinct_pies']} distinct PIEs, {info['distinct_non_pies']} distinct non-PIEs{reuse} -> "
-          f"{out / 'forms'}")
+          f"{layout.reader_forms}")
 

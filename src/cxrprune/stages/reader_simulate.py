@@ -18,8 +18,7 @@ STAGE = Stage(name="reader-simulate",
 
 def run(params: Params) -> None:
     cfg = params.reader
-    study = params.layout.reader
-    out = study / "simulated"
+    out = params.layout.reader_simulated
     if not cfg.simulate:
         with atomic_dir(out) as tmp:
             (tmp / "README.txt").write_text("reader.simulate is false: no simulated readers.\n", encoding="utf-8")
@@ -30,8 +29,8 @@ def run(params: Params) -> None:
         raise DataError(f"{truth_path}: not found; simulated readers need the synthetic ground truth. "
                         f"For a real dataset set reader.simulate: false and collect real answers "
                         f"in {cfg.answers_dir}")
-    truth = upstream.read_parquet(truth_path, "prepare")
-    cases = case_truth(load_key(study / "key.csv"), load_manifest(study / "manifest.csv"), truth)
+    truth = upstream.read_parquet(truth_path)
+    cases = case_truth(load_key(params.layout.reader_key), load_manifest(params.layout.reader_manifest), truth)
     files = simulate(cases, cfg.simulated_readers, cfg.seed)
     with atomic_dir(out) as tmp:
         for name, df in files.items():
