@@ -18,7 +18,8 @@ from cxrprune.core.errors import CxrpruneError
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command; with ``command``, only that command's options are added
-    (only its stage module is imported: each imports its own heavy libraries)."""
+    (only its stage module is imported: each imports its own heavy libraries; ``""``: none,
+    enough for ``cxrprune --help`` and for an unknown command's error)."""
     parser = argparse.ArgumentParser(prog="cxrprune", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = _command_in(argv)
     known = stages.declared()
-    parser = build_parser(command if command in known else None)
+    parser = build_parser(command if command in known else "")
     args = parser.parse_args(argv)
     module = stages.load(known[args.command].module)
     try:
