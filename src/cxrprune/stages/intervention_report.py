@@ -20,12 +20,11 @@ from cxrprune.intervention import arms, figure, outcome, study
 from cxrprune.stages import Stage
 from cxrprune.tracking import store
 
+SHIFTS = (0.05, 0.1, 0.2)  # planted losses of mean retained AUROC at which the verdict's power is stated
 
 STAGE = Stage(name="intervention-report",
               help="frequency intervention: each class rare vs common, sign-flip test over classes, "
                    "frequency_intervention.json, figure")
-
-SHIFTS = (0.05, 0.1, 0.2)  # planted losses of mean retained AUROC at which the verdict's power is stated
 
 
 def run(params: Params) -> None:

@@ -30,12 +30,11 @@ from cxrprune.training.checkpoint import import_checkpoint
 from cxrprune.training.loop import train_model, validation_row
 from cxrprune.training.modelfile import HISTORY_COLUMNS, save_model
 
+NEAR_CHANCE_AUROC = 0.55  # an imported model this close to chance was likely fed the wrong input
 
 STAGE = Stage(name="train",
               help="train one seed (checkpoint, history, MLflow run)",
               fan_out="seeds")
-
-NEAR_CHANCE_AUROC = 0.55  # an imported model this close to chance was likely fed the wrong input
 
 
 def run(params: Params, seed: int) -> None:
