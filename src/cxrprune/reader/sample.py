@@ -184,14 +184,15 @@ def _new_id(rng: np.random.Generator, used: set[str]) -> str:
             return cid
 
 
-def write_sample(sample: Sample, out_dir: str | os.PathLike) -> None:
-    """``manifest.csv`` (readers' view), ``key.csv`` (hidden) and ``sample.json`` (counts)."""
-    out_dir = Path(out_dir)
-    write_csv(out_dir / "manifest.csv", sample.manifest)
-    key = sample.key.copy()
-    key["is_pie"] = key["is_pie"].astype(int)
-    write_csv(out_dir / "key.csv", key)
-    write_json(out_dir / "sample.json", sample.info)
+def write_sample(sample: Sample, manifest: str | os.PathLike, key: str | os.PathLike,
+                 info: str | os.PathLike) -> None:
+    """The manifest (readers' view), the key (hidden) and the counts (JSON), where the
+    layout puts them (``Layout.reader_manifest``, ``reader_key``, ``reader_sample_info``)."""
+    table = sample.key.copy()
+    table["is_pie"] = table["is_pie"].astype(int)
+    write_csv(manifest, sample.manifest)
+    write_csv(key, table)
+    write_json(info, sample.info)
 
 
 def load_manifest(path: str | os.PathLike) -> pd.DataFrame:

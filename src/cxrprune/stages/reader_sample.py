@@ -21,12 +21,11 @@ def run(params: Params) -> None:
     labels, images = load_split(prepared, "test")
     pies = load_pies(layout.pies)
     sample = draw_sample(pies, labels, classes, cfg)
-    out = layout.reader
     pages = write_forms(sample.manifest, layout.reader_forms,
                         image_source(params.data.root, labels["image_id"].astype(str).tolist(), images),
                         cfg.image_size)
     sample.info.update(pages)
-    write_sample(sample, out)
+    write_sample(sample, layout.reader_manifest, layout.reader_key, layout.reader_sample_info)
     info = sample.info
     reuse = ""
     if info["max_uses_per_image"] > 1:
