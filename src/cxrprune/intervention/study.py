@@ -1,13 +1,12 @@
-"""What the study's stages share: its pipeline file and its training settings."""
+"""What the study's stages share: the compression method and the training settings (its
+pipeline file is ``cxrprune.core.layout.INTERVENTION_STUDY``)."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from cxrprune.core.config import Params, TrainConfig
-from cxrprune.core.layout import INTERVENTION_STUDY
 
-STUDY_FILE = INTERVENTION_STUDY
 METHOD = "l1"
 
 

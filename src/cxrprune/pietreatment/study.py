@@ -11,10 +11,8 @@ import pandas as pd
 
 from cxrprune.compression import predictions
 from cxrprune.core.config import Params
-from cxrprune.core.layout import PIE_STUDY
 from cxrprune.pietreatment import folds as oof
 
-STUDY_FILE = PIE_STUDY
 METHOD = "l1"
 
 

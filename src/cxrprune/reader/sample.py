@@ -106,7 +106,7 @@ def draw_sample(pies: pd.DataFrame, labels: pd.DataFrame, classes: list[str], cf
     unknown = [i for i in ids if i not in pie_of]
     if unknown:
         raise DataError(f"pies.csv lacks {len(unknown)} test image(s) (e.g. {unknown[:3]}); "
-                        f"rerun `dvc repro {producer('pies')}` after `prepare`")
+                        f"rerun `dvc repro {producer('pies')}` after `{producer('prepared')}`")
     is_pie = np.array([pie_of[i] for i in ids], dtype=bool)
     stratum = strata(labels, classes)
     shown = positive_labels(labels, classes)
