@@ -1,15 +1,16 @@
 """Every path a stage reads or writes, in one place.
 
-``dvc.yaml`` names the same paths with ``${data.name}``; ``tests/test_layout.py`` checks that
-each ``outs``/``metrics`` entry of ``dvc.yaml`` is a path of this module, so the pipeline
-definition, the stages and the tests agree by construction. Paths are relative to the
+``dvc.yaml`` (and the studies' pipeline files) name the same paths with ``${data.name}``;
+``tests/test_layout.py`` checks that each ``outs``/``metrics`` entry is an entry of this module
+that its stage declares, so the pipeline definition, the stages and the tests agree by
+construction. Paths are relative to the
 repository root (stages run there: ``dvc repro`` sets the working directory).
 
 Each entry also says which DVC stage writes it (``@writes``), so that a stage reading
 another's output names the stage to rerun from here (:func:`producer`, :func:`producer_of`)
 rather than typing it: the lower layers (``compression``, ``analysis``) need that answer too,
 and they cannot import ``cxrprune.stages``. A stage's declaration
-(:class:`cxrprune.core.stage.Stage`) lists its outputs from the same marks.
+(:class:`cxrprune.stages.Stage`) lists its outputs from the same marks.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def writes(stage: str, study: str | None = None) -> Callable[[_F], _F]:
         fn.writer = (stage, study)  # type: ignore[attr-defined]
         return fn
     return mark
+
 
 # Figures of the analyze stage, in plots/<name>/figures/.
 ANALYZE_FIGURES = ("map_vs_sparsity.png", "forgettability_curves.png", "forgetting_vs_frequency.png", "fcd.png",

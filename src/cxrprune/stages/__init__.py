@@ -49,7 +49,8 @@ class Stage:
 
     @property
     def produces(self) -> tuple[str, ...]:
-        """The :class:`~cxrprune.core.layout.Layout` entries this stage writes."""
+        """The :class:`~cxrprune.core.layout.Layout` entries this stage writes (a DVC stage's
+        outputs; a tool's files, such as ``compare``'s, are constants of that module)."""
         return written_by(self.name)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
