@@ -1,10 +1,12 @@
 """dvc.yaml, the stages and the layout agree by construction: every stage's source deps are
-exactly the modules its command imports, every output path is one of
-:mod:`cxrprune.core.layout`'s, and no stage module imports another stage module."""
+exactly the modules its command imports, every output path of the three pipeline files is a
+:mod:`cxrprune.core.layout` entry that the stage's declaration (``STAGE.produces``) lists and
+whose producer is that stage, and no stage module imports another stage module."""
 
 from __future__ import annotations
 
 import ast
+import inspect
 import re
 from pathlib import Path
 
@@ -12,8 +14,9 @@ import pytest
 import yaml
 from stage_deps import SRC, expand, stage_sources
 
+from cxrprune import stages
 from cxrprune.core.config import load_params
-from cxrprune.core.layout import ANALYZE_FIGURES, Layout
+from cxrprune.core.layout import ANALYZE_FIGURES, Layout, entries, producer, producer_of
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
@@ -52,30 +55,64 @@ def _lookup(params, dotted: str):
     return obj
 
 
-def _layout_paths(out: Layout) -> set[str]:
-    paths = {out.prepared, out.models, out.predictions, out.figures, out.reader / "forms", out.reader / "manifest.csv",
-             out.reader / "key.csv", out.reader / "sample.json", out.reader / "simulated", Path("data/raw/synthetic")}
-    for attr in dir(Layout):
-        value = getattr(out, attr)
-        if isinstance(value, Path):
-            paths.add(value)
-    seeds = [0]
-    paths |= {out.model_dir(s) for s in seeds} | {out.predictions_file(s) for s in seeds}
-    paths |= {out.efficiency_file(s) for s in seeds}
-    for stem in ("map_vs_sparsity", "forgettability_curves", "forgetting_vs_frequency", "fcd_pairs",
-                 "pie_class_ratios", "pie_findings_ratios", "weight_histogram", "reader_ratings"):
-        paths.add(out.plot_table(stem))
-    return {str(p) for p in paths}
+PIPELINES = ("dvc.yaml", "studies/pie-treatment/dvc.yaml", "studies/frequency-intervention/dvc.yaml")
 
 
-def test_every_output_is_a_layout_path():
+def _first_item(stage: dict, params) -> dict:
+    """One item of a ``matrix`` stage (the first value of each key), {} for a plain stage."""
+    item = {}
+    for key, values in stage.get("matrix", {}).items():
+        if isinstance(values, str):  # ${seeds}
+            values = _lookup(params, values[2:-1])
+        item[key] = values[0]
+    return item
+
+
+def _declared_paths(out: Layout, stage_name: str, item: dict) -> set[str]:
+    """The paths of the Layout entries the stage's declaration says it writes, for ``item``
+    (an entry's arguments are the matrix keys of the same names)."""
+    paths = set()
+    for entry in stages.load(stages.declared()[stage_name].module).STAGE.produces:
+        value = getattr(out, entry)
+        if callable(value):
+            value = value(**{k: item[k] for k in inspect.signature(value).parameters})
+        paths.add(value.as_posix())
+    return paths
+
+
+@pytest.mark.parametrize("file", PIPELINES)
+def test_every_output_is_an_entry_its_stage_declares(file):
     params = load_params(REPO / "params.yaml")
-    known = _layout_paths(params.layout)
-    for name, stage in STAGES.items():
+    study = None if file == "dvc.yaml" else file
+    for name, stage in yaml.safe_load((REPO / file).read_text())["stages"].items():
+        item = _first_item(stage, params)
+        declared = _declared_paths(params.layout, name, item)
+        target = f"{name}@{'-'.join(str(v) for v in item.values())}" if item else name
+        target = f"{study}:{target}" if study else target
         for entry in [*stage.get("outs", []), *stage.get("metrics", [])]:
             raw = next(iter(entry)) if isinstance(entry, dict) else entry
-            path = _resolve(raw.replace("${item.seed}", "0"), params)
-            assert path in known, f"{name}: output {path} is not built by cxrprune.core.layout"
+            path = re.sub(r"\$\{item\.(\w+)\}", lambda m: str(item[m.group(1)]), raw)
+            path = _resolve(path, params)
+            assert path in declared, f"{file}:{name}: output {path} is not an entry its STAGE declares"
+            # and the message of a stage that reads it names this stage
+            assert producer_of(path) == target, f"{path}: producer_of says {producer_of(path)}, dvc says {target}"
+
+
+def test_every_entry_has_a_declared_stage():
+    names = set(stages.declared())
+    for entry in entries():
+        assert producer(entry).rpartition(":")[2] in names, entry
+
+
+def test_producer_names_the_dvc_target():
+    assert producer("predictions_file", 3) == "prune@3" == producer_of("data/predictions/x/seed-3.parquet")
+    assert producer("predictions_file") == "prune"
+    assert producer_of("/tmp/w/data/prepared/nih/meta.json") == "prepare"  # a file inside a directory entry
+    assert producer_of("data/raw/synthetic/images/00000001_000.png") == "generate"
+    assert producer("pie_treatment_train_set", "remove", 2) == "studies/pie-treatment/dvc.yaml:pie-retrain@remove-2"
+    assert producer_of("metrics/x") is None and producer_of("elsewhere.csv") is None
+    with pytest.raises(TypeError):
+        producer("predictions_file", 1, 2)
 
 
 def test_analyze_figures_are_the_ones_the_stage_writes():

@@ -24,7 +24,7 @@ from stage_deps import check_study_file
 from cxrprune.analysis.pies import align_truth
 from cxrprune.core.config import TrainConfig, from_dict
 from cxrprune.core.errors import ConfigError, DataError
-from cxrprune.core.layout import Layout
+from cxrprune.core.layout import RAY_LOG_DIR, Layout
 from cxrprune.pietreatment import folds as oof
 from cxrprune.pietreatment import outcome, verdict
 from cxrprune.pietreatment.treatments import matched_random_drop, strata, training_set
@@ -343,7 +343,7 @@ def test_dvc_repro_of_the_study_runs_its_stages_and_writes_its_outputs(pie_study
     ws, out = pie_study
 
     # the per-item stages ran on Ray, wave by wave; the plain ones with dvc repro between them
-    info = json.loads((ws / ".dvc/tmp/ray-logs/summary.json").read_text())
+    info = json.loads((ws / RAY_LOG_DIR / "summary.json").read_text())
     states = {a.rsplit(":", 1)[-1]: s for a, s in info["stages"].items()}
     folds = [f"pie-fold@{f}-{s}" for f in (0, 1) for s in E2E_SEEDS]
     retrains = [f"pie-retrain@{t}-{s}" for t in E2E_TREATMENTS for s in E2E_SEEDS]

@@ -116,10 +116,10 @@ def test_reader_completes_a_form_and_the_export_feeds_the_analysis(tmp_path, mon
     make_study(tmp_path, n_test=100, n_pies=25, originals=10)
     params = params_for(tmp_path, per_group=20, forms=1, simulate=False, answers_dir="answers")
     reader_sample.run(params)
-    study = Layout(NAME).reader
-    manifest = load_manifest(study / "manifest.csv")
+    study = Layout(NAME)
+    manifest = load_manifest(study.reader_manifest)
     assert len(manifest) == N_CASES
-    page = (study / "forms" / "form-1.html").resolve()
+    page = (study.reader_forms / "form-1.html").resolve()
     driver = browser
 
     driver.get(page.as_uri())
@@ -196,7 +196,7 @@ def test_reader_completes_a_form_and_the_export_feeds_the_analysis(tmp_path, mon
     answers.mkdir()
     shutil.copy(csv_path, answers / csv_path.name)
     shutil.copy(json_path, answers / json_path.name)
-    key = load_key(study / "key.csv")
+    key = load_key(study.reader_key)
     ratings, report = load_answers([(answers / csv_path.name, "real"), (answers / json_path.name, "real")],
                                    key, manifest)
     assert len(ratings) == N_CASES

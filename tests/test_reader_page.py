@@ -70,8 +70,8 @@ def test_one_self_contained_page_per_form_with_the_papers_questions(study):
 
 
 def test_the_page_does_not_reveal_pie_status(study):
-    key = load_key(Layout(NAME).reader / "key.csv")
-    manifest = load_manifest(Layout(NAME).reader / "manifest.csv")
+    key = load_key(Layout(NAME).reader_key)
+    manifest = load_manifest(Layout(NAME).reader_manifest)
     for form, rows in manifest.groupby("form"):
         html = (Layout(NAME).reader / "forms" / f"form-{form}.html").read_text()
         data = page_data(html)
@@ -92,7 +92,7 @@ def test_the_page_does_not_reveal_pie_status(study):
 def test_images_prefer_the_original_file_and_fall_back_to_the_cache(study):
     info = json.loads((Layout(NAME).reader / "sample.json").read_text())
     assert info["image_sources"]["original"] > 0 and info["image_sources"]["cache"] > 0
-    manifest = load_manifest(Layout(NAME).reader / "manifest.csv")
+    manifest = load_manifest(Layout(NAME).reader_manifest)
     html = (Layout(NAME).reader / "forms" / "form-1.html").read_text()
     originals = {p.name for p in (Path(study.data.root) / "images").iterdir()}
     for case, image_id in zip(page_data(html)["cases"], manifest.loc[manifest["form"] == 1, "image_id"]):

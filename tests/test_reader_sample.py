@@ -176,7 +176,7 @@ def test_load_pies_checks_the_file(tmp_path):
 def test_written_files_round_trip(tmp_path):
     labels, pies = table(80, 20)
     s = draw_sample(pies, labels, CLASSES, ReaderConfig(per_group=5, forms=2))
-    write_sample(s, tmp_path)
+    write_sample(s, tmp_path / "manifest.csv", tmp_path / "key.csv", tmp_path / "sample.json")
     key = load_key(tmp_path / "key.csv")
     manifest = load_manifest(tmp_path / "manifest.csv")
     assert key["is_pie"].dtype == bool and key["is_pie"].sum() == 10

@@ -39,12 +39,13 @@ from workspaces import HANG_S, N_BLOCKS, SEEDS, Hung, clone_repo, copy_workspace
     stages_run
 
 from cxrprune.cli import build_parser
+from cxrprune.core.layout import RAY_LOG_DIR
 from cxrprune.scaleout import common, plan, progress, resources, worker
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs Ray: pip install ray")
 
 BIN = Path(sys.executable).parent
-LOGS = Path(".dvc/tmp/ray-logs")
+LOGS = RAY_LOG_DIR
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -405,7 +406,7 @@ def test_two_node_cluster_places_seeds_on_the_worker_and_survives_a_failing_seed
     proc = repro_ray(ws, "--ray", address, "--resources", '{"worker_node": 0.5}', "--targets", "prune",
                      extra_env=ray_env)
     assert proc.returncode == 2, proc.stderr[-4000:]
-    assert "prune@1" in proc.stderr and ".dvc/tmp/ray-logs/prune@1.log" in proc.stderr
+    assert "prune@1" in proc.stderr and f"{RAY_LOG_DIR}/prune@1.log" in proc.stderr
     info = summary(ws)
     worker = [nid for nid, n in info["nodes"].items() if "worker_node" in n["resources"]]
     assert len(info["nodes"]) == 2 and len(worker) == 1

@@ -26,6 +26,7 @@ from cxrprune.analysis.operating_points import relative_to_dense
 from cxrprune.core import upstream
 from cxrprune.core.catalog import DENSE_REFERENCE
 from cxrprune.core.errors import DataError
+from cxrprune.core.layout import producer
 
 EFFICIENCY_COLUMNS = ["seed", "method", "level", "nonzero_params", "bytes", "engine", "threads", "latency_ms_b1",
                       "latency_ratio", "latency_ratio_lo", "latency_ratio_hi", "images_per_s_b64"]
@@ -52,11 +53,12 @@ def read_efficiency(files: Mapping[int, os.PathLike | str]) -> pd.DataFrame:
     missing = [s for s in paths if s not in present]
     if missing:
         s = missing[0]
-        raise DataError(f"{paths[s]}: not found while other seeds have one; run `dvc repro prune@{s}`")
+        raise DataError(f"{paths[s]}: not found while other seeds have one; "
+                        f"run `dvc repro {producer('efficiency_file', s)}`")
     tables = []
     for seed, path in present.items():
-        table = upstream.read_csv(path, f"prune@{seed}")
-        check_efficiency(table, str(path), seed, f"rerun `dvc repro prune@{seed} --force`")
+        table = upstream.read_csv(path, producer('efficiency_file', seed))
+        check_efficiency(table, str(path), seed, f"rerun `dvc repro {producer('efficiency_file', seed)} --force`")
         tables.append(table[EFFICIENCY_COLUMNS])
     return pd.concat(tables, ignore_index=True)
 
@@ -99,7 +101,8 @@ def check_blocks(efficiency: pd.DataFrame, method_levels: Mapping[str, Sequence[
         if got != want:
             extra, lacking = sorted(got - want), sorted(want - got)
             raise DataError(f"efficiency of seed {seed}: (method, level) rows differ from the evaluated blocks "
-                            f"(missing {lacking[:3]}, unexpected {extra[:3]}); rerun `dvc repro prune@{seed}`")
+                            f"(missing {lacking[:3]}, unexpected {extra[:3]}); "
+                            f"rerun `dvc repro {producer('efficiency_file', seed)}`")
 
 
 def join_accuracy(efficiency: pd.DataFrame, per_class: pd.DataFrame) -> pd.DataFrame:

@@ -29,6 +29,7 @@ from cxrprune.analysis.figures import styled_figure
 from cxrprune.analysis.forgetting import round_levels
 from cxrprune.core.atomic import write_json, write_text
 from cxrprune.core.errors import DataError
+from cxrprune.core.layout import producer
 from cxrprune.core.layout import Layout
 
 DENSE_ROW = ("dense", 0.0)  # the efficiency table's unpruned fp32 model: the reference of bytes and latency
@@ -66,7 +67,7 @@ def build(summary: dict, class_tests: pd.DataFrame, efficiency: pd.DataFrame, fo
     need = {"method", "level", "class_name", "median_rel_dap", "noninferior", "ni_tested"}
     if not need <= set(class_tests.columns):
         raise DataError(f"class_loss_tests.csv lacks {sorted(need - set(class_tests.columns))}; "
-                        f"rerun `dvc repro analyze`")
+                        f"rerun `dvc repro {producer('summary')}`")
     rule = summary.get("operating_point_rule") or {}
     tolerance = float(rule.get("class_tolerance", math.nan))
     order = forgettability.sort_values(["train_count", "class_name"])["class_name"].astype(str).tolist()

@@ -54,6 +54,7 @@ from cxrprune.core.atomic import json_clean
 from cxrprune.core.catalog import DENSE_REFERENCE
 from cxrprune.core.config import EvaluateConfig
 from cxrprune.core.errors import DataError
+from cxrprune.core.layout import producer
 from cxrprune.datasets.prepare import load_meta
 from cxrprune.stats.metrics import metrics_for_blocks
 from cxrprune.stats.noninferiority import fixed_sequence
@@ -87,11 +88,12 @@ def load_test_labels(prepared_dir: str | os.PathLike) -> tuple[pd.DataFrame, lis
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise DataError(f"{meta_path}: 'classes' must be a non-empty list of names, got {classes!r}")
     if not labels_path.is_file():
-        raise DataError(f"{labels_path}: not found; run `dvc repro prepare` first")
+        raise DataError(f"{labels_path}: not found; run `dvc repro {producer('prepared')}` first")
     try:
         return pd.read_parquet(labels_path), classes
     except (OSError, ValueError) as exc:
-        raise DataError(f"{labels_path}: not a readable parquet file ({exc}); rerun `dvc repro prepare`") from None
+        raise DataError(f"{labels_path}: not a readable parquet file ({exc}); "
+                        f"rerun `dvc repro {producer('prepared')}`") from None
 
 
 
@@ -184,7 +186,7 @@ def _label_matrix(labels: pd.DataFrame, classes: list[str]) -> np.ndarray:
     _require_columns(labels, ["image_id", *classes], "test labels")
     y = labels[classes].to_numpy()
     if not np.isin(y, (0, 1)).all():
-        raise DataError("test labels: class columns must hold only 0 and 1; rerun `dvc repro prepare`")
+        raise DataError(f"test labels: class columns must hold only 0 and 1; rerun `dvc repro {producer('prepared')}`")
     y = y.astype(bool)
     for name, n_pos in zip(classes, y.sum(axis=0)):
         if n_pos == 0 or n_pos == len(y):
@@ -219,12 +221,12 @@ def _blocks(predictions: pd.DataFrame, where: str) -> dict[tuple[str, float], np
 def _check_image_ids(got: np.ndarray, expected: np.ndarray, where: str) -> None:
     if len(got) != len(expected):
         raise DataError(f"{where}: {len(got)} rows but the test set has {len(expected)} images; "
-                        "rerun `dvc repro prune` after `dvc repro prepare`")
+                        f"rerun `dvc repro {producer('predictions_file')}` after `dvc repro {producer('prepared')}`")
     differ = got != expected
     if differ.any():
         i = int(np.argmax(differ))
         raise DataError(f"{where}: image ids differ from the test labels' order first at row {i} "
-                        f"(got {got[i]!r}, expected {expected[i]!r}); rerun `dvc repro prune`")
+                        f"(got {got[i]!r}, expected {expected[i]!r}); rerun `dvc repro {producer('predictions_file')}`")
 
 
 # --- paired test ------------------------------------------------------------------------
@@ -314,7 +316,8 @@ def paired_tests_by_method(maps: pd.DataFrame, method_levels: dict[str, list[flo
         want = np.sort(np.asarray(expected, dtype=np.float64))
         if len(got) != len(want) or not same_level(got, want).all():
             raise DataError(f"mAP table: method {method!r} has levels {[float(k) for k in got]}, expected "
-                            f"{[float(k) for k in want]}; rerun `dvc repro prune` and `dvc repro evaluate`")
+                            f"{[float(k) for k in want]}; rerun `dvc repro {producer('predictions_file')}` "
+                            f"and `dvc repro {producer('map_by_seed')}`")
         out[method] = paired_test(maps, method, test, correction, alpha)
     return out
 

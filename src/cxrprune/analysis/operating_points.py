@@ -79,6 +79,7 @@ from cxrprune.analysis.forgetting import EPS
 from cxrprune.core.atomic import json_clean
 from cxrprune.core.catalog import DENSE_REFERENCE
 from cxrprune.core.errors import DataError
+from cxrprune.core.layout import producer
 
 LEVEL_DECIMALS = 6  # levels are floats written by other stages; matched after rounding
 CLASS_TEST_COLUMNS = ["method", "level", "class_name", "n_seeds", "median_rel_dap", "statistic", "p_raw", "p_adj",
@@ -102,21 +103,22 @@ def relative_to_dense(per_class: pd.DataFrame) -> pd.DataFrame:
     need = {"seed", "method", "sparsity", "class_name", "ap"}
     if need - set(per_class.columns):
         raise DataError(f"per-class table lacks columns {sorted(need - set(per_class.columns))}; "
-                        "rerun `dvc repro evaluate`")
+                        f"rerun `dvc repro {producer('per_class')}`")
     df = per_class[["seed", "method", "sparsity", "class_name", "ap"]].rename(columns={"sparsity": "level"})
     df = df.assign(level=np.round(df["level"].to_numpy(np.float64), LEVEL_DECIMALS), method=df["method"].astype(str))
     is_ref = (df["method"] == DENSE_REFERENCE.method) & (df["level"] == DENSE_REFERENCE.level)
     dense = df.loc[is_ref, ["seed", "class_name", "ap"]].rename(columns={"ap": "ap0"})
     if dense.empty:
         raise DataError(f"per-class table has no rows for the dense model ({DENSE_REFERENCE.method}@0); "
-                        "rerun `dvc repro evaluate`")
+                        f"rerun `dvc repro {producer('per_class')}`")
     if dense.duplicated(["seed", "class_name"]).any():
-        raise DataError("per-class table has duplicate dense (seed, class) rows; rerun `dvc repro evaluate`")
+        raise DataError("per-class table has duplicate dense (seed, class) rows; "
+                        f"rerun `dvc repro {producer('per_class')}`")
     out = df.loc[~is_ref].merge(dense, on=["seed", "class_name"], how="left", validate="m:1")
     if out["ap0"].isna().any():
         row = out[out["ap0"].isna()].iloc[0]
         raise DataError(f"per-class table has no dense row for seed {row['seed']}, class {row['class_name']!r}; "
-                        "rerun `dvc repro evaluate`")
+                        f"rerun `dvc repro {producer('per_class')}`")
     out["rel_dap"] = (out["ap"] - out["ap0"]) / (out["ap0"] + EPS)
     return out.sort_values(["method", "level", "seed", "class_name"], kind="stable").reset_index(drop=True)
 
@@ -138,7 +140,7 @@ def class_loss_tests(rel: pd.DataFrame, tolerance: float, test: str = "ttest", c
         wide = block.pivot(index="seed", columns="class_name", values="rel_dap")
         if wide.isna().any().any():
             raise DataError(f"per-class table: {method}@{level:g} lacks a class for some seed; "
-                            "rerun `dvc repro evaluate`")
+                            f"rerun `dvc repro {producer('per_class')}`")
         classes = list(wide.columns)
         r = wide.to_numpy(np.float64)
         n = r.shape[0]
@@ -189,7 +191,7 @@ def class_noninferiority(rel: pd.DataFrame, tolerance: float, alpha: float = 0.0
             wide = rows.pivot(index="seed", columns="level", values="rel_dap")
             if wide.isna().any().any():
                 raise DataError(f"per-class table: class {cls!r} of {method} lacks a level for some seed; "
-                                "rerun `dvc repro evaluate`")
+                                f"rerun `dvc repro {producer('per_class')}`")
             diffs = {float(k): wide[k].to_numpy(np.float64) for k in wide.columns}
             if method == DENSE_REFERENCE.method:
                 # the dense model: in the sequence, untested
@@ -314,7 +316,7 @@ def operating_points(methods: Mapping[str, Mapping[str, Any]], class_tests: pd.D
         untested = [k for k in levels if k not in ct_levels and (method, k) != DENSE_REFERENCE]
         if untested:
             raise DataError(f"per-class table has no rows for {method}@{untested[0]:g}, which evaluate.json lists; "
-                            "rerun `dvc repro evaluate`")
+                            f"rerun `dvc repro {producer('per_class')}`")
         losing = {k: sorted(ct.loc[np.isclose(ct["level"], k) & ct["loses"], "class_name"]) for k in levels}
         if n_seeds < 2:
             safe_map = safe_all = None

@@ -15,16 +15,16 @@ from cxrprune.analysis.cost_accuracy import DENSE
 from cxrprune.analysis.operating_points import markdown_table
 from cxrprune.core import upstream
 from cxrprune.core.errors import DataError
-from cxrprune.core.layout import Layout
+from cxrprune.core.layout import Layout, producer
 
 
 def render(out: Layout) -> str:
     """The block: the dense reference line and the per-method table (paths relative to the
     current directory, the repository root)."""
-    doc = upstream.read_json(out.summary, "analyze")
+    doc = upstream.read_json(out.summary)
     if "operating_points" not in doc:
-        raise DataError(f"{out.summary}: no operating_points; rerun `dvc repro analyze`")
-    eff = upstream.read_csv(out.efficiency, "analyze")
+        raise DataError(f"{out.summary}: no operating_points; rerun `dvc repro {producer('summary')}`")
+    eff = upstream.read_csv(out.efficiency)
     dense = eff[eff["method"] == DENSE]
     lines = []
     if len(dense):

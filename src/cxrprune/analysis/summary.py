@@ -36,7 +36,7 @@ from cxrprune.core.atomic import json_clean, write_csv, write_json
 from cxrprune.core.catalog import DENSE_REFERENCE
 from cxrprune.core.config import AnalyzeConfig
 from cxrprune.core.errors import DataError
-from cxrprune.core.layout import Layout
+from cxrprune.core.layout import Layout, producer
 
 # The analyses use magnitude pruning, the dense reference's method; random is only the mAP control.
 METHOD = DENSE_REFERENCE.method
@@ -201,7 +201,7 @@ def _pie_sets(resamples: uncertainty.APResamples, dense: list[pd.DataFrame], spa
         return is_pie
     if len(dense) != len(resamples.seeds):
         raise DataError(f"the bootstrap resamples hold {len(resamples.seeds)} seeds, the predictions "
-                        f"{len(dense)}; rerun `dvc repro evaluate`")
+                        f"{len(dense)}; rerun `dvc repro {producer('evaluation')}`")
     stack = [np.stack([t[classes].to_numpy(dtype=np.float64) for t in tables]) for tables in (dense, sparse)]
     return pies.selection_resamples(stack[0], stack[1], draws, cfg.pie_fraction)
 
@@ -233,17 +233,17 @@ def write_outputs(a: Analysis, out: Layout, map_curve: pd.DataFrame, cfg: Analyz
     if a.curve_bands is not None:  # bootstrap bands beside each point (dvc plots reads rel_dap)
         long = long.merge(a.curve_bands.assign(sparsity=forgetting.round_levels(a.curve_bands["sparsity"])),
                           on=["sparsity", "class_name"], how="left", validate="1:1")
-    write_csv(out.plot_table("forgettability_curves"), long)
-    write_csv(out.plot_table("forgetting_vs_frequency"),
+    write_csv(out.forgettability_curves_table, long)
+    write_csv(out.forgetting_vs_frequency_table,
               a.forget_table[["class_name", "ln_train_count", "first_drop", "dap95"]])
-    write_csv(out.plot_table("fcd_pairs"), a.pairs.assign(pair=a.pairs["class_a"] + " | " + a.pairs["class_b"])[
+    write_csv(out.fcd_pairs_table, a.pairs.assign(pair=a.pairs["class_a"] + " | " + a.pairs["class_b"])[
         ["class_a", "class_b", "pair", "fcd", "abs_dlnf", "iou_quarter"]])
     ratios = a.class_ratios[["class_name", "ratio", "enrichment"]]
     if a.class_ratio_bands is not None:
         ratios = ratios.merge(a.class_ratio_bands, on="class_name", how="left", validate="1:1")
-    write_csv(out.plot_table("pie_class_ratios"), ratios)
-    write_csv(out.plot_table("pie_findings_ratios"), a.bin_ratios[["findings", "ratio"]])
-    write_csv(out.plot_table("weight_histogram"), a.histogram[["abs_weight", "count"]])
+    write_csv(out.pie_class_ratios_table, ratios)
+    write_csv(out.pie_findings_ratios_table, a.bin_ratios[["findings", "ratio"]])
+    write_csv(out.weight_histogram_table, a.histogram[["abs_weight", "count"]])
 
     fig_dir = out.figures
     figures.map_vs_sparsity(map_curve, fig_dir / "map_vs_sparsity.png")
@@ -290,7 +290,8 @@ def tradeoffs(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, e
     :func:`cxrprune.analysis.cost_accuracy.read_efficiency`'s table."""
     methods = evaluation.get("methods")
     if not isinstance(methods, dict) or not methods:
-        raise DataError("evaluate.json has no per-method paired tests ('methods'); rerun `dvc repro evaluate`")
+        raise DataError("evaluate.json has no per-method paired tests ('methods'); "
+                        f"rerun `dvc repro {producer('evaluation')}`")
     cost_accuracy.check_blocks(efficiency_rows, {m: e["levels"] for m, e in methods.items()})
     rel = operating_points.relative_to_dense(per_class)
     alpha = float(evaluation["alpha"])

@@ -28,6 +28,7 @@ from cxrprune.compression.methods import method_levels
 from cxrprune.core.atomic import atomic_path
 from cxrprune.core.catalog import DENSE_REFERENCE
 from cxrprune.core.errors import DataError
+from cxrprune.core.layout import producer
 
 
 @dataclass
@@ -107,9 +108,9 @@ def load(path: Path) -> APResamples | None:
     try:
         z = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise DataError(f"{path}: not found; run `dvc repro evaluate`") from None
+        raise DataError(f"{path}: not found; run `dvc repro {producer('ap_resamples')}`") from None
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable ({exc}); rerun `dvc repro evaluate --force`") from None
+        raise DataError(f"{path}: unreadable ({exc}); rerun `dvc repro {producer('ap_resamples')} --force`") from None
     with z:
         cfg = z["config"]
         if int(cfg[0]) == 0:

@@ -23,6 +23,7 @@ from cxrprune.core import upstream
 from cxrprune.core.atomic import write_parquet
 from cxrprune.core.config import Params
 from cxrprune.core.errors import DataError
+from cxrprune.core.layout import producer
 
 # Sparsities are compared with this tolerance: levels are floats written by another stage
 # (0.1 + 0.2 must still match 0.3); the configured levels are 0.05 apart.
@@ -72,19 +73,20 @@ def read_predictions(params: Params, seed: int, test_ids: Sequence[str], classes
     says which stage to rerun."""
     path = params.layout.predictions_file(seed)
     if not path.is_file():
-        raise DataError(f"{path}: not found; run `dvc repro prune@{seed}` first")
+        raise DataError(f"{path}: not found; run `dvc repro {producer('predictions_file', seed)}` first")
     try:
         table = pd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
         raise DataError(f"{path}: damaged, not a readable parquet file ({type(exc).__name__}); "
-                        f"rerun `dvc repro prune@{seed} --force`") from None
+                        f"rerun `dvc repro {producer('predictions_file', seed)} --force`") from None
     check_predictions(table, str(path), test_ids, classes, params.prune.methods, params.prune.levels,
-                      fix=f"rerun `dvc repro prune@{seed} --force`")
+                      fix=f"rerun `dvc repro {producer('predictions_file', seed)} --force`")
     return table
 
 
 def check_predictions(table: pd.DataFrame, where: str, test_ids: Sequence[str], classes: list[str],
-                      methods: Sequence[str], levels: Sequence[float], fix: str = "rerun `dvc repro prune`") -> None:
+                      methods: Sequence[str], levels: Sequence[float],
+                      fix: str = f"rerun `dvc repro {producer('predictions_file')}`") -> None:
     """The prediction-table contract: columns ``image_id, method, sparsity, <classes>``
     (float64 sparsity, float32 probabilities), test images x methods x levels rows, one
     block per configured (method, level) listing the test images in order, and every
@@ -157,12 +159,12 @@ def read_blocks(params: Params, seed: int, method: str, levels: Sequence[float],
     tol = LEVEL_TOLERANCE
     filters = [[("method", "=", method), ("sparsity", ">=", k - tol), ("sparsity", "<=", k + tol)] for k in levels]
     cols = columns(classes)
-    fix = f"rerun `dvc repro prune@{seed} --force`"
+    fix = f"rerun `dvc repro {producer('predictions_file', seed)} --force`"
     try:
         table = pq.read_table(path, columns=cols, filters=filters).to_pandas()
         meta = pq.read_metadata(path)
     except FileNotFoundError:
-        raise DataError(f"{path}: not found; run `dvc repro prune@{seed}` first") from None
+        raise DataError(f"{path}: not found; run `dvc repro {producer('predictions_file', seed)}` first") from None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid/KeyError for a bad file or column
         raise DataError(f"{path}: unreadable or lacks columns ({type(exc).__name__}: {exc}); {fix}") from None
     n_rows = n_blocks_of(params.prune.methods, params.prune.levels) * n_test

@@ -76,8 +76,9 @@ def records(folder: str | os.PathLike, names: list[str]) -> dict[str, dict]:
     return {name: record(folder / name) for name in names if (folder / name).is_file()}
 
 
-def verify(path: str | os.PathLike, expected: dict | None, mode: str = "sample", stage: str = "prepare") -> None:
-    """Raise :class:`DataError` when ``path`` differs from its record (``None``: not recorded)."""
+def verify(path: str | os.PathLike, expected: dict | None, mode: str, stage: str) -> None:
+    """Raise :class:`DataError` when ``path`` differs from its record (``None``: not recorded);
+    ``stage`` is the ``dvc repro`` target that writes it."""
     if mode not in MODES:
         raise ValueError(f"verify mode must be one of {MODES}, got {mode!r}")
     if mode == "none" or not isinstance(expected, dict):

@@ -1,7 +1,8 @@
 """Reading another stage's output: a missing file says which stage writes it, a damaged one
 which stage to rerun, in one ``DataError`` line (never a pandas or pyarrow traceback).
 
-``stage`` is the ``dvc repro`` target that writes the file (``evaluate``, ``prune@3``).
+``stage`` is the ``dvc repro`` target that writes the file (``evaluate``, ``prune@3``); by
+default the one :mod:`cxrprune.core.layout` says writes ``path``, so no reader types it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from cxrprune.core.errors import DataError
+from cxrprune.core.layout import producer_of
 
 
 def _first_line(exc: BaseException) -> str:
@@ -21,8 +23,18 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def read_csv(path: str | os.PathLike, stage: str, **kwargs: Any) -> pd.DataFrame:
+def _stage(path: Path, stage: str | None) -> str:
+    if stage is not None:
+        return stage
+    found = producer_of(path)
+    if found is None:  # a reader's mistake, not the user's: every stage output is a Layout entry
+        raise ValueError(f"{path}: no stage in cxrprune.core.layout writes it; pass stage=")
+    return found
+
+
+def read_csv(path: str | os.PathLike, stage: str | None = None, **kwargs: Any) -> pd.DataFrame:
     path = Path(path)
+    stage = _stage(path, stage)
     try:
         return pd.read_csv(path, **kwargs)
     except FileNotFoundError:
@@ -31,8 +43,9 @@ def read_csv(path: str | os.PathLike, stage: str, **kwargs: Any) -> pd.DataFrame
         raise DataError(f"{path}: damaged ({_first_line(exc)}); rerun `dvc repro {stage} --force`") from None
 
 
-def read_json(path: str | os.PathLike, stage: str) -> dict:
+def read_json(path: str | os.PathLike, stage: str | None = None) -> dict:
     path = Path(path)
+    stage = _stage(path, stage)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -44,8 +57,9 @@ def read_json(path: str | os.PathLike, stage: str) -> dict:
     return doc
 
 
-def read_parquet(path: str | os.PathLike, stage: str, **kwargs: Any) -> pd.DataFrame:
+def read_parquet(path: str | os.PathLike, stage: str | None = None, **kwargs: Any) -> pd.DataFrame:
     path = Path(path)
+    stage = _stage(path, stage)
     try:
         return pd.read_parquet(path, **kwargs)
     except FileNotFoundError:

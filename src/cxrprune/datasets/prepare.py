@@ -38,6 +38,7 @@ from cxrprune.core import checksums
 from cxrprune.core.atomic import replace_dir, write_json
 from cxrprune.core.config import DataConfig
 from cxrprune.core.errors import DataError
+from cxrprune.core.layout import producer
 from cxrprune.datasets.sources import (
     SPLITS,
     ArraySource,
@@ -431,9 +432,9 @@ def load_meta(prepared_dir: str | os.PathLike) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise DataError(f"{path}: not found; run `dvc repro prepare` first") from None
+        raise DataError(f"{path}: not found; run `dvc repro {producer('prepared')}` first") from None
     except json.JSONDecodeError:
-        raise DataError(f"{path}: damaged; rerun `dvc repro prepare --force`") from None
+        raise DataError(f"{path}: damaged; rerun `dvc repro {producer('prepared')} --force`") from None
 
 
 def load_split(prepared_dir: str | os.PathLike, split: str, verify: str = "sample") -> tuple[pd.DataFrame, np.ndarray]:
@@ -449,17 +450,18 @@ def load_split(prepared_dir: str | os.PathLike, split: str, verify: str = "sampl
     recorded = _recorded_files(prepared_dir)
     for path in (labels_path, images_path):
         if path.exists():
-            checksums.verify(path, recorded.get(path.name), verify)
+            checksums.verify(path, recorded.get(path.name), verify, producer("prepared"))
     try:
         labels = pd.read_parquet(labels_path)
         images = np.load(images_path, mmap_mode="r")
     except FileNotFoundError as exc:
-        raise DataError(f"{exc.filename}: not found; run `dvc repro prepare` first") from None
+        raise DataError(f"{exc.filename}: not found; run `dvc repro {producer('prepared')}` first") from None
     except (OSError, ValueError) as exc:
-        raise DataError(f"{prepared_dir}: damaged prepared data ({exc}); rerun `dvc repro prepare --force`") from None
+        raise DataError(f"{prepared_dir}: damaged prepared data ({exc}); "
+                        f"rerun `dvc repro {producer('prepared')} --force`") from None
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[0] != len(labels):
         raise DataError(f"{images_path}: expected uint8 (N={len(labels)}, S, S), found {images.dtype} "
-                        f"{images.shape}; rerun `dvc repro prepare --force`")
+                        f"{images.shape}; rerun `dvc repro {producer('prepared')} --force`")
     return labels, images
 
 

@@ -49,6 +49,7 @@ from cxrprune.core import catalog
 from cxrprune.core.classes import MIMIC_CXR_LT_CLASSES, NIH_CXR_LT_CLASSES
 from cxrprune.core.config import SourceOptions
 from cxrprune.core.errors import ConfigError, DataError
+from cxrprune.core.layout import producer
 
 SPLITS = ("train", "val", "test")
 
@@ -106,7 +107,7 @@ def read_source(source: str, root: str | Path, options: SourceOptions | None = N
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found; set data.root in params.yaml "
-                        f"(for the synthetic default run `dvc repro generate`)")
+                        f"(for the synthetic default run `dvc repro {producer('synthetic_root')}`)")
     spec = catalog.SOURCES.get(source)
     if spec is None:
         raise DataError(f"data.source {source!r} is not supported by this version")

@@ -17,6 +17,7 @@ import pandas as pd
 
 from cxrprune.analysis.pies import enrichment_p, rowwise_spearman, select_pies
 from cxrprune.core.errors import ConfigError, DataError
+from cxrprune.core.layout import PIE_STUDY
 
 
 def assign_folds(labels: pd.DataFrame, classes: Sequence[str], k: int, seed: int) -> np.ndarray:
@@ -98,7 +99,7 @@ def out_of_fold_correlation(fold: np.ndarray, image_ids: Sequence[str],
         rows = np.flatnonzero(fold == f)
         pairs = scored.get(int(f), [])
         if not pairs:
-            raise DataError(f"fold {f}: no predictions; run `dvc repro studies/pie-treatment/dvc.yaml`")
+            raise DataError(f"fold {f}: no predictions; run `dvc repro {PIE_STUDY}`")
         dense = np.zeros((len(rows), len(classes)))
         pruned = np.zeros((len(rows), len(classes)))
         for i, (d, p) in enumerate(pairs):

@@ -11,16 +11,9 @@ import pandas as pd
 
 from cxrprune.compression import predictions
 from cxrprune.core.config import Params
-from cxrprune.core.errors import ConfigError
 from cxrprune.pietreatment import folds as oof
 
-STUDY_FILE = "studies/pie-treatment/dvc.yaml"
 METHOD = "l1"
-
-
-def check_seed(params: Params, seed: int) -> None:
-    if seed not in params.pie_treatment.seeds:
-        raise ConfigError(f"--seed {seed} is not in params.yaml pie_treatment.seeds {params.pie_treatment.seeds}")
 
 
 def folds_of(params: Params, train_labels: pd.DataFrame, classes: list[str]) -> np.ndarray:
@@ -34,5 +27,6 @@ def folds_of(params: Params, train_labels: pd.DataFrame, classes: list[str]) -> 
 
 def read_table(path: Path, image_ids: Sequence[str], classes: list[str], levels: Sequence[float],
                stage: str) -> list[pd.DataFrame]:
-    """A study prediction table of ``stage``, checked; its blocks in ``levels`` order."""
-    return predictions.read_level_blocks(path, image_ids, classes, METHOD, levels, f"{STUDY_FILE}:{stage}")
+    """A study prediction table of ``stage`` (its ``dvc repro`` target), checked; its blocks in
+    ``levels`` order."""
+    return predictions.read_level_blocks(path, image_ids, classes, METHOD, levels, stage)

@@ -29,6 +29,7 @@ from cxrprune.core.atomic import write_csv, write_json
 from cxrprune.core.classes import NO_FINDING
 from cxrprune.core.config import ReaderConfig
 from cxrprune.core.errors import DataError
+from cxrprune.core.layout import producer
 
 MANIFEST_COLUMNS = ["form", "position", "case_id", "image_id", "labels", "study"]
 KEY_COLUMNS = ["case_id", "form", "position", "image_id", "is_pie", "stratum"]
@@ -47,7 +48,7 @@ class Sample:
 def load_pies(path: str | os.PathLike) -> pd.DataFrame:
     """``pies.csv`` of the analyze stage: ``image_id, spearman, is_pie`` (+ truth columns)."""
     path = Path(path)
-    df = upstream.read_csv(path, "analyze", dtype={"image_id": str})
+    df = upstream.read_csv(path, producer('pies'), dtype={"image_id": str})
     missing = [c for c in ("image_id", "is_pie") if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; expected image_id, spearman, is_pie")
@@ -105,7 +106,7 @@ def draw_sample(pies: pd.DataFrame, labels: pd.DataFrame, classes: list[str], cf
     unknown = [i for i in ids if i not in pie_of]
     if unknown:
         raise DataError(f"pies.csv lacks {len(unknown)} test image(s) (e.g. {unknown[:3]}); "
-                        f"rerun `dvc repro analyze` after `prepare`")
+                        f"rerun `dvc repro {producer('pies')}` after `{producer('prepared')}`")
     is_pie = np.array([pie_of[i] for i in ids], dtype=bool)
     stratum = strata(labels, classes)
     shown = positive_labels(labels, classes)
@@ -183,29 +184,30 @@ def _new_id(rng: np.random.Generator, used: set[str]) -> str:
             return cid
 
 
-def write_sample(sample: Sample, out_dir: str | os.PathLike) -> None:
-    """``manifest.csv`` (readers' view), ``key.csv`` (hidden) and ``sample.json`` (counts)."""
-    out_dir = Path(out_dir)
-    write_csv(out_dir / "manifest.csv", sample.manifest)
-    key = sample.key.copy()
-    key["is_pie"] = key["is_pie"].astype(int)
-    write_csv(out_dir / "key.csv", key)
-    write_json(out_dir / "sample.json", sample.info)
+def write_sample(sample: Sample, manifest: str | os.PathLike, key: str | os.PathLike,
+                 info: str | os.PathLike) -> None:
+    """The manifest (readers' view), the key (hidden) and the counts (JSON), where the
+    layout puts them (``Layout.reader_manifest``, ``reader_key``, ``reader_sample_info``)."""
+    table = sample.key.copy()
+    table["is_pie"] = table["is_pie"].astype(int)
+    write_csv(manifest, sample.manifest)
+    write_csv(key, table)
+    write_json(info, sample.info)
 
 
 def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
-    df = _read(path, "reader-sample")
+    df = _read(path, producer('reader_key'))
     _need(df, path, MANIFEST_COLUMNS)
     return df
 
 
 def load_key(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
-    df = _read(path, "reader-sample")
+    df = _read(path, producer('reader_key'))
     _need(df, path, KEY_COLUMNS)
     if df["case_id"].duplicated().any():
-        raise DataError(f"{path}: duplicate case ids; rerun `dvc repro reader-sample --force`")
+        raise DataError(f"{path}: duplicate case ids; rerun `dvc repro {producer('reader_key')} --force`")
     df["is_pie"] = df["is_pie"].astype(int).astype(bool)
     return df
 
@@ -218,4 +220,4 @@ def _read(path: Path, stage: str) -> pd.DataFrame:
 def _need(df: pd.DataFrame, path: Path, columns: list[str]) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; rerun `dvc repro reader-sample --force`")
+        raise DataError(f"{path}: missing column(s) {missing}; rerun `dvc repro {producer('reader_key')} --force`")

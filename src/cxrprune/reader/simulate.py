@@ -22,6 +22,7 @@ import pandas as pd
 
 from cxrprune.core.classes import NO_FINDING
 from cxrprune.core.errors import DataError
+from cxrprune.core.layout import producer
 
 TRUTH_COLUMNS = ("image_id", "flipped", "quality")
 
@@ -40,7 +41,7 @@ def case_truth(key: pd.DataFrame, manifest: pd.DataFrame, truth: pd.DataFrame) -
     absent = sorted(set(cases["image_id"].astype(str)) - set(t.index))
     if absent:
         raise DataError(f"the truth table lacks {len(absent)} sampled image(s) (e.g. {absent[:3]}); "
-                        f"rerun `dvc repro prepare` and `reader-sample`")
+                        f"rerun `dvc repro {producer('prepared')}` and `{producer('reader_key')}`")
     cases["flipped"] = cases["image_id"].astype(str).map(t["flipped"]).astype(float).clip(0, 1)
     cases["quality"] = cases["image_id"].astype(str).map(t["quality"]).astype(float).clip(0, 1)
     cases["findings"] = cases["labels"].fillna("").map(

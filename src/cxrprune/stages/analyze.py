@@ -19,20 +19,25 @@ from cxrprune.compression import predictions
 from cxrprune.core import upstream
 from cxrprune.core.config import Params, to_dict
 from cxrprune.datasets.prepare import load_meta, load_split
+from cxrprune.stages import Stage
 from cxrprune.tracking import store
 from cxrprune.training.modelfile import load_checkpoint
+
+
+STAGE = Stage(name="analyze",
+              help="forgettability, FCD, PIEs, summary.json, plots")
 
 
 def run(params: Params) -> None:
     cfg, out = params.analyze, params.layout
     meta = load_meta(out.prepared)
     classes: list[str] = list(meta["classes"])
-    per_class = upstream.read_csv(out.per_class, "evaluate")
-    evaluation = upstream.read_json(out.evaluation, "evaluate")
-    map_curve = upstream.read_csv(out.map_curve, "evaluate")
+    per_class = upstream.read_csv(out.per_class)
+    evaluation = upstream.read_json(out.evaluation)
+    map_curve = upstream.read_csv(out.map_curve)
     train_labels, _ = load_split(out.prepared, "train")
     test_labels, _ = load_split(out.prepared, "test")
-    truth = upstream.read_parquet(out.truth, "prepare") if out.truth.exists() else None  # synthetic data only
+    truth = upstream.read_parquet(out.truth) if out.truth.exists() else None  # synthetic data only
     dense, sparse = [], []
     for seed in params.seeds:
         d, s = predictions.read_blocks(params, seed, analysis.METHOD, [0.0, cfg.pie_sparsity], classes,

@@ -11,6 +11,7 @@ the experiments, not the workspace.
 
 from __future__ import annotations
 
+import argparse
 import fnmatch
 import json
 import re
@@ -23,6 +24,26 @@ from cxrprune.core.atomic import atomic_path, write_text
 from cxrprune.core.config import Params
 from cxrprune.core.errors import CxrpruneError
 from cxrprune.core.layout import COMPARE_SNAPSHOT, compare_outputs
+from cxrprune.stages import Stage
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--all-commits", action="store_true",
+                        help="experiments of every commit, not only those based on HEAD (dvc exp show -A)")
+    source.add_argument("--from", dest="from_dir", default=None, metavar="DIR",
+                        help="rebuild the table from a committed snapshot (reports/compare: <experiment>/"
+                             "findings.json and params.yaml), without dvc exp show or the experiments' git refs")
+    p.add_argument("--name", default="compare", metavar="NAME",
+                   help="write reports/NAME.md, reports/NAME.png and the snapshot reports/NAME/ (default: compare)")
+    p.add_argument("--only", action="append", default=None, metavar="PATTERN",
+                   help="only the experiments whose name matches this glob (repeatable), e.g. 'planted-*'")
+
+
+STAGE = Stage(name="compare",
+              help="findings x experiments from `dvc exp show`, counted per draw of the data (reports/compare.md "
+                   "and compare.png; what was read: reports/compare/)",
+              arguments=_arguments)
 
 
 def run(params: Params, all_commits: bool = False, from_dir: str | None = None, name: str = "compare",

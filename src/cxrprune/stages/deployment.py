@@ -10,14 +10,20 @@ from __future__ import annotations
 from cxrprune.analysis import deployment
 from cxrprune.core import upstream
 from cxrprune.core.config import Params
+from cxrprune.stages import Stage
+
+
+STAGE = Stage(name="deployment",
+              help="per method: operating point, bytes, latency and the diseases losing more than the tolerance "
+                   "at each level (reports/<name>/deployment.md)")
 
 
 def run(params: Params) -> None:
     out = params.layout
-    summary = upstream.read_json(out.summary, "analyze")
-    class_tests = upstream.read_csv(out.class_loss_tests, "analyze")
-    efficiency = upstream.read_csv(out.efficiency, "analyze")
-    forgettability = upstream.read_csv(out.forgettability, "analyze")
+    summary = upstream.read_json(out.summary)
+    class_tests = upstream.read_csv(out.class_loss_tests)
+    efficiency = upstream.read_csv(out.efficiency)
+    forgettability = upstream.read_csv(out.forgettability)
     d = deployment.write(out, summary, class_tests, efficiency, forgettability)
     points = ", ".join(f"{m['method']} {m['operating_point'] if m['operating_point'] is not None else 'n/a'}"
                        for m in d.methods)

@@ -20,6 +20,11 @@ from cxrprune.compression.methods import method_levels
 from cxrprune.core.atomic import write_csv, write_json
 from cxrprune.core.catalog import DENSE_REFERENCE
 from cxrprune.core.config import Params
+from cxrprune.stages import Stage
+
+
+STAGE = Stage(name="evaluate",
+              help="per-class AP/AUROC/F1, mAP vs sparsity, paired test")
 
 
 def run(params: Params) -> None:

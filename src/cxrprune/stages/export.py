@@ -3,12 +3,29 @@ points at, made on demand (:mod:`cxrprune.compression.export`)."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from cxrprune.compression.export import describe, export
 from cxrprune.core import catalog
 from cxrprune.core.config import Params
 from cxrprune.core.errors import ConfigError
+from cxrprune.stages import Stage
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", required=True, help="one of params.yaml's prune.methods (l1, channel, int8, ...)")
+    p.add_argument("--level", type=float, required=True,
+                   help="one of prune.levels the study ran (0 for a one-level method such as int8)")
+    p.add_argument("--seed", type=int, default=None, help="whose model (default: the first of params.yaml's seeds)")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="where to write it (default: data/artifacts/<name>/seed-<s>/<method>-<level>.pt or .onnx)")
+
+
+STAGE = Stage(name="export",
+              help="write one deployable artifact (a seed's model, one method and level) with a sidecar saying "
+                   "how to load it, checked against the study's predictions",
+              arguments=_arguments)
 
 
 def run(params: Params, method: str, level: float, seed: int | None = None, out: str | None = None) -> None:

@@ -10,6 +10,11 @@ from __future__ import annotations
 from cxrprune.core.config import Params
 from cxrprune.core.layout import SYNTHETIC_ROOT
 from cxrprune.datasets.synth.generate import generate_dataset
+from cxrprune.stages import Stage
+
+
+STAGE = Stage(name="generate",
+              help="write the synthetic CXR-LT dataset in the NIH-CXR-LT layout")
 
 
 def run(params: Params) -> None:

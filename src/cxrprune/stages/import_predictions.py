@@ -17,9 +17,29 @@ is deterministic. The logic lives in :mod:`cxrprune.datasets.importer`.
 
 from __future__ import annotations
 
+import argparse
+
+from cxrprune.core import catalog
 from cxrprune.core.config import Params
 from cxrprune.core.errors import ConfigError
 from cxrprune.datasets.importer import import_predictions, report
+from cxrprune.stages import Stage
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--folder", required=True, help="folder of {dataset}_resnet50_seed-{s}_prune-{k}.pkl files")
+    p.add_argument("--labels", required=True, help="the dataset's test label CSV, or the folder holding its label CSVs")
+    p.add_argument("--dataset", choices=[s.name for s in catalog.SOURCES.values() if s.published_predictions],
+                   default="nih-cxr-lt",
+                   help="which dataset the predictions are of (default: nih-cxr-lt)")
+    p.add_argument("--train-labels", default=None,
+                   help="the train label CSV (default: the test CSV's name with test -> train)")
+
+
+STAGE = Stage(name="import-predictions",
+              help="convert the authors' published prediction pickles into this project's prediction tables and "
+                   "test labels",
+              arguments=_arguments)
 
 
 def run(params: Params, folder: str, labels: str, dataset: str = "nih-cxr-lt",

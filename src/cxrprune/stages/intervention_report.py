@@ -14,11 +14,17 @@ from cxrprune.compression import predictions
 from cxrprune.core import upstream
 from cxrprune.core.atomic import json_clean, write_csv, write_json
 from cxrprune.core.config import Params, to_dict
+from cxrprune.core.layout import producer
 from cxrprune.datasets.prepare import load_meta, load_split
 from cxrprune.intervention import arms, figure, outcome, study
+from cxrprune.stages import Stage
 from cxrprune.tracking import store
 
 SHIFTS = (0.05, 0.1, 0.2)  # planted losses of mean retained AUROC at which the verdict's power is stated
+
+STAGE = Stage(name="intervention-report",
+              help="frequency intervention: each class rare vs common, sign-flip test over classes, "
+                   "frequency_intervention.json, figure")
 
 
 def run(params: Params) -> None:
@@ -32,15 +38,13 @@ def run(params: Params) -> None:
     for arm in arms.ARMS:
         tables = []
         for s in cfg.seeds:
-            producer = f"{study.STUDY_FILE}:intervention-train@{arm}-{s}"
-            blocks = predictions.read_level_blocks(out.intervention_dir(arm, s) / "predictions.parquet", ids, classes,
-                                                   study.METHOD, params.prune.levels, producer)
+            blocks = predictions.read_level_blocks(out.intervention_predictions(arm, s), ids, classes, study.METHOD,
+                                                   params.prune.levels, producer("intervention_predictions", arm, s))
             tables.append(per_class_metrics(pd.concat(blocks, ignore_index=True), test_labels, classes, s,
                                             params.evaluate.f1_threshold, source=f"{arm} seed {s}"))
         summaries[arm] = outcome.arm_summary(pd.concat(tables, ignore_index=True), test_labels, classes,
                                              params.analyze.drop_threshold)
-        record = upstream.read_json(out.intervention_dir(arm, cfg.seeds[0]) / "train_set.json",
-                                    f"{study.STUDY_FILE}:intervention-train@{arm}-{cfg.seeds[0]}")
+        record = upstream.read_json(out.intervention_train_set(arm, cfg.seeds[0]))
         seen[arm] = pd.Series(record["seen_positives"])
     table = outcome.per_class_table(summaries, half, seen, train_counts(train_labels, classes),
                                     test_labels[classes].sum(axis=0))

@@ -7,6 +7,7 @@ positives the loss saw), then one MLflow run tagged with the arm and seed."""
 
 from __future__ import annotations
 
+import argparse
 import numpy as np
 
 from cxrprune.compression import predictions, retrain
@@ -14,13 +15,24 @@ from cxrprune.core.atomic import write_csv, write_json
 from cxrprune.core.config import Params, to_dict
 from cxrprune.datasets.prepare import load_meta, load_split
 from cxrprune.intervention import arms, study
+from cxrprune.stages import Stage
 from cxrprune.stats.metrics import average_precision
 from cxrprune.tracking import store
 
 
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arm", required=True, help="which arm of the frequency intervention: rare_a, rare_b or control")
+
+
+STAGE = Stage(name="intervention-train",
+              help="frequency intervention: train one seed of one arm (hidden positives masked out of the loss), "
+                   "prune, predict the test set",
+              arguments=_arguments,
+              fan_out="intervention.seeds")
+
+
 def run(params: Params, arm: str, seed: int) -> None:
     cfg, out = params.intervention, params.layout
-    study.check_seed(params, seed)
     classes = load_meta(out.prepared)["classes"]
     half = arms.halves(classes, cfg.assign_seed)
     rare = arms.rare_classes(arm, half)
@@ -31,14 +43,13 @@ def run(params: Params, arm: str, seed: int) -> None:
     result, results = retrain.train_prune_predict(params, study.train_config(params), seed, train, val, classes,
                                                   test_images, params.prune.levels, study.METHOD,
                                                   sample_weights=weights)
-    folder = out.intervention_dir(arm, seed)
-    predictions.write_predictions(folder / "predictions.parquet", results, test_labels["image_id"].astype(str).tolist(),
-                                  classes)
-    write_csv(folder / "history.csv", result.history)
+    predictions.write_predictions(out.intervention_predictions(arm, seed), results,
+                                  test_labels["image_id"].astype(str).tolist(), classes)
+    write_csv(out.intervention_history(arm, seed), result.history)
     seen = arms.seen_positives(train[0], classes, weights)
     record = {"arm": arm, "seed": seed, "rare_classes": rare, "hidden_positives": int((weights == 0).sum()),
               "seen_positives": {c: int(v) for c, v in seen.items()}, "best_epoch": result.best_epoch}
-    write_json(folder / "train_set.json", record)
+    write_json(out.intervention_train_set(arm, seed), record)
     dense = next(r for r in results if r.sparsity == 0.0)
     map_dense = float(np.nanmean(average_precision(test_labels[classes].to_numpy(), dense.probs)))
     store.log_tagged_run(params, "intervention-train", f"intervention-{arm}-seed-{seed}",

@@ -20,15 +20,21 @@ from __future__ import annotations
 
 from cxrprune.compression import predictions
 from cxrprune.core.config import Params
-from cxrprune.core.errors import ConfigError, DataError
+from cxrprune.core.errors import DataError
 from cxrprune.datasets.prepare import load_meta, load_split
+from cxrprune.stages import Stage
 from cxrprune.stats.metrics import child_metrics
 from cxrprune.tracking import runs, store
 
 
+STAGE = Stage(name="log-mlflow",
+              help="write the MLflow records a seed's train/prune outputs lack (after the tracking store was "
+                   "unreachable or lost)",
+              fan_out="seeds",
+              seed_required=False)
+
+
 def run(params: Params, seed: int | None = None) -> None:
-    if seed is not None and seed not in params.seeds:
-        raise ConfigError(f"--seed {seed} is not in params.yaml seeds {params.seeds}")
     seeds = [seed] if seed is not None else list(params.seeds)
     prepared = params.data.prepared_dir
     meta = load_meta(prepared)

@@ -4,16 +4,28 @@ at ``analyze.pie_sparsity`` (the out-of-fold scores of the PIE treatment study).
 
 from __future__ import annotations
 
+import argparse
+
 from cxrprune.compression import predictions, retrain
 from cxrprune.core.config import Params
 from cxrprune.core.errors import ConfigError
 from cxrprune.datasets.prepare import load_meta, load_split
 from cxrprune.pietreatment import folds as oof
 from cxrprune.pietreatment import model, study
+from cxrprune.stages import Stage
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fold", type=int, required=True, help="which of params.yaml's pie_treatment.folds is scored")
+
+
+STAGE = Stage(name="pie-fold",
+              help="PIE study: train one seed without one fold, score that fold's training images",
+              arguments=_arguments,
+              fan_out="pie_treatment.seeds")
 
 
 def run(params: Params, fold: int, seed: int) -> None:
-    study.check_seed(params, seed)
     if fold not in params.pie_treatment.folds:
         raise ConfigError(f"--fold {fold} is not in params.yaml pie_treatment.folds {params.pie_treatment.folds}")
     out = params.layout

@@ -16,9 +16,15 @@ from cxrprune.analysis.forgetting import train_counts
 from cxrprune.core import upstream
 from cxrprune.core.atomic import json_clean, write_csv, write_json
 from cxrprune.core.config import Params, to_dict
+from cxrprune.core.layout import producer
 from cxrprune.datasets.prepare import load_meta, load_split
 from cxrprune.pietreatment import figure, outcome, study, verdict
+from cxrprune.stages import Stage
 from cxrprune.tracking import store
+
+
+STAGE = Stage(name="pie-report",
+              help="PIE study: outcome of each treatment, paired tests, pie_treatment.json, figure")
 
 
 def run(params: Params) -> None:
@@ -28,17 +34,17 @@ def run(params: Params) -> None:
     test_labels, _ = load_split(out.prepared, "test")
     ids = test_labels["image_id"].astype(str).tolist()
     levels = params.prune.levels
-    train_pies = upstream.read_json(out.pie_train_json, f"{study.STUDY_FILE}:pie-score")
+    train_pies = upstream.read_json(out.pie_train_json)
     counts = train_counts(train_labels, classes)
     rare = outcome.rare_classes(counts)
     tables, blocks, sets = {}, {}, {}
     for t in cfg.treatments:
         for s in cfg.seeds:
-            folder, stage = out.pie_treatment_dir(t, s), f"pie-retrain@{t}-{s}"
-            bl = study.read_table(folder / "predictions.parquet", ids, classes, levels, stage)
+            bl = study.read_table(out.pie_treatment_predictions(t, s), ids, classes, levels,
+                                  producer("pie_treatment_predictions", t, s))
             tables[(t, s)] = pd.concat(bl, ignore_index=True)
             blocks[(t, s)] = bl
-            sets[(t, s)] = upstream.read_json(folder / "train_set.json", f"{study.STUDY_FILE}:{stage}")
+            sets[(t, s)] = upstream.read_json(out.pie_treatment_train_set(t, s))
     per_class = outcome.per_class_table(tables, test_labels, classes, params.evaluate.f1_threshold)
     k_pie = levels.index(params.analyze.pie_sparsity)
     results = {t: outcome.treatment_outcome(per_class.loc[per_class["treatment"] == t].drop(columns="treatment"),
@@ -62,7 +68,7 @@ def run(params: Params) -> None:
     changes = outcome.class_changes(results, counts)
     write_json(out.pie_treatment_json, json_clean(summary))
     write_csv(out.pie_treatment_per_class, per_class)
-    write_csv(out.plot_table("pie_treatment_ap_change"), changes)
+    write_csv(out.pie_treatment_ap_change, changes)
     figure.ap_change(changes, out.pie_treatment_figure)
     store.log_tagged_run(params, "pie-report", "pie-treatment", summary,
                   {**store.flatten("pie_treatment", to_dict(params)["pie_treatment"]), "data.name": params.data.name},

@@ -8,9 +8,15 @@ from cxrprune.analysis.pies import align_truth
 from cxrprune.core import upstream
 from cxrprune.core.atomic import json_clean, write_csv, write_json
 from cxrprune.core.config import Params
+from cxrprune.core.layout import producer
 from cxrprune.datasets.prepare import load_meta, load_split
 from cxrprune.pietreatment import folds as oof
 from cxrprune.pietreatment import study
+from cxrprune.stages import Stage
+
+
+STAGE = Stage(name="pie-score",
+              help="PIE study: out-of-fold training-set PIEs, checked against the synthetic truth")
 
 
 def run(params: Params) -> None:
@@ -21,7 +27,8 @@ def run(params: Params) -> None:
     ids = labels["image_id"].astype(str).to_numpy()
     levels = [0.0, params.analyze.pie_sparsity]
     scored = {f: [tuple(study.read_table(out.pie_fold_predictions(f, s), ids[fold == f].tolist(), classes, levels,
-                                         f"pie-fold@{f}-{s}")) for s in cfg.seeds] for f in cfg.folds}
+                                         producer("pie_fold_predictions", f, s)))
+                  for s in cfg.seeds] for f in cfg.folds}
     corr = oof.out_of_fold_correlation(fold, ids, scored, classes)
     is_pie = oof.train_pies(corr, params.analyze.pie_fraction)
     table = labels[["image_id", "patient_id"]].assign(fold=fold, spearman=corr, is_pie=is_pie)
@@ -29,7 +36,7 @@ def run(params: Params) -> None:
                "seeds": len(cfg.seeds), "fraction": params.analyze.pie_fraction,
                "sparsity": params.analyze.pie_sparsity}
     if out.truth.exists():  # synthetic data only
-        truth = align_truth(upstream.read_parquet(out.truth, "prepare"), ids, split="train")
+        truth = align_truth(upstream.read_parquet(out.truth), ids, split="train")
         table = table.assign(flipped=truth["flipped"].to_numpy(), degradation=truth["degradation"].to_numpy())
         summary["truth"] = oof.truth_summary(truth, is_pie)
     write_csv(out.pie_train_scores, table)

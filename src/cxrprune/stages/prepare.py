@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from cxrprune.core.config import Params
 from cxrprune.datasets.prepare import prepare_dataset
+from cxrprune.stages import Stage
+
+
+STAGE = Stage(name="prepare",
+              help="validate a dataset, write label tables and the uint8 image cache")
 
 
 def run(params: Params) -> None:

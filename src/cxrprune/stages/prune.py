@@ -21,17 +21,21 @@ from cxrprune.compression.prune import prune_and_predict
 from cxrprune.core.atomic import write_csv
 from cxrprune.core.catalog import DENSE_REFERENCE
 from cxrprune.core.config import Params
-from cxrprune.core.errors import ConfigError
+from cxrprune.core.numerics import autocast_option
 from cxrprune.core.runtime import pick_device, set_threads
 from cxrprune.datasets.prepare import load_meta, load_split, split_reader
+from cxrprune.stages import Stage
 from cxrprune.stats.metrics import average_precision, child_metrics
 from cxrprune.tracking import runs, store
 from cxrprune.training.modelfile import load_checkpoint
 
 
+STAGE = Stage(name="prune",
+              help="prune one seed at every level and predict the test set",
+              fan_out="seeds")
+
+
 def run(params: Params, seed: int) -> None:
-    if seed not in params.seeds:
-        raise ConfigError(f"--seed {seed} is not in params.yaml seeds {params.seeds}")
     set_threads(params.train.threads)
     device = pick_device(params.train.device)
     out = params.layout
@@ -45,7 +49,7 @@ def run(params: Params, seed: int) -> None:
     efficiency: list[dict] = []
     results = prune_and_predict(model, x, params.prune.methods, params.prune.levels, seed,
                                 params.prune.batch_size, device,
-                                autocast=None if params.prune.autocast == "none" else params.prune.autocast,
+                                autocast=autocast_option(params.prune.autocast),
                                 allow_tf32=params.prune.allow_tf32, context=context, efficiency=efficiency,
                                 timed=seed == params.seeds[0])
     path = out.predictions_file(seed)

@@ -20,19 +20,23 @@ from cxrprune.reader.answers import find_answer_files, load_answers
 from cxrprune.reader.figure import plot_reader_study
 from cxrprune.reader.sample import load_key, load_manifest
 from cxrprune.reader.stats import POOLED, summarize, summary_table
+from cxrprune.stages import Stage
 from cxrprune.tracking import store
+
+
+STAGE = Stage(name="reader-analyze",
+              help="validate readers' answers, PIE vs non-PIE tests, figure, MLflow")
 
 
 def run(params: Params) -> None:
     cfg = params.reader
     name = params.data.name
     out = params.layout
-    study = out.reader
-    key = load_key(study / "key.csv")
-    manifest = load_manifest(study / "manifest.csv")
+    key = load_key(out.reader_key)
+    manifest = load_manifest(out.reader_manifest)
     files = []
     if cfg.simulate:
-        files += [(p, "simulated") for p in find_answer_files(study / "simulated")]
+        files += [(p, "simulated") for p in find_answer_files(out.reader_simulated)]
     files += [(p, "real") for p in find_answer_files(cfg.answers_dir)]
     ratings, report = load_answers(files, key, manifest, cfg.duplicates)
 
@@ -68,7 +72,7 @@ def run(params: Params) -> None:
         print(f"reader-analyze: {line}", file=sys.stderr)
     if summary is None:
         print(f"reader study {name}: no answers yet; put the readers' exports in {cfg.answers_dir} and rerun "
-              f"(`dvc repro reader-analyze`)")
+              f"(`dvc repro {STAGE.name}`)")
         return
     pooled = summary[POOLED]
     parts = [f"{q} PIE {_fmt(s['pie_mean'])} vs non-PIE {_fmt(s['non_pie_mean'])} (image-level p {_fmt(s['p'])}, "

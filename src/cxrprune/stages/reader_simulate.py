@@ -9,12 +9,16 @@ from cxrprune.core.errors import DataError
 from cxrprune.reader.answers import ANSWER_COLUMNS
 from cxrprune.reader.sample import load_key, load_manifest
 from cxrprune.reader.simulate import case_truth, simulate
+from cxrprune.stages import Stage
+
+
+STAGE = Stage(name="reader-simulate",
+              help="simulated readers' answers from the synthetic ground truth")
 
 
 def run(params: Params) -> None:
     cfg = params.reader
-    study = params.layout.reader
-    out = study / "simulated"
+    out = params.layout.reader_simulated
     if not cfg.simulate:
         with atomic_dir(out) as tmp:
             (tmp / "README.txt").write_text("reader.simulate is false: no simulated readers.\n", encoding="utf-8")
@@ -25,8 +29,8 @@ def run(params: Params) -> None:
         raise DataError(f"{truth_path}: not found; simulated readers need the synthetic ground truth. "
                         f"For a real dataset set reader.simulate: false and collect real answers "
                         f"in {cfg.answers_dir}")
-    truth = upstream.read_parquet(truth_path, "prepare")
-    cases = case_truth(load_key(study / "key.csv"), load_manifest(study / "manifest.csv"), truth)
+    truth = upstream.read_parquet(truth_path)
+    cases = case_truth(load_key(params.layout.reader_key), load_manifest(params.layout.reader_manifest), truth)
     files = simulate(cases, cfg.simulated_readers, cfg.seed)
     with atomic_dir(out) as tmp:
         for name, df in files.items():

@@ -20,6 +20,11 @@ from cxrprune.core.atomic import write_json, write_text
 from cxrprune.core.config import Params
 from cxrprune.core.errors import DataError
 from cxrprune.core.layout import SYNTHETIC_ROOT, VALIDATION
+from cxrprune.stages import Stage
+
+
+STAGE = Stage(name="report",
+              help="findings of the paper vs this run: values, CIs, verdicts (reports/<name>/findings.md)")
 
 
 def _validation() -> dict | None:
@@ -36,9 +41,9 @@ def _validation() -> dict | None:
 
 def run(params: Params) -> None:
     out = params.layout
-    summary = upstream.read_json(out.summary, "analyze")
-    evaluation = upstream.read_json(out.evaluation, "evaluate")
-    reader = upstream.read_json(out.reader_json, "reader-analyze")
+    summary = upstream.read_json(out.summary)
+    evaluation = upstream.read_json(out.evaluation)
+    reader = upstream.read_json(out.reader_json)
     alpha = params.evaluate.alpha
     rows = findings.assess(summary, evaluation, reader, alpha)
     synthetic = Path(params.data.root) == SYNTHETIC_ROOT

@@ -21,8 +21,8 @@ import pandas as pd
 
 from cxrprune.core.atomic import write_csv
 from cxrprune.core.config import Params
-from cxrprune.core.errors import ConfigError
 from cxrprune.datasets.prepare import load_meta, load_split
+from cxrprune.stages import Stage
 from cxrprune.tracking import runs, store
 from cxrprune.tracking.run_record import write_run_record
 from cxrprune.training import resume
@@ -32,10 +32,12 @@ from cxrprune.training.modelfile import HISTORY_COLUMNS, save_model
 
 NEAR_CHANCE_AUROC = 0.55  # an imported model this close to chance was likely fed the wrong input
 
+STAGE = Stage(name="train",
+              help="train one seed (checkpoint, history, MLflow run)",
+              fan_out="seeds")
+
 
 def run(params: Params, seed: int) -> None:
-    if seed not in params.seeds:
-        raise ConfigError(f"--seed {seed} is not in params.yaml seeds {params.seeds}")
     if params.model.source == "checkpoint":
         import_model(params, seed)
         return

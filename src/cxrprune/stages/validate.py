@@ -9,6 +9,7 @@ statistics, not a dataset.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import sys
@@ -16,11 +17,34 @@ import time
 
 from cxrprune.core.config import Params
 from cxrprune.core.errors import ConfigError
+from cxrprune.core.layout import VALIDATION
+from cxrprune.stages import Stage
 from cxrprune.validation.effects import check_effect
 
 MIN_REPLICATES = 20  # below this a rate's Monte Carlo interval is wider than +-0.2
 DEFAULT_EFFECTS = "0,0.5,1"
 MIN_RESAMPLES = 20  # a percentile interval from fewer has no 2.5% tail worth the name
+OUT = VALIDATION.with_suffix("")  # writes OUT.json (the report reads it) and OUT.txt
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--replicates", type=int, default=200, metavar="R",
+                   help=f"replicates per effect size, at least {MIN_REPLICATES} (default: 200)")
+    p.add_argument("--effects", default=DEFAULT_EFFECTS, metavar="E,E,...",
+                   help=f"planted effect sizes in [0, 1], 0 = nothing planted (default: {DEFAULT_EFFECTS})")
+    p.add_argument("--seed", type=int, default=0, help="seed of every replicate's random stream (default: 0)")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="processes (default: all cores)")
+    p.add_argument("--resamples", type=int, default=50, metavar="B",
+                   help="bootstrap resamples per replicate for the intervals and their coverage; 0: no "
+                        "intervals, verdicts from p-values alone (default: 50)")
+    p.add_argument("--out", default=str(OUT), metavar="PATH",
+                   help=f"writes PATH.json and PATH.txt (default: {OUT})")
+
+
+STAGE = Stage(name="validate",
+              help="false-positive rate and power of every verdict on planted-effect replicates "
+                   "(benchmarks/results/verdicts.{json,txt})",
+              arguments=_arguments)
 
 
 def parse_effects(text: str) -> list[float]:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from cxrprune.core.config import Params, to_dict
 from cxrprune.core.errors import DataError, TrackingError
+from cxrprune.core.layout import producer
 from cxrprune.tracking import store
 from cxrprune.tracking.run_record import read_run_record
 from cxrprune.training.modelfile import read_history
@@ -173,7 +174,7 @@ def relog_training(params: Params, seed: int, experiment_id: str) -> tuple[str, 
 
     model_path = params.layout.model_file(seed)
     if not model_path.is_file():
-        raise DataError(f"{model_path}: not found; run `dvc repro train@{seed}` first")
+        raise DataError(f"{model_path}: not found; run `dvc repro {producer('model_file', seed)}` first")
     history = read_history(params, seed)
     client = MlflowClient()
     written: list[str] = []

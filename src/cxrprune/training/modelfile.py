@@ -19,6 +19,7 @@ from cxrprune.core import upstream
 from cxrprune.core.atomic import atomic_path
 from cxrprune.core.config import Params
 from cxrprune.core.errors import CxrpruneError, DataError
+from cxrprune.core.layout import producer
 from cxrprune.training.models import build_model
 
 # history.csv: one row per finished epoch.
@@ -41,7 +42,7 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
-        raise CxrpruneError(f"{path}: checkpoint not found; run `dvc repro train` first") from None
+        raise CxrpruneError(f"{path}: checkpoint not found; run `dvc repro {producer('model_file')}` first") from None
     except Exception as exc:
         raise CxrpruneError(f"{path}: damaged checkpoint ({type(exc).__name__}); rerun the train stage") from None
     for key in ("arch", "classes", "state_dict"):
@@ -56,8 +57,8 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
 def read_history(params: Params, seed: int) -> pd.DataFrame:
     """``history.csv`` of a trained seed, checked (columns, at least one epoch, finite losses)."""
     path = params.layout.history(seed)
-    fix = f"rerun `dvc repro train@{seed} --force`"
-    history = upstream.read_csv(path, f"train@{seed}")
+    fix = f"rerun `dvc repro {producer('model_file', seed)} --force`"
+    history = upstream.read_csv(path, producer('history', seed))
     if list(history.columns) != HISTORY_COLUMNS or history.empty:
         raise DataError(f"{path}: expected columns {HISTORY_COLUMNS} and at least one epoch, found "
                         f"{list(history.columns)} with {len(history)} row(s); {fix}")
