@@ -18,10 +18,12 @@ from PIL import Image
 from scipy.stats import multivariate_normal, spearmanr
 
 from cxrprune.core.classes import NIH_CXR_LT_CLASSES, nih_train_prevalence
-from cxrprune.core.config import SyntheticConfig
+from cxrprune.core.config import SyntheticConfig, load_params
 from cxrprune.datasets.synth import generate as gen
 from cxrprune.datasets.synth import labels as lab
 from cxrprune.datasets.synth import render
+
+REPO = Path(__file__).resolve().parents[1]
 
 CLASSES = list(NIH_CXR_LT_CLASSES)
 EMPHYSEMA = CLASSES.index("Emphysema")
@@ -263,3 +265,30 @@ def test_generate_replaces_the_output_folder(tmp_path: Path) -> None:
     gen.generate_dataset(dataclasses.replace(TINY, n_patients=20), out)
     assert not (out / "stale.txt").exists()
     assert not list(tmp_path.glob(".raw*"))  # no temporary folder left behind
+
+
+def test_test_split_can_grow_without_touching_train_or_val() -> None:
+    """synthetic.min_test_positives and extra_test_patients (issue 20: power where it matters):
+    the training and validation images, labels and flips stay exactly those of the base draw."""
+    base = gen.plan_dataset(TINY)
+    grown = gen.plan_dataset(dataclasses.replace(TINY, min_test_positives=6, extra_test_patients=15))
+    for split in ("train", "val"):
+        a, b = [p for p in base if p.split == split], [p for p in grown if p.split == split]
+        assert [p.patient for p in a] == [p.patient for p in b]
+        for p, q in zip(a, b):
+            assert [r.tolist() for r in p.noisy] == [r.tolist() for r in q.noisy] and p.flipped == q.flipped
+    test = [p for p in grown if p.split == "test"]
+    assert {p.patient for p in test} >= set(range(TINY.n_patients + 1, TINY.n_patients + 16))
+    counts = np.array([r for p in test for r in p.noisy]).sum(axis=0)
+    assert (counts >= 6).all()
+    assert sum(f >= 0 for p in test if p.patient > TINY.n_patients for f in p.flipped) > 0  # extras get noise too
+
+
+def test_the_powered_test_split_of_the_readme_meets_its_targets() -> None:
+    """README (Calibration, power): with the default's generator, min_test_positives 30 and 400
+    test-only patients give every class >= 30 test positives and >= 100 PIEs at analyze.pie_fraction."""
+    params = load_params(REPO / "params.yaml")
+    plans = gen.plan_dataset(dataclasses.replace(params.synthetic, min_test_positives=30, extra_test_patients=400))
+    test = np.array([r for p in plans if p.split == "test" for r in p.noisy])
+    assert (test.sum(axis=0) >= 30).all()
+    assert len(test) * params.analyze.pie_fraction >= 100

@@ -144,6 +144,10 @@ class SyntheticConfig:
     image_size: int = 128
     min_positives: int = 4  # per class and split, so every class can be evaluated
     min_train_positives: int = 1  # per class in train (the larger of this and min_positives), so it can be learned
+    # Power of the test-set statistics without touching train or val: a per-class floor for test
+    # only (0: min_positives) and test-only patients added after the first n_patients.
+    min_test_positives: int = 0
+    extra_test_patients: int = 0
     label_noise: float = 0.05  # fraction of images with one flipped label
     degrade_rate: float = 0.1  # fraction of images with blur/noise/exposure degradation
     signal: float = 1.0  # global contrast of the findings' visual signatures
@@ -168,6 +172,10 @@ class SyntheticConfig:
                  self.min_positives)
         _require(1 <= self.min_train_positives <= 10_000, "synthetic.min_train_positives",
                  "an integer in [1, 10000]", self.min_train_positives)
+        _require(0 <= self.min_test_positives <= 10_000, "synthetic.min_test_positives",
+                 "an integer in [0, 10000] (0 = synthetic.min_positives)", self.min_test_positives)
+        _require(0 <= self.extra_test_patients <= 10_000_000, "synthetic.extra_test_patients",
+                 "an integer in [0, 10000000]", self.extra_test_patients)
         for key in ("label_noise", "degrade_rate"):
             v = getattr(self, key)
             _require(0 <= v < 1, f"synthetic.{key}", "a rate in [0, 1)", v)

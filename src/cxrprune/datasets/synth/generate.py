@@ -47,7 +47,7 @@ PERSISTENCE = 0.5  # chance that a follow-up image repeats the patient's previou
 _PARALLEL_MIN_IMAGES = 400  # below this, worker start-up costs more than it saves
 
 # Independent random streams; the numbers are part of the output's identity.
-_LABELS, _SPLIT, _NOISE, _TOP_UP, _ANATOMY, _IMAGE = range(6)
+_LABELS, _SPLIT, _NOISE, _TOP_UP, _ANATOMY, _IMAGE, _EXTRA_NOISE = range(7)
 
 
 def label_file(split: str) -> str:
@@ -81,15 +81,23 @@ class PatientPlan:
 def plan_dataset(cfg: SyntheticConfig) -> list[PatientPlan]:
     """Labels, splits, label noise and top-ups for every patient, in patient order."""
     splits = _assign_splits(cfg)
-    plans = []
-    for patient in range(1, cfg.n_patients + 1):
-        plan = PatientPlan(patient, splits[patient - 1])
-        for labels in _patient_labels(cfg, patient):
-            plan.add(labels)
-        plans.append(plan)
+    plans = [_patient_plan(cfg, patient, splits[patient - 1]) for patient in range(1, cfg.n_patients + 1)]
     _add_label_noise(plans, cfg)
+    # Test-only patients come after the others with their own noise stream, so adding them changes
+    # nothing of the first n_patients (train and val stay byte-identical).
+    extra = [_patient_plan(cfg, patient, "test")
+             for patient in range(cfg.n_patients + 1, cfg.n_patients + cfg.extra_test_patients + 1)]
+    _add_label_noise(extra, cfg, _EXTRA_NOISE)
+    plans += extra
     _top_up(plans, cfg)
     return plans
+
+
+def _patient_plan(cfg: SyntheticConfig, patient: int, split: str) -> PatientPlan:
+    plan = PatientPlan(patient, split)
+    for labels in _patient_labels(cfg, patient):
+        plan.add(labels)
+    return plan
 
 
 def _assign_splits(cfg: SyntheticConfig) -> list[str]:
@@ -123,10 +131,12 @@ def _patient_labels(cfg: SyntheticConfig, patient: int) -> np.ndarray:
     return labels
 
 
-def _add_label_noise(plans: list[PatientPlan], cfg: SyntheticConfig) -> None:
+def _add_label_noise(plans: list[PatientPlan], cfg: SyntheticConfig, key: int = _NOISE) -> None:
     """Flip exactly one CSV label in ``round(label_noise * N)`` images."""
     slots = [(i, k) for i, plan in enumerate(plans) for k in range(len(plan.true))]
-    rng = stream(cfg.seed, _NOISE)
+    if not slots:
+        return
+    rng = stream(cfg.seed, key)
     chosen = rng.choice(len(slots), size=round(cfg.label_noise * len(slots)), replace=False)
     for s in np.sort(chosen):
         i, k = slots[s]
@@ -156,9 +166,10 @@ def flip_one_label(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.nda
 
 
 def _top_up(plans: list[PatientPlan], cfg: SyntheticConfig) -> None:
-    """Give every (split, class) ``min_positives`` CSV positives by adding images, and every
-    class at least ``min_train_positives`` in train: below a few dozen examples a CNN learns
-    nothing, and a class that was never learned cannot be forgotten by pruning.
+    """Give every (split, class) ``min_positives`` CSV positives by adding images, every
+    class at least ``min_train_positives`` in train (below a few dozen examples a CNN learns
+    nothing, and a class that was never learned cannot be forgotten by pruning) and at least
+    ``min_test_positives`` in test (the per-class test statistics' power).
 
     Each added image belongs to a random patient of the split and is drawn from the
     label model conditioned on the missing class, so co-occurrence stays realistic.
@@ -166,7 +177,8 @@ def _top_up(plans: list[PatientPlan], cfg: SyntheticConfig) -> None:
     for i, split in enumerate(SPLITS):
         rng = stream(cfg.seed, _TOP_UP, i)  # per split: the train floor leaves val and test as they are
         members = [p for p in plans if p.split == split]
-        floor = max(cfg.min_positives, cfg.min_train_positives) if split == "train" else cfg.min_positives
+        floor = {"train": max(cfg.min_positives, cfg.min_train_positives),
+                 "test": max(cfg.min_positives, cfg.min_test_positives)}.get(split, cfg.min_positives)
         for c in range(len(NIH_CXR_LT_CLASSES)):
             count = sum(int(row[c]) for p in members for row in p.noisy)
             for _ in range(floor - count):
