@@ -40,6 +40,15 @@ def writes(stage: str, study: str | None = None) -> Callable[[_F], _F]:
     return mark
 
 
+def _plot_table_entry(stage: str, stem: str) -> property:
+    """A Layout entry for ``plots/<name>/<stem>.csv`` written by ``stage`` (one line per table
+    instead of a five-line property each)."""
+    @writes(stage)
+    def entry(self: "Layout") -> Path:
+        return self.plot_table(stem)
+    return property(entry)
+
+
 # Figures of the analyze stage, in plots/<name>/figures/.
 ANALYZE_FIGURES = ("map_vs_sparsity.png", "forgettability_curves.png", "forgetting_vs_frequency.png", "fcd.png",
                    "pie_ratios.png", "weight_histogram.png", "pareto.png")
@@ -180,35 +189,12 @@ class Layout:
         return self.plot_table("pareto")
 
     # The analyze stage's long tables for `dvc plots` (dvc.yaml's `plots:` names them).
-    @property
-    @writes("analyze")
-    def forgettability_curves_table(self) -> Path:
-        return self.plot_table("forgettability_curves")
-
-    @property
-    @writes("analyze")
-    def forgetting_vs_frequency_table(self) -> Path:
-        return self.plot_table("forgetting_vs_frequency")
-
-    @property
-    @writes("analyze")
-    def fcd_pairs_table(self) -> Path:
-        return self.plot_table("fcd_pairs")
-
-    @property
-    @writes("analyze")
-    def pie_class_ratios_table(self) -> Path:
-        return self.plot_table("pie_class_ratios")
-
-    @property
-    @writes("analyze")
-    def pie_findings_ratios_table(self) -> Path:
-        return self.plot_table("pie_findings_ratios")
-
-    @property
-    @writes("analyze")
-    def weight_histogram_table(self) -> Path:
-        return self.plot_table("weight_histogram")
+    forgettability_curves_table = _plot_table_entry("analyze", "forgettability_curves")
+    forgetting_vs_frequency_table = _plot_table_entry("analyze", "forgetting_vs_frequency")
+    fcd_pairs_table = _plot_table_entry("analyze", "fcd_pairs")
+    pie_class_ratios_table = _plot_table_entry("analyze", "pie_class_ratios")
+    pie_findings_ratios_table = _plot_table_entry("analyze", "pie_findings_ratios")
+    weight_histogram_table = _plot_table_entry("analyze", "weight_histogram")
 
     @property
     @writes("evaluate")

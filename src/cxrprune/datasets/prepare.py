@@ -437,6 +437,12 @@ def load_meta(prepared_dir: str | os.PathLike) -> dict:
         raise DataError(f"{path}: damaged; rerun `dvc repro {producer('prepared')} --force`") from None
 
 
+def load_label_tables(prepared_dir: str | os.PathLike, *splits: str) -> tuple[list[str], list[pd.DataFrame]]:
+    """The class names and the label tables of ``splits`` (checked like :func:`load_split`): what a
+    study's report reads when it needs labels but no pixels."""
+    return load_meta(prepared_dir)["classes"], [load_split(prepared_dir, split)[0] for split in splits]
+
+
 def load_split(prepared_dir: str | os.PathLike, split: str, verify: str = "sample") -> tuple[pd.DataFrame, np.ndarray]:
     """The labels table and the memory-mapped uint8 image cache of one split, checked.
 

@@ -15,7 +15,7 @@ from cxrprune.core import upstream
 from cxrprune.core.atomic import json_clean, write_csv, write_json
 from cxrprune.core.config import Params, to_dict
 from cxrprune.core.layout import producer
-from cxrprune.datasets.prepare import load_meta, load_split
+from cxrprune.datasets.prepare import load_label_tables
 from cxrprune.intervention import arms, figure, outcome, study
 from cxrprune.stages import Stage
 from cxrprune.tracking import store
@@ -29,9 +29,7 @@ STAGE = Stage(name="intervention-report",
 
 def run(params: Params) -> None:
     cfg, out = params.intervention, params.layout
-    classes = load_meta(out.prepared)["classes"]
-    train_labels, _ = load_split(out.prepared, "train")
-    test_labels, _ = load_split(out.prepared, "test")
+    classes, (train_labels, test_labels) = load_label_tables(out.prepared, "train", "test")
     ids = test_labels["image_id"].astype(str).tolist()
     half = arms.halves(classes, cfg.assign_seed)
     summaries, seen = {}, {}

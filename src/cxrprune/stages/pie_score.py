@@ -9,7 +9,7 @@ from cxrprune.core import upstream
 from cxrprune.core.atomic import json_clean, write_csv, write_json
 from cxrprune.core.config import Params
 from cxrprune.core.layout import producer
-from cxrprune.datasets.prepare import load_meta, load_split
+from cxrprune.datasets.prepare import load_label_tables
 from cxrprune.pietreatment import folds as oof
 from cxrprune.pietreatment import study
 from cxrprune.stages import Stage
@@ -21,8 +21,7 @@ STAGE = Stage(name="pie-score",
 
 def run(params: Params) -> None:
     out, cfg = params.layout, params.pie_treatment
-    classes = load_meta(out.prepared)["classes"]
-    labels, _ = load_split(out.prepared, "train")
+    classes, (labels,) = load_label_tables(out.prepared, "train")
     fold = study.folds_of(params, labels, classes)
     ids = labels["image_id"].astype(str).to_numpy()
     levels = [0.0, params.analyze.pie_sparsity]
