@@ -102,7 +102,7 @@ def findings(o: Outputs) -> str:
 
 def air_density_loss(o: Outputs) -> str:
     cur = o.csv("plots/synthetic/forgettability_curves.csv")
-    at90 = cur[(cur["sparsity"].round(2) == 0.90) & cur["class_name"].isin(AIR)]["rel_dap"]
+    at90 = cur[(cur["level"].round(2) == 0.90) & cur["class_name"].isin(AIR)]["rel_dap"]
     lo, hi = sorted((-100 * at90).round().astype(int))[::len(at90) - 1]
     return f"lose {lo}-{hi}% of their AP by 90% sparsity"
 

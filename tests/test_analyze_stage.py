@@ -12,7 +12,7 @@ import torch
 from scipy import stats
 
 from cxrprune.analysis import evaluate, uncertainty
-from cxrprune.core import config
+from cxrprune.core import config, upstream
 from cxrprune.core.errors import DataError
 from cxrprune.core.layout import ANALYZE_FIGURES
 from cxrprune.stages import analyze
@@ -109,7 +109,7 @@ def tiny_workspace(tmp_path, monkeypatch):
                 for c in CLASSES:
                     ap = ap0 * (1 - SLOPE[c] * k) if method == "l1" else ap0 * (1 - k)
                     auroc = 0.5 + (AUROC0[c] - 0.5) * (1 - SLOPE[c] * k) if method == "l1" else 0.7
-                    rows.append({"seed": seed, "method": method, "sparsity": k, "class_name": c, "ap": ap,
+                    rows.append({"seed": seed, "method": method, "level": k, "class_name": c, "ap": ap,
                                  "auroc": auroc, "f1": 0.3})
     metrics = tmp_path / "metrics/tiny"
     metrics.mkdir(parents=True)
@@ -133,7 +133,7 @@ def tiny_workspace(tmp_path, monkeypatch):
                 "images_per_s_b64": (100.0 + 50 * k) if seed == SEEDS[0] else np.nan}
                for m, k in [("dense", 0.0)] + [(m, k) for m in ("l1", "random") for k in LEVELS]]
         pd.DataFrame(eff).to_csv(pred_dir / f"efficiency-seed-{seed}.csv", index=False)
-    curve = pd.DataFrame([{"sparsity": k, "method": m, "map": 0.7 - 0.3 * k * (m == "random") - 0.2 * k,
+    curve = pd.DataFrame([{"level": k, "method": m, "map": 0.7 - 0.3 * k * (m == "random") - 0.2 * k,
                            "map_q25": 0.65 - 0.2 * k, "map_q75": 0.75 - 0.2 * k}
                           for m in ("l1", "random") for k in LEVELS])
     (tmp_path / "plots/tiny").mkdir(parents=True)
@@ -259,7 +259,7 @@ def test_analyze_end_to_end(workspace):
     # Plot data for dvc plots.
     plots = root / "plots/tiny"
     long = pd.read_csv(plots / "forgettability_curves.csv")
-    assert list(long.columns) == ["sparsity", "class_name", "rel_dap"] and len(long) == 19 * len(CLASSES)
+    assert list(long.columns) == ["level", "class_name", "rel_dap"] and len(long) == 19 * len(CLASSES)
     assert list(pd.read_csv(plots / "forgetting_vs_frequency.csv").columns) == \
         ["class_name", "ln_train_count", "first_drop", "dap95"]
     pairs = pd.read_csv(plots / "fcd_pairs.csv")
@@ -341,7 +341,7 @@ def _check_operating_points(root, summary):
                                  "latency_ms_b1", "latency_ratio", "latency_ratio_lo", "latency_ratio_hi",
                                  "images_per_s_b64", "map", "worst_class_rel_dap"]
     assert len(eff) == len(SEEDS) * (2 * len(LEVELS) + 1)
-    maps = per_class.groupby(["seed", "method", "sparsity"])["ap"].mean()
+    maps = per_class.groupby(["seed", "method", "level"])["ap"].mean()
     for row in eff.itertuples():
         ref = ("l1", 0.0) if row.method == "dense" else (row.method, row.level)
         assert row.map == pytest.approx(maps[(row.seed, *ref)], abs=1e-12)
@@ -356,6 +356,26 @@ def _check_operating_points(root, summary):
     l1_05 = pareto[(pareto["method"] == "l1") & np.isclose(pareto["level"], 0.5)].iloc[0]
     assert l1_05["latency_ms_b1"] == pytest.approx(8.0) and l1_05["label"] == "l1@0.5"
     assert l1_05["map"] == pytest.approx(np.median([maps[(s, "l1", 0.5)] for s in SEEDS]))
+
+
+def test_analyze_reads_tables_written_before_the_level_column(workspace):
+    """per_class.csv and map_vs_sparsity.csv from before issue 21 name the level column
+    ``sparsity``: analyze reads them with it renamed (core.upstream.read_level_table) and
+    writes the same tables as from the new header."""
+    params, root, *_ = workspace
+    analyze.run(params)
+    written = sorted(p for p in root.glob("*/tiny/*") if p.suffix in (".csv", ".json"))
+    new = {p: p.read_bytes() for p in written}
+    for path in (root / "metrics/tiny/per_class.csv", root / "plots/tiny/map_vs_sparsity.csv"):
+        table = pd.read_csv(path)
+        assert "level" in table.columns
+        table.rename(columns={"level": "sparsity"}).to_csv(path, index=False)
+        old = upstream.read_level_table(path)
+        assert list(old.columns) == list(table.columns) and old.equals(table)
+    analyze.run(params)
+    changed = [p.name for p in written if p.read_bytes() != new[p]
+               and p.name not in ("per_class.csv", "map_vs_sparsity.csv")]
+    assert changed == []
 
 
 def test_analyze_without_efficiency_files(workspace):

@@ -195,7 +195,7 @@ def test_with_enough_seeds_each_resample_takes_the_median_over_its_drawn_seeds()
     maps = uncertainty.map_intervals(res)
     per_seed = ap[:, 0, 1, :, :].mean(axis=-1)  # (S, B) at level 0.5
     expected = np.quantile([np.median(per_seed[draws[r], r]) for r in range(b)], [0.025, 0.975])
-    row = maps[(maps["method"] == "l1") & (maps["sparsity"] == 0.5)].iloc[0]
+    row = maps[(maps["method"] == "l1") & (maps["level"] == 0.5)].iloc[0]
     assert [row["map_lo"], row["map_hi"]] == pytest.approx(list(expected), abs=1e-6)
 
 

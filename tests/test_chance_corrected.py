@@ -37,7 +37,7 @@ PREVALENCE = make_labels(0.25 * COUNTS.to_numpy() / COUNTS.max())[CLASSES].mean(
 
 def table(ap: dict[float, np.ndarray], auroc: dict[float, np.ndarray]) -> pd.DataFrame:
     """A per-class table; ``ap[k]``/``auroc[k]`` are (seeds, classes) arrays per level."""
-    rows = [{"seed": s, "method": "l1", "sparsity": k, "class_name": c, "ap": ap[k][i, j], "auroc": auroc[k][i, j]}
+    rows = [{"seed": s, "method": "l1", "level": k, "class_name": c, "ap": ap[k][i, j], "auroc": auroc[k][i, j]}
             for k in LEVELS for i, s in enumerate(SEEDS) for j, c in enumerate(CLASSES)]
     return pd.DataFrame(rows)
 
@@ -107,7 +107,7 @@ def test_unlearned_and_undefined_classes_are_left_out_and_listed():
     AP is at chance in a seed, and one without training positives: each excluded with its reason."""
     rng = np.random.default_rng(2)
     per_class = chance_level_model(rng)
-    dense = per_class["sparsity"] == 0.0
+    dense = per_class["level"] == 0.0
     # c00 has round(PREVALENCE[0] * N_TEST) = 5 test positives: AUROC 0.7 cannot be told from 0.5.
     per_class.loc[dense & (per_class["class_name"] == "c00"), "auroc"] = 0.7
     # c05: learned (AUROC 0.9) but its dense AP is at chance level in seed 1.
@@ -211,7 +211,7 @@ def scored_chance_model(rng: np.random.Generator, n: int = 761) -> tuple[pd.Data
             if k == 0.95:
                 scores[:, prev > 0.04] = 0.5
             m = classification_metrics(y, scores)
-            rows += [{"seed": s, "method": "l1", "sparsity": k, "class_name": c, "ap": a, "auroc": u}
+            rows += [{"seed": s, "method": "l1", "level": k, "class_name": c, "ap": a, "auroc": u}
                      for c, a, u in zip(CLASSES, m.ap, m.auroc)]
     return pd.DataFrame(rows), pd.DataFrame(y, columns=CLASSES)
 

@@ -169,7 +169,7 @@ def test_an_imported_torchvision_checkpoint_is_audited_end_to_end(tiny_study, tm
     labels = pd.read_parquet(ws / "data/prepared/synthetic/labels_test.parquet")
     per_class = pd.read_csv(ws / "metrics/synthetic/per_class.csv")
     block = preds[(preds["method"] == "l1") & (preds["sparsity"] == 0.5)]
-    got = per_class[(per_class["method"] == "l1") & (per_class["sparsity"] == 0.5)].set_index("class_name")
+    got = per_class[(per_class["method"] == "l1") & (per_class["level"] == 0.5)].set_index("class_name")
     for c in classes:
         want = average_precision_score(labels[c], block[c])
         assert got.loc[c, "ap"] == pytest.approx(want, rel=1e-6), c

@@ -63,7 +63,7 @@ def test_per_class_metrics_match_sklearn():
     assert (out["seed"] == 7).all()
     assert list(out["class_name"][:3]) == CLASSES
     for row in out.itertuples():
-        block = preds[(preds["method"] == row.method) & (preds["sparsity"] == row.sparsity)]
+        block = preds[(preds["method"] == row.method) & (preds["sparsity"] == row.level)]
         y, s = labels[row.class_name], block[row.class_name]
         assert row.ap == pytest.approx(average_precision_score(y, s), abs=1e-12)
         assert row.auroc == pytest.approx(roc_auc_score(y, s), abs=1e-12)
@@ -139,8 +139,8 @@ def test_map_table_is_plain_mean():
     per_class = ev.per_class_metrics(make_predictions(labels), labels, CLASSES, 0)
     maps = ev.map_table(per_class)
     assert list(maps.columns) == ev.MAP_COLUMNS and len(maps) == 6
-    block = per_class[(per_class["method"] == "l1") & (per_class["sparsity"] == 0.5)]
-    row = maps[(maps["method"] == "l1") & (maps["sparsity"] == 0.5)].iloc[0]
+    block = per_class[(per_class["method"] == "l1") & (per_class["level"] == 0.5)]
+    row = maps[(maps["method"] == "l1") & (maps["level"] == 0.5)].iloc[0]
     assert row["map"] == pytest.approx(block["ap"].mean())
     assert row["mean_auroc"] == pytest.approx(block["auroc"].mean())
     with pytest.raises(DataError, match="undefined AP/AUROC for class 'A'"):
@@ -397,20 +397,20 @@ def test_stage_writes_all_outputs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     stage.run(stage_params([0, 1, 2]))
     per_class = pd.read_csv("metrics/tiny/per_class.csv")
-    assert list(per_class.columns) == ["seed", "method", "sparsity", "class_name", "ap", "auroc", "f1"]
+    assert list(per_class.columns) == ["seed", "method", "level", "class_name", "ap", "auroc", "f1"]
     assert len(per_class) == 3 * 2 * 3 * 3
     by_seed = pd.read_csv("metrics/tiny/map_by_seed.csv")
-    assert list(by_seed.columns) == ["seed", "method", "sparsity", "map", "mean_auroc"] and len(by_seed) == 18
+    assert list(by_seed.columns) == ["seed", "method", "level", "map", "mean_auroc"] and len(by_seed) == 18
     curve = pd.read_csv("plots/tiny/map_vs_sparsity.csv")
     # The bootstrap interval (bootstrap.resamples, 1000 by default) follows the seed quartiles.
-    assert list(curve.columns) == ["sparsity", "method", "map", "map_q25", "map_q75", "map_lo", "map_hi"]
+    assert list(curve.columns) == ["level", "method", "map", "map_q25", "map_q75", "map_lo", "map_hi"]
     assert len(curve) == 6 and (curve["map_lo"] <= curve["map_hi"]).all()
     summary = json.loads((tmp_path / "metrics/tiny/evaluate.json").read_text())
     for key in ("map_dense", "map_at_50", "map_at_90", "map_at_95", "max_safe_sparsity", "test",
                 "correction", "alpha", "n_seeds", "min_attainable_p", "random_map_at_50"):
         assert key in summary
     assert summary["n_seeds"] == 3 and summary["map_at_95"] is None
-    l1_dense = by_seed[(by_seed["method"] == "l1") & (by_seed["sparsity"] == 0.0)]["map"]
+    l1_dense = by_seed[(by_seed["method"] == "l1") & (by_seed["level"] == 0.0)]["map"]
     assert summary["map_dense"] == pytest.approx(l1_dense.median())
 
 

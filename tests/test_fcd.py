@@ -14,7 +14,7 @@ from scipy import stats
 from cxrprune.analysis import fcd
 
 CURVES = pd.DataFrame({"A": [0.0, 0.0, 0.0], "B": [0.0, -0.3, -0.4], "C": [-0.1, -0.1, -0.1]},
-                      index=pd.Index([0.05, 0.5, 0.95], name="sparsity"))
+                      index=pd.Index([0.05, 0.5, 0.95], name="level"))
 
 # Five images: {A}, {A,B}, {A,B,C}, {C}, {B}.  M = Y^T Y = [[3,2,1],[2,3,1],[1,1,2]].
 #   label-weighted f = column sums of M = (6, 6, 4)
@@ -91,7 +91,7 @@ def test_statistics_equal_scipy_and_p_values_are_mantel():
 # Five classes: hand curves over three levels and hand labels with four different frequencies.
 CURVES5 = pd.DataFrame({"A": [0.0, -0.1, -0.2], "B": [0.0, -0.3, -0.9], "C": [-0.1, -0.2, -0.5],
                         "D": [0.0, 0.0, -0.1], "E": [-0.2, -0.6, -1.0]},
-                       index=pd.Index([0.05, 0.5, 0.95], name="sparsity"))
+                       index=pd.Index([0.05, 0.5, 0.95], name="level"))
 LABELS5 = np.array([[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 0, 1, 0, 0], [1, 0, 0, 0, 0], [1, 0, 0, 1, 0],
                     [0, 1, 1, 0, 0], [0, 1, 0, 0, 1], [0, 0, 1, 0, 0], [1, 0, 0, 0, 1], [1, 1, 0, 0, 0]])
 

@@ -38,18 +38,18 @@ def hand_table() -> pd.DataFrame:
     rows = []
     for (seed, cls), aps in AP.items():
         for k, ap in zip(LEVELS, aps):
-            rows.append({"seed": seed, "method": "l1", "sparsity": k, "class_name": cls, "ap": ap,
+            rows.append({"seed": seed, "method": "l1", "level": k, "class_name": cls, "ap": ap,
                          "auroc": 0.5, "f1": 0.1})
             # Random-pruning rows must be ignored: they would change every curve.
-            rows.append({"seed": seed, "method": "random", "sparsity": k, "class_name": cls,
+            rows.append({"seed": seed, "method": "random", "level": k, "class_name": cls,
                          "ap": ap * (1 - k), "auroc": 0.5, "f1": 0.1})
     return pd.DataFrame(rows)
 
 
 def test_relative_change_matches_definition():
     rel = forgetting.relative_change(hand_table(), "l1")
-    assert sorted(rel["sparsity"].unique()) == [0.5, 0.9, 0.95]  # k = 0 is the reference, not a point
-    row = rel[(rel["seed"] == 0) & (rel["class_name"] == "B") & (rel["sparsity"] == 0.9)].iloc[0]
+    assert sorted(rel["level"].unique()) == [0.5, 0.9, 0.95]  # k = 0 is the reference, not a point
+    row = rel[(rel["seed"] == 0) & (rel["class_name"] == "B") & (rel["level"] == 0.9)].iloc[0]
     assert row["rel_dap"] == pytest.approx((0.4 - 0.8) / (0.8 + 1e-12), rel=1e-15)
 
 
@@ -62,7 +62,7 @@ def test_curves_are_median_over_seeds():
 
 
 def test_median_not_mean_with_three_seeds():
-    rows = [{"seed": s, "method": "l1", "sparsity": k, "class_name": "A", "ap": ap}
+    rows = [{"seed": s, "method": "l1", "level": k, "class_name": "A", "ap": ap}
             for s, (a0, a1) in enumerate([(1.0, 0.9), (1.0, 0.8), (1.0, 0.2)])
             for k, ap in ((0.0, a0), (0.5, a1))]
     curves = forgetting.forgettability_curves(forgetting.relative_change(pd.DataFrame(rows)))
@@ -81,7 +81,7 @@ def test_first_drop_and_dap95_on_hand_table():
 
 def test_first_drop_is_strict_at_exactly_minus_threshold():
     curves = pd.DataFrame({"X": [-0.1, -0.2, -0.2000001], "Y": [-0.2, -0.2, -0.2], "Z": [-0.25, 0.0, -0.9]},
-                          index=pd.Index([0.5, 0.9, 0.95], name="sparsity"))
+                          index=pd.Index([0.5, 0.9, 0.95], name="level"))
     drop = forgetting.first_drop(curves, 0.2)
     assert drop["X"] == 0.95
     assert math.isnan(drop["Y"])
@@ -89,12 +89,12 @@ def test_first_drop_is_strict_at_exactly_minus_threshold():
 
 
 def test_first_drop_ignores_undefined_points():
-    curves = pd.DataFrame({"X": [np.nan, -0.5]}, index=pd.Index([0.5, 0.9], name="sparsity"))
+    curves = pd.DataFrame({"X": [np.nan, -0.5]}, index=pd.Index([0.5, 0.9], name="level"))
     assert forgetting.first_drop(curves, 0.2)["X"] == 0.9
 
 
 def test_dap_at_missing_level_is_nan():
-    curves = pd.DataFrame({"X": [-0.1, -0.3]}, index=pd.Index([0.5, 0.9], name="sparsity"))
+    curves = pd.DataFrame({"X": [-0.1, -0.3]}, index=pd.Index([0.5, 0.9], name="level"))
     assert forgetting.dap_at(curves, 0.95).isna().all()
     assert forgetting.dap_at(curves, 0.9000000000000001)["X"] == -0.3  # float noise in a level is tolerated
 
@@ -102,13 +102,13 @@ def test_dap_at_missing_level_is_nan():
 def test_relative_change_against_a_chance_level_and_of_another_metric():
     chance = pd.Series({"A": 0.1, "B": 0.8, "C": 0.0})
     rel = forgetting.relative_change(hand_table(), "l1", chance)
-    row = rel[(rel["seed"] == 0) & (rel["class_name"] == "A") & (rel["sparsity"] == 0.9)].iloc[0]
+    row = rel[(rel["seed"] == 0) & (rel["class_name"] == "A") & (rel["level"] == 0.9)].iloc[0]
     assert row["rel_dap"] == pytest.approx((0.7 - 1.0) / (1.0 - 0.1), rel=1e-12)  # retained 2/3, minus 1
     b = rel[rel["class_name"] == "B"]
     assert b.loc[b["seed"] == 0, "rel_dap"].isna().all()  # AP_0 = 0.8 = chance: nothing above chance to lose
     assert b.loc[b["seed"] == 1, "rel_dap"].isna().all()  # AP_0 = 0.4 < chance
-    c = rel[rel["class_name"] == "C"].set_index(["seed", "sparsity"])["rel_dap"]
-    plain = forgetting.relative_change(hand_table()).query("class_name == 'C'").set_index(["seed", "sparsity"])
+    c = rel[rel["class_name"] == "C"].set_index(["seed", "level"])["rel_dap"]
+    plain = forgetting.relative_change(hand_table()).query("class_name == 'C'").set_index(["seed", "level"])
     np.testing.assert_allclose(c, plain["rel_dap"], rtol=1e-9)  # chance 0: the paper's change
     roc = forgetting.relative_change(hand_table().assign(auroc=lambda d: 0.5 + d["ap"] / 4), "l1",
                                      pd.Series(0.5, index=["A", "B", "C"]), metric="auroc")
@@ -119,7 +119,7 @@ def test_relative_change_against_a_chance_level_and_of_another_metric():
 
 def test_missing_dense_row_is_an_error():
     table = hand_table()
-    table = table[~((table["seed"] == 1) & (table["class_name"] == "B") & (table["sparsity"] == 0.0))]
+    table = table[~((table["seed"] == 1) & (table["class_name"] == "B") & (table["level"] == 0.0))]
     with pytest.raises(DataError, match="no k=0 row"):
         forgetting.relative_change(table)
 
@@ -167,7 +167,7 @@ def test_correlation_undefined_for_too_few_or_constant_points():
 def test_long_curves_layout():
     curves = forgetting.forgettability_curves(forgetting.relative_change(hand_table()), ["A", "B", "C"])
     long = forgetting.long_curves(curves)
-    assert list(long.columns) == ["sparsity", "class_name", "rel_dap"]
+    assert list(long.columns) == ["level", "class_name", "rel_dap"]
     assert len(long) == 9
     assert list(long["class_name"][:3]) == ["A", "A", "A"]
-    assert long.set_index(["sparsity", "class_name"]).loc[(0.9, "B"), "rel_dap"] == pytest.approx(-0.375)
+    assert long.set_index(["level", "class_name"]).loc[(0.9, "B"), "rel_dap"] == pytest.approx(-0.375)

@@ -51,7 +51,7 @@ def _per_class() -> pd.DataFrame:
             for (m, k), rel in REL.items():
                 noise = 0.0 if (m == "random" and k == 0.0) else NOISE[j, seed] * (1 + 3 * k)
                 rows.append((seed, m, k, c, base * (1 + rel[j] + noise)))
-    df = pd.DataFrame(rows, columns=["seed", "method", "sparsity", "class_name", "ap"])
+    df = pd.DataFrame(rows, columns=["seed", "method", "level", "class_name", "ap"])
     return df.assign(auroc=0.7, f1=0.4)
 
 
@@ -101,10 +101,10 @@ def test_paired_test_per_method_against_the_dense_model():
     per_class = _per_class()
     maps = evaluate.map_table(per_class)
     res = evaluate.paired_tests_by_method(maps, METHODS, "ttest", "holm", 0.05)
-    dense = maps[(maps["method"] == "l1") & (maps["sparsity"] == 0)].sort_values("seed")["map"].to_numpy()
+    dense = maps[(maps["method"] == "l1") & (maps["level"] == 0)].sort_values("seed")["map"].to_numpy()
 
     def mapped(m, k):
-        return maps[(maps["method"] == m) & (maps["sparsity"] == k)].sort_values("seed")["map"].to_numpy()
+        return maps[(maps["method"] == m) & (maps["level"] == k)].sort_values("seed")["map"].to_numpy()
 
     # int8 is tested at its one level, 0, against l1@0 (scipy's paired t-test, one family of 1).
     t8 = res["int8"].table
@@ -128,7 +128,7 @@ def test_paired_test_per_method_against_the_dense_model():
 
 
 def test_a_method_whose_lowest_level_is_significant_has_no_safe_level():
-    maps = pd.DataFrame({"seed": [0, 1, 2] * 2, "method": ["l1"] * 3 + ["int8"] * 3, "sparsity": 0.0,
+    maps = pd.DataFrame({"seed": [0, 1, 2] * 2, "method": ["l1"] * 3 + ["int8"] * 3, "level": 0.0,
                          "map": [0.6, 0.62, 0.61, 0.4, 0.43, 0.41], "mean_auroc": 0.7})
     res = evaluate.paired_test(maps, "int8", "ttest", "holm", 0.05)
     assert res.table["significant"].tolist() == [True] and res.max_safe_sparsity is None
@@ -399,7 +399,7 @@ def test_efficiency_joined_with_accuracy_and_pareto_points():
     for row in joined.sample(12, random_state=0).itertuples():
         ref = ("l1", 0.0) if row.method == "dense" else (row.method, row.level)
         block = per_class[(per_class["seed"] == row.seed) & (per_class["method"] == ref[0])
-                          & np.isclose(per_class["sparsity"], ref[1])]
+                          & np.isclose(per_class["level"], ref[1])]
         assert row.map == pytest.approx(block["ap"].mean())
         if ref != ("l1", 0.0):
             r = rel[(rel["seed"] == row.seed) & (rel["method"] == ref[0]) & np.isclose(rel["level"], ref[1])]

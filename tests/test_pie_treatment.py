@@ -398,10 +398,10 @@ def test_dvc_repro_of_the_study_runs_its_stages_and_writes_its_outputs(pie_study
         t: v["verdict"] for t, v in verdict.verdicts(refs, len(E2E_SEEDS), simulations=0).items()}
     assert set(report["verdicts"]) == set(E2E_TREATMENTS) - {"baseline"}
     per_class = pd.read_csv(ws / "metrics/synthetic/pie_treatment_per_class.csv")
-    dense = per_class.loc[(per_class["treatment"] == "remove") & (per_class["sparsity"] == 0)]
+    dense = per_class.loc[(per_class["treatment"] == "remove") & (per_class["level"] == 0)]
     assert report["treatments"]["remove"]["map_dense"] == pytest.approx(dense.groupby("seed")["ap"].mean().median())
     change = report["vs_baseline"]["remove"]["map"]
-    base = per_class.loc[(per_class["treatment"] == "baseline") & (per_class["sparsity"] == 0)]
+    base = per_class.loc[(per_class["treatment"] == "baseline") & (per_class["level"] == 0)]
     diff = dense.groupby("seed")["ap"].mean() - base.groupby("seed")["ap"].mean()
     assert change["mean_diff"] == pytest.approx(diff.mean()) and change["n"] == len(E2E_SEEDS)
     assert (ws / "plots/synthetic/pie_treatment.png").stat().st_size > 0
@@ -493,3 +493,14 @@ def test_verdict_error_rates_by_simulation_through_the_study_code():
     assert 1 - verdict.error_rates(sd, 3, holm=False, simulations=20_000, seed=1)[verdict.NO_CHANGE] > 0.12
     loss = [study(-9 * 0.02 * np.sqrt(2)) for _ in range(50)]
     assert np.mean([v == verdict.HURTS for v in loss]) >= 0.9
+
+
+def test_per_class_table_names_the_compression_amount_level():
+    """pie_treatment_per_class.csv: the evaluate stage's per-class rows of each treated model's
+    L1 blocks, its level column named ``level`` like every metrics table (issue 21)."""
+    from test_evaluate import CLASSES, make_labels, make_predictions
+    labels = make_labels()
+    tables = {("baseline", 0): make_predictions(labels), ("remove", 0): make_predictions(labels, seed=1)}
+    table = outcome.per_class_table(tables, labels, CLASSES, 0.5)
+    assert list(table.columns) == ["treatment", "seed", "level", "class_name", "ap", "auroc", "f1"]
+    assert sorted(table["level"].unique()) == [0.0, 0.5, 0.9] and len(table) == 2 * 3 * len(CLASSES)

@@ -58,7 +58,7 @@ def test_repro_runs_every_stage_and_writes_the_contracts(study):
         assert preds[classes].dtypes.eq("float32").all()
         assert preds[classes].to_numpy().min() >= 0 and preds[classes].to_numpy().max() <= 1
     per_class = pd.read_csv(ws / "metrics/synthetic/per_class.csv")
-    assert list(per_class.columns) == ["seed", "method", "sparsity", "class_name", "ap", "auroc", "f1"]
+    assert list(per_class.columns) == ["seed", "method", "level", "class_name", "ap", "auroc", "f1"]
     assert len(per_class) == len(SEEDS) * N_BLOCKS * len(classes)
     values = per_class[["ap", "auroc", "f1"]].to_numpy()
     assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
@@ -68,14 +68,14 @@ def test_repro_runs_every_stage_and_writes_the_contracts(study):
     block = preds[(preds["method"] == "l1") & (preds["sparsity"] == 0.5)]
     assert block["image_id"].tolist() == labels["image_id"].tolist()
     cls = classes[3]
-    row = per_class[(per_class["seed"] == 1) & (per_class["method"] == "l1") & (per_class["sparsity"] == 0.5)
+    row = per_class[(per_class["seed"] == 1) & (per_class["method"] == "l1") & (per_class["level"] == 0.5)
                     & (per_class["class_name"] == cls)]
     assert len(row) == 1
     assert row["ap"].iloc[0] == pytest.approx(average_precision_score(labels[cls], block[cls]), abs=1e-12)
     summary = json.loads((ws / "metrics/synthetic/summary.json").read_text())
     for key in ["map_dense", "map_at_50", "map_at_90", "max_safe_sparsity"]:
         assert key in summary
-    dense = per_class[(per_class["method"] == "l1") & (per_class["sparsity"] == 0.0)]
+    dense = per_class[(per_class["method"] == "l1") & (per_class["level"] == 0.0)]
     assert summary["map_dense"] == pytest.approx(dense.groupby("seed")["ap"].mean().median(), abs=1e-12)
     assert 0 < summary["map_dense"] <= 1 and summary["max_safe_sparsity"] in LEVELS
     for group, keys in {"forgettability": ["first_drop_r", "first_drop_rho", "dap95_r", "dap95_rho"],
@@ -96,7 +96,7 @@ def test_repro_runs_every_stage_and_writes_the_contracts(study):
                  "pie_class_ratios", "pie_findings_ratios", "weight_histogram"]:
         assert (ws / f"plots/synthetic/{name}.csv").is_file(), name
     curves = pd.read_csv(ws / "plots/synthetic/forgettability_curves.csv")
-    assert set(curves.columns) >= {"sparsity", "class_name", "rel_dap"}
+    assert set(curves.columns) >= {"level", "class_name", "rel_dap"}
     assert len(list((ws / "plots/synthetic/figures").glob("*.png"))) >= 6
     # Operating points of every method, consistent with evaluate.json's per-method tests.
     evaluation = json.loads((ws / "metrics/synthetic/evaluate.json").read_text())

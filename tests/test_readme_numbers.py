@@ -145,7 +145,7 @@ def test_compare_legend_is_found_in_old_and_new_reports():
 def test_air_density_loss_is_the_curves_range():
     with open(REPO / "plots/synthetic/forgettability_curves.csv", newline="") as fh:
         losses = [-100 * float(r["rel_dap"]) for r in csv.DictReader(fh)
-                  if r["class_name"] in rn.AIR and abs(float(r["sparsity"]) - 0.9) < 1e-9]
+                  if r["class_name"] in rn.AIR and abs(float(r["level"]) - 0.9) < 1e-9]
     assert len(losses) == len(rn.AIR)
     assert rn.air_density_loss(rn.Outputs(REPO)) == (
         f"lose {round(min(losses))}-{round(max(losses))}% of their AP by 90% sparsity")

@@ -137,7 +137,7 @@ def dense_auroc(per_class: pd.DataFrame, test_labels: pd.DataFrame, classes: Seq
     Hanley-McNeil interval ``dense_auroc_lo``, ``dense_auroc_hi`` (clipped to [0, 1])."""
     if "auroc" not in per_class.columns:
         raise DataError("per-class table lacks column 'auroc'; rerun the evaluate stage")
-    rows = per_class[(per_class["method"] == method) & (forgetting.round_levels(per_class["sparsity"]) == 0.0)]
+    rows = per_class[(per_class["method"] == method) & (forgetting.round_levels(per_class["level"]) == 0.0)]
     auc = rows.groupby("class_name")["auroc"].median().reindex(list(classes))
     if auc.isna().all():
         raise DataError(f"per-class table has no dense ({method}@0) AUROC; rerun the evaluate stage")

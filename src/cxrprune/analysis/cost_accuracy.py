@@ -109,7 +109,7 @@ def join_accuracy(efficiency: pd.DataFrame, per_class: pd.DataFrame) -> pd.DataF
     """``efficiency`` with the same model's ``map`` and ``worst_class_rel_dap`` (the
     smallest relative AP change over classes, that seed) appended; the dense row gets the
     dense model's mAP and 0."""
-    maps = map_table(per_class).rename(columns={"sparsity": "level"})
+    maps = map_table(per_class)
     maps = maps.assign(level=np.round(maps["level"].to_numpy(np.float64), _ROUND))
     worst = (relative_to_dense(per_class).groupby(["seed", "method", "level"])["rel_dap"].min()
              .rename("worst_class_rel_dap").reset_index())
@@ -131,7 +131,7 @@ def pareto_table(per_class: pd.DataFrame, joined: pd.DataFrame) -> pd.DataFrame:
     and non-zero parameters, latency and throughput of the measured seed, and the
     worst class's median relative AP change (the minimum over classes of the forgettability
     curve's point). Without efficiency measurements the size and speed columns are NaN."""
-    maps = map_table(per_class).rename(columns={"sparsity": "level"})
+    maps = map_table(per_class)
     maps = maps.assign(level=np.round(maps["level"].to_numpy(np.float64), _ROUND))
     acc = maps.groupby(["method", "level"])["map"].median().rename("map").reset_index()
     dense_map = acc.loc[(acc["method"] == DENSE_REFERENCE.method) & (acc["level"] == DENSE_REFERENCE.level), "map"]

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cxrprune.compression.predictions import BLOCK_KEYS, same_level, select_block
+from cxrprune.compression.predictions import BLOCK_KEYS, same_level
 from cxrprune.core.atomic import json_clean
 from cxrprune.core.catalog import DENSE_REFERENCE
 from cxrprune.core.config import EvaluateConfig
@@ -59,9 +59,11 @@ from cxrprune.datasets.prepare import load_meta
 from cxrprune.stats.metrics import metrics_for_blocks
 from cxrprune.stats.noninferiority import fixed_sequence
 
-PER_CLASS_COLUMNS = ["seed", "method", "sparsity", "class_name", "ap", "auroc", "f1"]
-MAP_COLUMNS = ["seed", "method", "sparsity", "map", "mean_auroc"]
-CURVE_COLUMNS = ["sparsity", "method", "map", "map_q25", "map_q75"]
+PER_CLASS_COLUMNS = ["seed", "method", "level", "class_name", "ap", "auroc", "f1"]
+MAP_COLUMNS = ["seed", "method", "level", "map", "mean_auroc"]
+CURVE_COLUMNS = ["level", "method", "map", "map_q25", "map_q75"]
+# The paired-test and non-inferiority rows are evaluate.json records, whose "sparsity" key
+# stays until a metrics-key migration (renaming it breaks `dvc exp` comparisons with older runs).
 PAIRED_COLUMNS = ["sparsity", "n_seeds", "statistic", "p_raw", "p_adj", "significant", "median_map", "drop"]
 NI_COLUMNS = ["method", "sparsity", "n", "mean_rel_change", "lower_bound", "p", "noninferior", "tested", "mde",
               "reason"]
@@ -119,8 +121,8 @@ def per_class_metrics(
     takes a few milliseconds and threads gained little or lost on a busy 2-core machine
     (``benchmarks/bench_evaluate.py`` measures both).
 
-    Returns columns ``seed, method, sparsity, class_name, ap, auroc, f1``, blocks sorted by
-    method then sparsity, classes in the given order.
+    Returns columns ``seed, method, level, class_name, ap, auroc, f1`` (``level``: the
+    prediction table's ``sparsity``), blocks sorted by method then level, classes in the given order.
 
     Raises :class:`DataError` on a missing column, labels that are not 0/1, a class
     without positive or without negative test labels (AP or AUROC would be undefined), a
@@ -143,7 +145,7 @@ def per_class_metrics(
     return pd.DataFrame({
         "seed": np.full(len(blocks) * n_classes, seed, dtype=np.int64),
         "method": np.repeat([m for m, _ in blocks], n_classes),
-        "sparsity": np.repeat(np.array([k for _, k in blocks], dtype=np.float64), n_classes),
+        "level": np.repeat(np.array([k for _, k in blocks], dtype=np.float64), n_classes),
         "class_name": np.tile(np.array(classes, dtype=object), len(blocks)),
         "ap": np.concatenate([r.ap for r in results]),
         "auroc": np.concatenate([r.auroc for r in results]),
@@ -152,7 +154,7 @@ def per_class_metrics(
 
 
 def map_table(per_class: pd.DataFrame) -> pd.DataFrame:
-    """mAP and mean AUROC per (seed, method, sparsity): plain means over classes.
+    """mAP and mean AUROC per (seed, method, level): plain means over classes.
 
     No NaN is skipped: an undefined per-class value would silently change the set of
     classes a mAP averages over, so it is an error instead (:func:`per_class_metrics`
@@ -163,15 +165,15 @@ def map_table(per_class: pd.DataFrame) -> pd.DataFrame:
     if len(undefined):
         row = undefined.iloc[0]
         raise DataError(f"per-class table: undefined AP/AUROC for class {row['class_name']!r} "
-                        f"(seed {row['seed']}, {row['method']}@{row['sparsity']:g}); mAP would be undefined")
-    out = (per_class.groupby(["seed", "method", "sparsity"], sort=True)
+                        f"(seed {row['seed']}, {row['method']}@{row['level']:g}); mAP would be undefined")
+    out = (per_class.groupby(["seed", "method", "level"], sort=True)
            .agg(map=("ap", "mean"), mean_auroc=("auroc", "mean")).reset_index())
     return out[MAP_COLUMNS]
 
 
 def map_curve(maps: pd.DataFrame) -> pd.DataFrame:
-    """Median mAP over seeds per (method, sparsity), with the 25th and 75th percentiles."""
-    g = maps.groupby(["method", "sparsity"], sort=True)["map"]
+    """Median mAP over seeds per (method, level), with the 25th and 75th percentiles."""
+    g = maps.groupby(["method", "level"], sort=True)["map"]
     out = pd.DataFrame({"map": g.median(), "map_q25": g.quantile(0.25), "map_q75": g.quantile(0.75)})
     return out.reset_index()[CURVE_COLUMNS]
 
@@ -309,10 +311,10 @@ def paired_tests_by_method(maps: pd.DataFrame, method_levels: dict[str, list[flo
     maps each configured method to the levels it produced
     (:func:`cxrprune.compression.methods.method_levels`), checked against ``maps`` so a stale
     table is an error rather than a silently shorter curve."""
-    _require_columns(maps, ["seed", "method", "sparsity", "map"], "mAP table")
+    _require_columns(maps, ["seed", "method", "level", "map"], "mAP table")
     out = {}
     for method, expected in method_levels.items():
-        got = np.sort(maps.loc[maps["method"] == method, "sparsity"].unique())
+        got = np.sort(maps.loc[maps["method"] == method, "level"].unique())
         want = np.sort(np.asarray(expected, dtype=np.float64))
         if len(got) != len(want) or not same_level(got, want).all():
             raise DataError(f"mAP table: method {method!r} has levels {[float(k) for k in got]}, expected "
@@ -385,15 +387,15 @@ def _paired_with_dense(maps: pd.DataFrame, method: str) -> tuple[pd.DataFrame, n
 
 
 def _map_by_seed(maps: pd.DataFrame, method: str, need_dense: bool = True) -> pd.DataFrame:
-    _require_columns(maps, ["seed", "method", "sparsity", "map"], "mAP table")
+    _require_columns(maps, ["seed", "method", "level", "map"], "mAP table")
     rows = maps[maps["method"] == method]
     if rows.empty:
         raise DataError(f"mAP table: no rows for method {method!r}")
-    if rows.duplicated(["seed", "sparsity"]).any():
-        raise DataError(f"mAP table: duplicate (seed, sparsity) rows for method {method!r}")
-    wide = rows.pivot(index="seed", columns="sparsity", values="map").sort_index(axis=1)
+    if rows.duplicated(["seed", "level"]).any():
+        raise DataError(f"mAP table: duplicate (seed, level) rows for method {method!r}")
+    wide = rows.pivot(index="seed", columns="level", values="map").sort_index(axis=1)
     if need_dense and 0.0 not in wide.columns:
-        raise DataError(f"mAP table: method {method!r} has no dense level (sparsity 0)")
+        raise DataError(f"mAP table: method {method!r} has no dense level (level 0)")
     if wide.isna().any().any():
         seed, k = wide.isna().stack().idxmax()
         raise DataError(f"mAP table: seed {seed} has no mAP for {method}@{k:g}, so the test cannot pair seeds")
@@ -628,7 +630,7 @@ def summarize(maps: pd.DataFrame, result: PairedTestResult, config: EvaluateConf
     })
     if by_method is not None:
         out["methods"] = {method: {
-            "levels": sorted(float(k) for k in maps.loc[maps["method"] == method, "sparsity"].unique()),
+            "levels": sorted(float(k) for k in maps.loc[maps["method"] == method, "level"].unique()),
             "max_safe_level": r.max_safe_sparsity,
             "n_seeds": r.n_seeds,
             "min_attainable_p": r.min_attainable_p,
@@ -645,5 +647,5 @@ def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _median_at(curve: pd.DataFrame, method: str, k: float) -> float | None:
-    hit = select_block(curve, method, k)
+    hit = curve.loc[(curve["method"].to_numpy() == method) & same_level(curve["level"].to_numpy(), k)]
     return None if hit.empty else json_clean(hit["map"].iloc[0])

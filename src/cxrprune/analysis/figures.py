@@ -92,17 +92,17 @@ def corr_text(c: Correlation, p_name: str = "p") -> str:
 def map_vs_sparsity(map_df: pd.DataFrame, path: str | os.PathLike) -> None:
     """mAP vs sparsity per method: median over seeds with the interquartile band.
 
-    ``map_df`` has ``sparsity, method, map, map_q25, map_q75``.
+    ``map_df`` has ``level, method, map, map_q25, map_q75``.
     """
     with styled_figure(path) as (fig, (ax,)):
         for method, g in map_df.groupby("method", sort=False):
-            g = g.sort_values("sparsity")
+            g = g.sort_values("level")
             color = METHOD_COLORS.get(str(method))
-            ax.fill_between(g["sparsity"], g["map_q25"], g["map_q75"], color=color, alpha=0.2, linewidth=0)
+            ax.fill_between(g["level"], g["map_q25"], g["map_q75"], color=color, alpha=0.2, linewidth=0)
             if "map_lo" in g.columns:  # bootstrap interval over test images
                 for col in ("map_lo", "map_hi"):
-                    ax.plot(g["sparsity"], g[col], color=color, linestyle=":", linewidth=0.9)
-            ax.plot(g["sparsity"], g["map"], marker="o", markersize=3, color=color,
+                    ax.plot(g["level"], g[col], color=color, linestyle=":", linewidth=0.9)
+            ax.plot(g["level"], g["map"], marker="o", markersize=3, color=color,
                     label=METHOD_LABELS.get(str(method), str(method)))
         ax.set_xlabel("Sparsity k (fraction of weights pruned)")
         ax.set_ylabel("mAP (median over seeds, IQR band)" + (
@@ -122,7 +122,7 @@ def _class_styles(classes) -> dict[str, tuple[str, str]]:
 def forgettability_curves(curves: pd.DataFrame, counts: pd.Series, path: str | os.PathLike,
                           threshold: float = 0.2, bands: pd.DataFrame | None = None) -> None:
     """One line per class (relative AP change vs k), one colour each, legend by frequency;
-    ``bands`` (``sparsity, class_name, rel_dap_lo, rel_dap_hi``) adds each class's bootstrap interval."""
+    ``bands`` (``level, class_name, rel_dap_lo, rel_dap_hi``) adds each class's bootstrap interval."""
     order = counts.reindex(curves.columns).sort_values(ascending=False, kind="stable").index
     styles = _class_styles(curves.columns)
     with styled_figure(path, width=7.0, height=4.2) as (fig, (ax,)):
@@ -131,8 +131,8 @@ def forgettability_curves(curves: pd.DataFrame, counts: pd.Series, path: str | o
             ax.plot(curves.index, curves[c], color=color, linestyle=linestyle, linewidth=1.2, marker="o",
                     markersize=2, label=f"{c} ({int(counts.get(c, 0))})")
             if bands is not None:
-                b = bands[bands["class_name"] == c].sort_values("sparsity")
-                ax.fill_between(b["sparsity"], b["rel_dap_lo"], b["rel_dap_hi"], color=color, alpha=0.08,
+                b = bands[bands["class_name"] == c].sort_values("level")
+                ax.fill_between(b["level"], b["rel_dap_lo"], b["rel_dap_hi"], color=color, alpha=0.08,
                                 linewidth=0)
         ax.axhline(-threshold, color="0.3", linestyle="--", linewidth=0.8)
         ax.text(curves.index.min(), -threshold, f" {-threshold:.0%} drop", va="bottom", fontsize=7, color="0.3")

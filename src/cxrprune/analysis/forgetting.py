@@ -64,25 +64,25 @@ def relative_change(per_class: pd.DataFrame, method: str = DENSE_REFERENCE.metho
                     metric: str = "ap") -> pd.DataFrame:
     """Per-seed relative AP change of every class at every k > 0.
 
-    ``per_class`` has at least ``seed, method, sparsity, class_name, ap`` (the evaluate
-    stage's ``per_class.csv``). Returns ``seed, sparsity, class_name, ap, ap0, rel_dap``.
+    ``per_class`` has at least ``seed, method, level, class_name, ap`` (the evaluate
+    stage's ``per_class.csv``). Returns ``seed, level, class_name, ap, ap0, rel_dap``.
     A (seed, class) without a k = 0 row cannot be normalised and is a :class:`DataError`.
     ``chance`` (per class name) measures the change against the chance level instead of 0
     (:func:`relative_ap`); a class it lacks is a :class:`DataError`. ``metric`` names another
     per-class column to take the place of ``ap`` (``auroc``, whose chance level is 0.5); the
     returned columns are then named after it (``auroc, auroc0``; the change stays ``rel_dap``).
     """
-    missing = {"seed", "method", "sparsity", "class_name", metric} - set(per_class.columns)
+    missing = {"seed", "method", "level", "class_name", metric} - set(per_class.columns)
     if missing:
         raise DataError(f"per-class table lacks columns {sorted(missing)}; rerun the evaluate stage")
-    df = per_class.loc[per_class["method"] == method, ["seed", "sparsity", "class_name", metric]].copy()
+    df = per_class.loc[per_class["method"] == method, ["seed", "level", "class_name", metric]].copy()
     if df.empty:
         raise DataError(f"per-class table has no rows for method {method!r}; rerun the evaluate stage")
-    df["sparsity"] = round_levels(df["sparsity"])
-    if df.duplicated(["seed", "sparsity", "class_name"]).any():
-        raise DataError(f"per-class table has duplicate (seed, sparsity, class) rows for method {method!r}")
-    dense = df.loc[df["sparsity"] == 0.0, ["seed", "class_name", metric]].rename(columns={metric: f"{metric}0"})
-    out = df.loc[df["sparsity"] > 0.0].merge(dense, on=["seed", "class_name"], how="left",
+    df["level"] = round_levels(df["level"])
+    if df.duplicated(["seed", "level", "class_name"]).any():
+        raise DataError(f"per-class table has duplicate (seed, level, class) rows for method {method!r}")
+    dense = df.loc[df["level"] == 0.0, ["seed", "class_name", metric]].rename(columns={metric: f"{metric}0"})
+    out = df.loc[df["level"] > 0.0].merge(dense, on=["seed", "class_name"], how="left",
                                              validate="m:1", indicator=True)
     lacking = out.loc[out["_merge"] == "left_only"]
     if len(lacking):
@@ -96,24 +96,24 @@ def relative_change(per_class: pd.DataFrame, method: str = DENSE_REFERENCE.metho
             raise DataError(f"no chance level for classes {unknown[:3]}")
         level = out["class_name"].map(chance).to_numpy(dtype=np.float64)
     out["rel_dap"] = relative_ap(out[metric].to_numpy(), out[f"{metric}0"].to_numpy(), level)
-    return out.sort_values(["seed", "sparsity", "class_name"], kind="stable").reset_index(drop=True)
+    return out.sort_values(["seed", "level", "class_name"], kind="stable").reset_index(drop=True)
 
 
 def forgettability_curves(rel: pd.DataFrame, classes: Sequence[str] | None = None) -> pd.DataFrame:
-    """Median of ``rel_dap`` over seeds: a DataFrame indexed by sparsity (k > 0), one column per class.
+    """Median of ``rel_dap`` over seeds: a DataFrame indexed by level (k > 0), one column per class.
 
     Columns follow ``classes`` when given (the canonical order), else first appearance.
     A seed whose AP is undefined (NaN, e.g. no test positives) is skipped by the median;
     a class undefined for every seed keeps a NaN curve.
     """
-    curves = rel.pivot_table(index="sparsity", columns="class_name", values="rel_dap",
+    curves = rel.pivot_table(index="level", columns="class_name", values="rel_dap",
                              aggfunc="median", dropna=False)
     order = list(classes) if classes is not None else list(dict.fromkeys(rel["class_name"]))
     unknown = [c for c in order if c not in curves.columns]
     if unknown:
         raise DataError(f"per-class table has no rows for classes {unknown[:3]}")
     curves = curves[order].sort_index()
-    curves.index.name = "sparsity"
+    curves.index.name = "level"
     curves.columns.name = "class_name"
     return curves.astype(np.float64)
 
@@ -194,10 +194,10 @@ def correlate_with_frequency(values: pd.Series, counts: pd.Series) -> Correlatio
 
 
 def long_curves(curves: pd.DataFrame) -> pd.DataFrame:
-    """Curves as a long table ``sparsity, class_name, rel_dap`` (for ``dvc plots``)."""
+    """Curves as a long table ``level, class_name, rel_dap`` (for ``dvc plots``)."""
     long = curves.stack(future_stack=True).rename("rel_dap").reset_index()
     # Class-major order so each class's line is contiguous in the CSV.
     order = {c: i for i, c in enumerate(curves.columns)}
     long["_o"] = long["class_name"].map(order)
-    long = long.sort_values(["_o", "sparsity"], kind="stable").drop(columns="_o")
-    return long[["sparsity", "class_name", "rel_dap"]].reset_index(drop=True)
+    long = long.sort_values(["_o", "level"], kind="stable").drop(columns="_o")
+    return long[["level", "class_name", "rel_dap"]].reset_index(drop=True)

@@ -100,11 +100,11 @@ def relative_to_dense(per_class: pd.DataFrame) -> pd.DataFrame:
     against the dense model of the same seed (``l1`` at 0): the forgettability curves'
     definition with one reference for every method. The reference block itself is left out.
     Returns ``seed, method, level, class_name, ap, ap0, rel_dap``."""
-    need = {"seed", "method", "sparsity", "class_name", "ap"}
+    need = {"seed", "method", "level", "class_name", "ap"}
     if need - set(per_class.columns):
         raise DataError(f"per-class table lacks columns {sorted(need - set(per_class.columns))}; "
                         f"rerun `dvc repro {producer('per_class')}`")
-    df = per_class[["seed", "method", "sparsity", "class_name", "ap"]].rename(columns={"sparsity": "level"})
+    df = per_class[["seed", "method", "level", "class_name", "ap"]]
     df = df.assign(level=np.round(df["level"].to_numpy(np.float64), LEVEL_DECIMALS), method=df["method"].astype(str))
     is_ref = (df["method"] == DENSE_REFERENCE.method) & (df["level"] == DENSE_REFERENCE.level)
     dense = df.loc[is_ref, ["seed", "class_name", "ap"]].rename(columns={"ap": "ap0"})
@@ -309,6 +309,7 @@ def operating_points(methods: Mapping[str, Mapping[str, Any]], class_tests: pd.D
     for method, entry in methods.items():
         levels = [round(float(k), LEVEL_DECIMALS) for k in entry["levels"]]
         n_seeds = int(entry["n_seeds"])
+        # evaluate.json's paired-test records keep the key "sparsity" (a metrics key, not a table column)
         map_unsafe = {round(float(row["sparsity"]), LEVEL_DECIMALS): bool(row["significant"])
                       for row in entry["paired_tests"]}
         ct = class_tests[class_tests["method"] == method] if method in tested else class_tests.iloc[0:0]

@@ -231,8 +231,8 @@ def write_outputs(a: Analysis, out: Layout, map_curve: pd.DataFrame, cfg: Analyz
     write_csv(out.forgettability, a.forget_table)
     long = forgetting.long_curves(a.curves)
     if a.curve_bands is not None:  # bootstrap bands beside each point (dvc plots reads rel_dap)
-        long = long.merge(a.curve_bands.assign(sparsity=forgetting.round_levels(a.curve_bands["sparsity"])),
-                          on=["sparsity", "class_name"], how="left", validate="1:1")
+        long = long.merge(a.curve_bands.assign(level=forgetting.round_levels(a.curve_bands["level"])),
+                          on=["level", "class_name"], how="left", validate="1:1")
     write_csv(out.forgettability_curves_table, long)
     write_csv(out.forgetting_vs_frequency_table,
               a.forget_table[["class_name", "ln_train_count", "first_drop", "dap95"]])

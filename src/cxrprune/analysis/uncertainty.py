@@ -131,13 +131,13 @@ def _over_seeds(values: np.ndarray, draws: np.ndarray | None) -> np.ndarray:
 
 
 def map_intervals(res: APResamples) -> pd.DataFrame:
-    """``method, sparsity, map_lo, map_hi``: interval of the median-over-seeds mAP per level."""
+    """``method, level, map_lo, map_hi``: interval of the median-over-seeds mAP per level."""
     with np.errstate(invalid="ignore"), _quiet():
         per_seed = np.nanmean(res.ap, axis=-1)  # (S, M, L, B): a resample lacking a class's positives skips it
         med = _over_seeds(per_seed[..., None], res.seed_draws())[..., 0]  # (M, L, B)
     lo, hi = bootstrap.percentile_ci(np.moveaxis(med, -1, 0), res.level)
     return pd.DataFrame({"method": np.repeat(res.methods, len(res.levels)),
-                         "sparsity": np.tile(res.levels, len(res.methods)),
+                         "level": np.tile(res.levels, len(res.methods)),
                          "map_lo": lo.ravel(), "map_hi": hi.ravel()})
 
 
@@ -191,11 +191,11 @@ def forgetting_intervals(res: APResamples, counts: pd.Series, w: np.ndarray, y_t
                          ) -> tuple[dict[str, list], pd.DataFrame]:
     """Intervals of analysis 2 and 3: ``{key_ci: [lo, hi]}`` for the r and rho of first drop
     and dAP@95 vs ln(train count) and of FCD vs |d ln f| and vs IoU^(1/4), and the curve
-    bands (``sparsity, class_name, rel_dap_lo, rel_dap_hi``). The FCD's label statistics are
+    bands (``level, class_name, rel_dap_lo, rel_dap_hi``). The FCD's label statistics are
     recomputed on each resample of the test labels ``y_test`` (N, C) with multiplicities ``w``."""
     levels, curves = curve_resamples(res)  # (L', B, C)
     lo, hi = bootstrap.percentile_ci(np.moveaxis(curves, 1, 0), res.level)  # (L', C)
-    bands = pd.DataFrame({"sparsity": np.repeat(levels, len(res.classes)),
+    bands = pd.DataFrame({"level": np.repeat(levels, len(res.classes)),
                           "class_name": np.tile(res.classes, len(levels)),
                           "rel_dap_lo": lo.ravel(), "rel_dap_hi": hi.ravel()})
     out = _frequency_intervals(levels, curves, counts.reindex(res.classes), threshold, dap_sparsity, res.level)
@@ -344,9 +344,9 @@ class Collector:
 
 def with_map_intervals(curve: pd.DataFrame, intervals: pd.DataFrame) -> pd.DataFrame:
     """The mAP curve table with ``map_lo, map_hi`` columns added (matched by method and level)."""
-    key = intervals.assign(sparsity=round_levels(intervals["sparsity"]))
-    merged = curve.assign(_k=round_levels(curve["sparsity"])).merge(
-        key.rename(columns={"sparsity": "_k"}), on=["method", "_k"], how="left", validate="1:1")
+    key = intervals.assign(level=round_levels(intervals["level"]))
+    merged = curve.assign(_k=round_levels(curve["level"])).merge(
+        key.rename(columns={"level": "_k"}), on=["method", "_k"], how="left", validate="1:1")
     return merged.drop(columns="_k")
 
 
@@ -355,7 +355,7 @@ def map_ci_keys(intervals: pd.DataFrame, reported: Sequence[float]) -> dict[str,
     out: dict[str, list] = {}
 
     def at(method: str, k: float) -> list | None:
-        hit = intervals[(intervals["method"] == method) & (round_levels(intervals["sparsity"]) == round(k, 6))]
+        hit = intervals[(intervals["method"] == method) & (round_levels(intervals["level"]) == round(k, 6))]
         if hit.empty:
             return None
         lo, hi = hit[["map_lo", "map_hi"]].iloc[0]

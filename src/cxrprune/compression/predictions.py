@@ -49,7 +49,7 @@ def same_level(sparsity, level):
 
 def select_block(table: pd.DataFrame, method: str, level: float) -> pd.DataFrame:
     """The rows of ``method`` at ``level`` of a table keyed by :data:`BLOCK_KEYS` (a
-    prediction table, or one row per block such as the mAP curve), in table order, index reset."""
+    prediction table), in table order, index reset."""
     rows = (table["method"].to_numpy() == method) & same_level(table["sparsity"].to_numpy(), level)
     return table.loc[rows].reset_index(drop=True)
 

@@ -345,7 +345,7 @@ class Layout:
     @property
     @writes("pie-report", PIE_STUDY)
     def pie_treatment_per_class(self) -> Path:
-        """``treatment, seed, sparsity, class_name, ap, auroc, f1`` of every treated model."""
+        """``treatment, seed, level, class_name, ap, auroc, f1`` of every treated model."""
         return self.metrics / "pie_treatment_per_class.csv"
 
     @property

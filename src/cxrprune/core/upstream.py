@@ -43,6 +43,18 @@ def read_csv(path: str | os.PathLike, stage: str | None = None, **kwargs: Any) -
         raise DataError(f"{path}: damaged ({_first_line(exc)}); rerun `dvc repro {stage} --force`") from None
 
 
+def read_level_table(path: str | os.PathLike, stage: str | None = None, **kwargs: Any) -> pd.DataFrame:
+    """:func:`read_csv` of a table with a compression-level column (``per_class.csv``,
+    ``map_by_seed.csv``, ``map_vs_sparsity.csv``...). Tables written before the column was
+    named ``level`` everywhere (issue 21) call it ``sparsity``; they are read with it renamed,
+    here and only here, so an old workspace's outputs still feed the next stage without a rerun
+    (``level`` is the word: int8/fp16/bf16 have one level, 0.0, which is no sparsity)."""
+    table = read_csv(path, stage, **kwargs)
+    if "sparsity" in table.columns and "level" not in table.columns:
+        table = table.rename(columns={"sparsity": "level"})
+    return table
+
+
 def read_json(path: str | os.PathLike, stage: str | None = None) -> dict:
     path = Path(path)
     stage = _stage(path, stage)

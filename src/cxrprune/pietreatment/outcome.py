@@ -50,13 +50,13 @@ def rare_classes(train_counts: pd.Series) -> list[str]:
 
 def per_class_table(tables: Mapping[tuple[str, int], pd.DataFrame], labels: pd.DataFrame, classes: list[str],
                     f1_threshold: float) -> pd.DataFrame:
-    """``treatment, seed, sparsity, class_name, ap, auroc, f1`` of every treated model (L1 levels)."""
+    """``treatment, seed, level, class_name, ap, auroc, f1`` of every treated model (L1 levels)."""
     parts = []
     for (treatment, seed), table in tables.items():
         pc = per_class_metrics(table, labels, classes, seed, f1_threshold, source=f"{treatment} seed {seed}")
         parts.append(pc.loc[pc["method"] == METHOD].drop(columns="method").assign(treatment=treatment))
     out = pd.concat(parts, ignore_index=True)
-    return out[["treatment", "seed", "sparsity", "class_name", "ap", "auroc", "f1"]]
+    return out[["treatment", "seed", "level", "class_name", "ap", "auroc", "f1"]]
 
 
 def paired(a: pd.Series, b: pd.Series) -> dict[str, float | int | None]:
@@ -94,11 +94,11 @@ def treatment_outcome(pc: pd.DataFrame, rare: Sequence[str], classes: list[str],
                       dense: Sequence[pd.DataFrame], pruned: Sequence[pd.DataFrame], pie_fraction: float,
                       train_set: Mapping[int, dict]) -> TreatmentOutcome:
     """One treatment's per-seed numbers and its summary (see the module docstring)."""
-    dense_pc = pc.loc[forgetting.round_levels(pc["sparsity"]) == 0.0]
+    dense_pc = pc.loc[forgetting.round_levels(pc["level"]) == 0.0]
     ap0 = dense_pc.pivot(index="seed", columns="class_name", values="ap")[classes]
     rel = forgetting.relative_change(pc.assign(method=METHOD), METHOD)
-    top = float(rel["sparsity"].max())
-    dap_top = rel.loc[forgetting.round_levels(rel["sparsity"]) == round(top, 6)].groupby("seed")["rel_dap"].mean()
+    top = float(rel["level"].max())
+    dap_top = rel.loc[forgetting.round_levels(rel["level"]) == round(top, 6)].groupby("seed")["rel_dap"].mean()
     by_seed = pd.DataFrame({"map": ap0.mean(axis=1), "rare_ap": ap0[list(rare)].mean(axis=1), "dap_top": dap_top})
     curves = forgetting.forgettability_curves(rel, classes)
     first = forgetting.first_drop(curves, drop_threshold)

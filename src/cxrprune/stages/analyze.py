@@ -32,9 +32,9 @@ def run(params: Params) -> None:
     cfg, out = params.analyze, params.layout
     meta = load_meta(out.prepared)
     classes: list[str] = list(meta["classes"])
-    per_class = upstream.read_csv(out.per_class)
+    per_class = upstream.read_level_table(out.per_class)
     evaluation = upstream.read_json(out.evaluation)
-    map_curve = upstream.read_csv(out.map_curve)
+    map_curve = upstream.read_level_table(out.map_curve)
     train_labels, _ = load_split(out.prepared, "train")
     test_labels, _ = load_split(out.prepared, "test")
     truth = upstream.read_parquet(out.truth) if out.truth.exists() else None  # synthetic data only
