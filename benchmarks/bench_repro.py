@@ -66,6 +66,9 @@ def main() -> None:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
             env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
             env["DVC_NO_ANALYTICS"] = "1"
+            # The stages import cxrprune from the copy, not from the editable install's checkout:
+            # an edit made there while the benchmark runs must not change what it measures.
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(work / "src"), env.get("PYTHONPATH", "")]))
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
             proc = subprocess.Popen(["dvc", "repro", *([args.target] if args.target else [])], cwd=work, env=env, stdout=subprocess.PIPE,
