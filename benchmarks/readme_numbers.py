@@ -539,7 +539,16 @@ def calibration(o: Outputs) -> str:
                       ", ".join(x for x, ok in (("missed: too few planted draws", ok_power),
                                                 ("missed: false positives", ok_fp)) if not ok))
         out.append(f"| {claim.title} | {', '.join(claim.routes) or 'none'} | {p} | {n} | {target} |")
-    return learn_line + "\n".join(out) + "\n"
+    routed = [c for c in CLAIMS if c.routes]
+    best_planted = max(count(planted.get(c.title, ""))[0] for c in routed)
+    worst_none = max(count(none.get(c.title, ""))[0] for c in CLAIMS)
+    n_planted, n_none = max(count(v)[1] for v in planted.values()), max(count(v)[1] for v in none.values())
+    verdict = (f"\n\nIn these draws a planted finding was reproduced in at most {best_planted} of {n_planted} draws "
+               f"(target: 4 of 5), and with nothing planted no finding in more than {worst_none} of {n_none} "
+               "(target: at most 1 of 5)" + (": the negative control holds, the planted routes are not detected at "
+                                             "this size." if worst_none <= 0.2 * n_none and best_planted < 0.8 * n_planted
+                                             else "."))
+    return learn_line + "\n".join(out) + verdict + "\n"
 
 
 def operating_point_table(o: Outputs) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -256,3 +257,18 @@ def test_a_named_comparison_of_matching_experiments_writes_its_own_files(tmp_pat
     assert "--only nothing-*: no experiment" in capsys.readouterr().err
     assert cli.main([*base, "--name", "../escape"]) == 2
     assert "--name '../escape'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["compare", "calibration-planted", "calibration-none"])
+def test_each_committed_comparison_rebuilds_from_its_snapshot(tmp_path, monkeypatch, name):
+    """The committed tables (README: the compare table and the calibration's planted and
+    negative-control draws) are what `cxrprune compare --from reports/NAME --name NAME` writes from
+    the committed snapshot alone, so they regenerate from the repository."""
+    committed = REPO / "reports" / f"{name}.md"
+    assert committed.exists() and (REPO / "reports" / name).is_dir(), f"reports/{name}.md or its snapshot is missing"
+    snapshot = tmp_path / "reports" / name
+    shutil.copytree(REPO / "reports" / name, snapshot)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--params", str(REPO / "params.yaml"), "compare", "--from", f"reports/{name}",
+                     "--name", name]) == 0
+    assert (tmp_path / "reports" / f"{name}.md").read_text() == committed.read_text()
