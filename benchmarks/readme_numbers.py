@@ -536,7 +536,7 @@ def calibration(o: Outputs) -> str:
         else:
             ok_power, ok_fp = np_ > 0 and kp >= 0.8 * np_, nn > 0 and kn <= 0.2 * nn
             target = ("met" if ok_power and ok_fp else
-                      ", ".join(x for x, ok in (("missed: too few planted draws", ok_power),
+                      ", ".join(x for x, ok in (("missed: detected in too few planted draws", ok_power),
                                                 ("missed: false positives", ok_fp)) if not ok))
         out.append(f"| {claim.title} | {', '.join(claim.routes) or 'none'} | {p} | {n} | {target} |")
     routed = [c for c in CLAIMS if c.routes]
