@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cxrprune import cli, stages
+from cxrprune import cli
+from cxrprune.core import stage as stages
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINES = ("dvc.yaml", "studies/pie-treatment/dvc.yaml", "studies/frequency-intervention/dvc.yaml")

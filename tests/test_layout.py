@@ -14,7 +14,7 @@ import pytest
 import yaml
 from stage_deps import SRC, expand, stage_sources
 
-from cxrprune import stages
+from cxrprune.core import stage as stages
 from cxrprune.core.config import load_params
 from cxrprune.core.layout import ANALYZE_FIGURES, Layout, entries, producer, producer_of
 

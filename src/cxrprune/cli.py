@@ -2,7 +2,7 @@
 
 Each stage's logic lives in library modules; ``cxrprune.stages.<name>.run`` is the thin
 entry point that ``dvc.yaml`` calls through this command, and the module's ``STAGE``
-declaration (:class:`cxrprune.stages.Stage`) is its row in the table of commands. A
+declaration (:class:`cxrprune.core.stage.Stage`) is its row in the table of commands. A
 :class:`CxrpruneError` is printed as one line (``cxrprune: error: ...``) with exit status 2,
 never a traceback.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cxrprune import stages
+from cxrprune.core import stage as stages
 from cxrprune.core.errors import CxrpruneError
 
 

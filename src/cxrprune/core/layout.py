@@ -10,7 +10,7 @@ Each entry also says which DVC stage writes it (``@writes``), so that a stage re
 another's output names the stage to rerun from here (:func:`producer`, :func:`producer_of`)
 rather than typing it: the lower layers (``compression``, ``analysis``) need that answer too,
 and they cannot import ``cxrprune.stages``. A stage's declaration
-(:class:`cxrprune.stages.Stage`) lists its outputs from the same marks.
+(:class:`cxrprune.core.stage.Stage`) lists its outputs from the same marks.
 """
 
 from __future__ import annotations

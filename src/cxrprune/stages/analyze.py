@@ -19,7 +19,7 @@ from cxrprune.compression import predictions
 from cxrprune.core import upstream
 from cxrprune.core.config import Params, to_dict
 from cxrprune.datasets.prepare import load_meta, load_split
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 from cxrprune.tracking import store
 from cxrprune.training.modelfile import load_checkpoint
 

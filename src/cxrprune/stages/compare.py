@@ -24,7 +24,7 @@ from cxrprune.core.atomic import atomic_path, write_text
 from cxrprune.core.config import Params
 from cxrprune.core.errors import CxrpruneError
 from cxrprune.core.layout import COMPARE_SNAPSHOT, compare_outputs
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from cxrprune.analysis import deployment
 from cxrprune.core import upstream
 from cxrprune.core.config import Params
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 
 
 STAGE = Stage(name="deployment",

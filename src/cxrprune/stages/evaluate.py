@@ -20,7 +20,7 @@ from cxrprune.compression.methods import method_levels
 from cxrprune.core.atomic import write_csv, write_json
 from cxrprune.core.catalog import DENSE_REFERENCE
 from cxrprune.core.config import Params
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 
 
 STAGE = Stage(name="evaluate",

@@ -10,7 +10,7 @@ from cxrprune.compression.export import describe, export
 from cxrprune.core import catalog
 from cxrprune.core.config import Params
 from cxrprune.core.errors import ConfigError
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from cxrprune.core.config import Params
 from cxrprune.core.layout import SYNTHETIC_ROOT
 from cxrprune.datasets.synth.generate import generate_dataset
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 
 
 STAGE = Stage(name="generate",

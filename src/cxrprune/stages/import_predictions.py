@@ -23,7 +23,7 @@ from cxrprune.core import catalog
 from cxrprune.core.config import Params
 from cxrprune.core.errors import ConfigError
 from cxrprune.datasets.importer import import_predictions, report
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:

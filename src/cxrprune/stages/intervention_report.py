@@ -17,7 +17,7 @@ from cxrprune.core.config import Params, to_dict
 from cxrprune.core.layout import producer
 from cxrprune.datasets.prepare import load_label_tables
 from cxrprune.intervention import arms, figure, outcome, study
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 from cxrprune.tracking import store
 
 SHIFTS = (0.05, 0.1, 0.2)  # planted losses of mean retained AUROC at which the verdict's power is stated

@@ -15,7 +15,7 @@ from cxrprune.core.atomic import write_csv, write_json
 from cxrprune.core.config import Params, to_dict
 from cxrprune.datasets.prepare import load_meta, load_split
 from cxrprune.intervention import arms, study
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 from cxrprune.stats.metrics import average_precision
 from cxrprune.tracking import store
 

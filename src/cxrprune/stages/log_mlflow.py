@@ -22,7 +22,7 @@ from cxrprune.compression import predictions
 from cxrprune.core.config import Params
 from cxrprune.core.errors import DataError
 from cxrprune.datasets.prepare import load_meta, load_split
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 from cxrprune.stats.metrics import child_metrics
 from cxrprune.tracking import runs, store
 

@@ -12,7 +12,7 @@ from cxrprune.core.errors import ConfigError
 from cxrprune.datasets.prepare import load_meta, load_split
 from cxrprune.pietreatment import folds as oof
 from cxrprune.pietreatment import model, study
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:

@@ -19,7 +19,7 @@ from cxrprune.core.config import Params, to_dict
 from cxrprune.core.layout import producer
 from cxrprune.datasets.prepare import load_label_tables
 from cxrprune.pietreatment import figure, outcome, study, verdict
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 from cxrprune.tracking import store
 
 

@@ -19,7 +19,7 @@ from cxrprune.core.errors import ConfigError, DataError
 from cxrprune.datasets.prepare import load_meta, load_split
 from cxrprune.pietreatment import model, study
 from cxrprune.pietreatment.treatments import training_set
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 from cxrprune.stats.metrics import average_precision
 from cxrprune.tracking import store
 

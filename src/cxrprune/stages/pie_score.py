@@ -12,7 +12,7 @@ from cxrprune.core.layout import producer
 from cxrprune.datasets.prepare import load_label_tables
 from cxrprune.pietreatment import folds as oof
 from cxrprune.pietreatment import study
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 
 
 STAGE = Stage(name="pie-score",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cxrprune.core.config import Params
 from cxrprune.datasets.prepare import prepare_dataset
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 
 
 STAGE = Stage(name="prepare",

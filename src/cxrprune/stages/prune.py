@@ -24,7 +24,7 @@ from cxrprune.core.config import Params
 from cxrprune.core.numerics import autocast_option
 from cxrprune.core.runtime import pick_device, set_threads
 from cxrprune.datasets.prepare import load_meta, load_split, split_reader
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 from cxrprune.stats.metrics import average_precision, child_metrics
 from cxrprune.tracking import runs, store
 from cxrprune.training.modelfile import load_checkpoint

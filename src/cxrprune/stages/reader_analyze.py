@@ -20,7 +20,7 @@ from cxrprune.reader.answers import find_answer_files, load_answers
 from cxrprune.reader.figure import plot_reader_study
 from cxrprune.reader.sample import load_key, load_manifest
 from cxrprune.reader.stats import POOLED, summarize, summary_table
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 from cxrprune.tracking import store
 
 

@@ -6,7 +6,7 @@ from cxrprune.core.config import Params
 from cxrprune.datasets.prepare import load_meta, load_split
 from cxrprune.reader.page import image_source, write_forms
 from cxrprune.reader.sample import draw_sample, load_pies, write_sample
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 
 
 STAGE = Stage(name="reader-sample",

@@ -9,7 +9,7 @@ from cxrprune.core.errors import DataError
 from cxrprune.reader.answers import ANSWER_COLUMNS
 from cxrprune.reader.sample import load_key, load_manifest
 from cxrprune.reader.simulate import case_truth, simulate
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 
 
 STAGE = Stage(name="reader-simulate",

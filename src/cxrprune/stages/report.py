@@ -20,7 +20,7 @@ from cxrprune.core.atomic import write_json, write_text
 from cxrprune.core.config import Params
 from cxrprune.core.errors import DataError
 from cxrprune.core.layout import SYNTHETIC_ROOT, VALIDATION
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 
 
 STAGE = Stage(name="report",

@@ -16,7 +16,7 @@ from cxrprune.core.config import Params
 from cxrprune.core.errors import CxrpruneError
 from cxrprune.scaleout import common, session
 from cxrprune.scaleout.resources import parse_resources
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:

@@ -22,7 +22,7 @@ import pandas as pd
 from cxrprune.core.atomic import write_csv
 from cxrprune.core.config import Params
 from cxrprune.datasets.prepare import load_meta, load_split
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 from cxrprune.tracking import runs, store
 from cxrprune.tracking.run_record import write_run_record
 from cxrprune.training import resume

@@ -18,7 +18,7 @@ import time
 from cxrprune.core.config import Params
 from cxrprune.core.errors import ConfigError
 from cxrprune.core.layout import VALIDATION
-from cxrprune.stages import Stage
+from cxrprune.core.stage import Stage
 from cxrprune.validation.effects import check_effect
 
 MIN_REPLICATES = 20  # below this a rate's Monte Carlo interval is wider than +-0.2
