@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from reader_helpers import NAME, make_study, params_for
 
-from cxrprune import cli, stages
+from cxrprune import cli
+from cxrprune.core import stage as stages
 from cxrprune.core.errors import DataError
 from cxrprune.core.layout import Layout
 from cxrprune.stages import reader_analyze, reader_sample, reader_simulate
