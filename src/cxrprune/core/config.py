@@ -153,7 +153,7 @@ class SyntheticConfig:
     signal: float = 1.0  # global contrast of the findings' visual signatures
     # Routes planted from the images to what the analyses measure (datasets/synth/mechanisms.py):
     # [] is the negative control; each route is linear in `effect`.
-    mechanisms: list[Literal["frequency", "label_noise", "quality"]] = field(
+    mechanisms: list[Literal["frequency", "label_noise", "quality", "ambiguity", "mottle"]] = field(
         default_factory=lambda: ["label_noise", "quality"])
     effect: float = 1.0
 
@@ -181,7 +181,8 @@ class SyntheticConfig:
             _require(0 <= v < 1, f"synthetic.{key}", "a rate in [0, 1)", v)
         _require(0 < self.signal <= 100, "synthetic.signal", "a positive number (at most 100)", self.signal)
         _require(len(set(self.mechanisms)) == len(self.mechanisms), "synthetic.mechanisms",
-                 "a list of frequency, label_noise, quality without duplicates ([] = nothing planted)",
+                 "a list of frequency, label_noise, quality, ambiguity, mottle without duplicates "
+                 "([] = nothing planted)",
                  self.mechanisms)
         _require(isinstance(self.effect, (int, float)) and not isinstance(self.effect, bool)
                  and 0 <= self.effect <= 1, "synthetic.effect",

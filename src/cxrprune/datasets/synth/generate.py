@@ -47,7 +47,7 @@ PERSISTENCE = 0.5  # chance that a follow-up image repeats the patient's previou
 _PARALLEL_MIN_IMAGES = 400  # below this, worker start-up costs more than it saves
 
 # Independent random streams; the numbers are part of the output's identity.
-_LABELS, _SPLIT, _NOISE, _TOP_UP, _ANATOMY, _IMAGE, _EXTRA_NOISE = range(7)
+_LABELS, _SPLIT, _NOISE, _TOP_UP, _ANATOMY, _IMAGE, _EXTRA_NOISE, _AMBIGUITY, _MOTTLE = range(9)
 
 
 def label_file(split: str) -> str:
@@ -207,12 +207,22 @@ def render_patient(cfg: SyntheticConfig, image_dir: Path, task: tuple[int, list[
     fragility = mechanisms.class_fragility(mechanisms.strength(cfg.mechanisms, cfg.effect, "frequency"))
     faint_effect = mechanisms.strength(cfg.mechanisms, cfg.effect, "label_noise")
     quality_effect = mechanisms.strength(cfg.mechanisms, cfg.effect, "quality")
+    ambiguity = mechanisms.strength(cfg.mechanisms, cfg.effect, "ambiguity")
+    mottle = mechanisms.strength(cfg.mechanisms, cfg.effect, "mottle")
     results = []
     for k, labels in enumerate(true_labels):
         rng = stream(cfg.seed, _IMAGE, patient, k)
+        # Each route that adds to an image draws from a stream of its own, so turning it on
+        # changes no other pixel of the image and no other image.
+        traces = (mechanisms.ambiguous_findings(labels, flipped[k], stream(cfg.seed, _AMBIGUITY, patient, k))
+                  if ambiguity > 0 and flipped[k] >= 0 else [])
         image = render.render(labels, anatomy, geometry, rng, cfg.image_size, cfg.signal, faint=flipped[k],
-                              faint_effect=faint_effect, fragility=fragility)
+                              faint_effect=faint_effect, fragility=fragility, traces=traces,
+                              trace_strength=ambiguity)
         image, quality, kind = render.degrade(image, rng, cfg.degrade_rate, quality_effect)
+        if mottle > 0 and kind != "none":
+            image = render.mottle(image, stream(cfg.seed, _MOTTLE, patient, k), quality,
+                                  mechanisms.MOTTLE * mottle)
         Image.fromarray(render.to_uint8(image)).save(image_dir / image_id(patient, k), format="PNG")
         results.append((quality, kind))
     return results

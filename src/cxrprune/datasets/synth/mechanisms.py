@@ -16,6 +16,25 @@ each route linear in it), and ``mechanisms: []`` is the negative control, no rou
 - ``quality``: degraded images are blurred, noised or mis-exposed with ``effect`` times the
   pixel change. Without it, the truth table still marks the same images as degraded, with the
   same nominal quality, but their pixels are untouched: a degraded image is no harder.
+- ``ambiguity``: an image with a flipped label is an ambiguous one: it also shows
+  ``AMBIGUOUS_FINDINGS`` findings that no label names (absent from its true labels), each at
+  ``effect`` times its class's lowest severity, the borderline evidence a reader can argue
+  about. Without it, a flipped image shows only what its true labels (and ``label_noise``) say.
+- ``mottle``: a degraded image also carries a fine, structured mottle (``MOTTLE`` times its
+  degradation's severity times ``effect``, the scatter and grid artefacts of a poor exposure)
+  whose texture resembles parenchymal opacities.
+
+Why the last two exist. ``label_noise`` and ``quality`` do change the flipped and degraded
+images, but a PIE is an image whose *ranking of the 20 classes* the pruned ensemble changes most
+(:mod:`cxrprune.analysis.pies`). A faint trace of one class, or evidence blurred away, leaves an
+image nearer the class prior, which pruning keeps: measured on fixed models (synthetic.seed 1,
+the powered test split), flipped images were PIEs at 1.2-1.4 times the rate of the others and
+degraded ones at 0.9 times, and a full calibration draw found flip ratios below 1. What moves a
+ranking is evidence spread over several classes that the dense network reads and a pruned one
+reads differently: several borderline findings (``ambiguity``) or opacity-like texture
+(``mottle``). These are the routes by which the paper's explanation (PIEs are ambiguous,
+mislabeled or poor-quality images) is planted here; ``label_noise`` and ``quality`` remain as
+the routes that make those images harder for both networks alike.
 
 What a route changes is limited to its own images: with one route alone, every other image is
 byte-identical to the negative control's (``tests/test_synth_mechanisms.py``), and the labels,
@@ -31,8 +50,10 @@ import numpy as np
 from cxrprune.core.classes import nih_train_prevalence
 from cxrprune.datasets.synth.labels import FINDING_INDICES
 
-MECHANISMS = ("frequency", "label_noise", "quality")
-FRAGILITY = 0.5  # the rarest class's signature loses this fraction of its strength at effect 1
+MECHANISMS = ("frequency", "label_noise", "quality", "ambiguity", "mottle")
+FRAGILITY = 0.25  # the rarest class's signature loses this fraction of its strength at effect 1
+AMBIGUOUS_FINDINGS = 5  # unlabelled borderline findings an ambiguous (flipped) image shows
+MOTTLE = 0.15  # mottle amplitude (image intensity, 0..1) of a degradation of severity 1 at effect 1
 
 
 def strength(mechanisms: Sequence[str], effect: float, mechanism: str) -> float:
@@ -59,3 +80,12 @@ def class_fragility(frequency_effect: float) -> list[float] | None:
     if frequency_effect <= 0.0:
         return None
     return (1.0 - FRAGILITY * frequency_effect * rarity()).tolist()
+
+
+def ambiguous_findings(true_labels: np.ndarray, flipped: int, rng: np.random.Generator) -> list[int]:
+    """The finding positions (canonical finding order) an ambiguous image shows without any label
+    naming them: ``AMBIGUOUS_FINDINGS`` drawn uniformly from the findings its true labels lack,
+    other than the ``flipped`` class (whose drawing is the ``label_noise`` route's)."""
+    absent = [j for j, c in enumerate(FINDING_INDICES) if not true_labels[c] and c != flipped]
+    picks = rng.choice(len(absent), size=min(AMBIGUOUS_FINDINGS, len(absent)), replace=False)
+    return sorted(absent[i] for i in picks)

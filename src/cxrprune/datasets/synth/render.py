@@ -555,7 +555,8 @@ FAINT = 0.35  # a faint finding's strength, as a fraction of its class's lowest 
 
 def render(labels: np.ndarray, anatomy: Anatomy, geometry: np.ndarray, rng: np.random.Generator,
            size: int = 128, signal: float = 1.0, faint: int = -1, faint_effect: float = 1.0,
-           fragility: Sequence[float] | None = None) -> np.ndarray:
+           fragility: Sequence[float] | None = None, traces: Sequence[int] = (),
+           trace_strength: float = 0.0) -> np.ndarray:
     """A float32 image in [0, 1] showing the findings that are 1 in ``labels`` (canonical order).
 
     ``faint`` (a class index) is drawn, present in ``labels`` or not, at a fraction of its
@@ -563,7 +564,9 @@ def render(labels: np.ndarray, anatomy: Anatomy, geometry: np.ndarray, rng: np.r
     barely visible finding, or misses one). ``faint_effect`` (the ``label_noise`` route of
     :mod:`~cxrprune.datasets.synth.mechanisms`) moves linearly from the truth (0: the class is
     drawn as the true labels say) to that faint trace (1). ``fragility`` multiplies each
-    finding's strength (the ``frequency`` route). ``rng`` is consumed identically whatever the
+    finding's strength (the ``frequency`` route). ``traces`` (finding positions, canonical
+    finding order, absent from ``labels``) are drawn at ``trace_strength`` times their class's
+    lowest severity (the ``ambiguity`` route). ``rng`` is consumed identically whatever the
     labels and routes (finding textures come from a child generator), so one seed renders the
     same patient, pose, exposure and noise with or without a finding: the difference is the
     finding's signature alone.
@@ -581,6 +584,12 @@ def render(labels: np.ndarray, anatomy: Anatomy, geometry: np.ndarray, rng: np.r
             strength[j] = (1.0 - faint_effect) * strength[j] * float(labels[faint]) + faint_effect * trace
         labels = labels.copy()
         labels[faint] = 1
+    if traces and trace_strength > 0.0:
+        labels = labels.copy()
+        for j in traces:
+            strength[j] = float(_SEVERITY_LOW[j] * trace_strength * signal) * (
+                1.0 if fragility is None else float(fragility[j]))
+            labels[FINDING_INDICES[j]] = 1
     geometry = geometry.tolist()
     textures = np.random.default_rng(rng.integers(2**63))
     present = [j for j, c in enumerate(FINDING_INDICES) if labels[c]]
@@ -616,6 +625,19 @@ def degrade(image: np.ndarray, rng: np.random.Generator, rate: float, effect: fl
     return np.clip(blended, 0.0, 1.0).astype(_F32, copy=False), quality, kind
 
 
+def mottle(image: np.ndarray, rng: np.random.Generator, quality: float, amplitude: float) -> np.ndarray:
+    """Add a fine structured mottle (the ``mottle`` route) to a degraded image: a smooth random
+    field of ``amplitude`` times the degradation's severity (read back from its ``quality``).
+    ``rng`` is the route's own stream, so the image's other pixels do not depend on it."""
+    severity = (1.0 - quality) / _QUALITY_LOSS
+    field = smooth_field(rng, image.shape[0], _MOTTLE_KNOTS) * _F32(amplitude * severity)
+    return np.clip(image + field, 0.0, 1.0).astype(_F32, copy=False)
+
+
+_QUALITY_LOSS = 0.75  # quality of a degradation of severity s: 1 - _QUALITY_LOSS * s
+_MOTTLE_KNOTS = 24  # the noise degradation's mottle scale: features of a few pixels at 32 px
+
+
 def _degrade(image: np.ndarray, rng: np.random.Generator, rate: float) -> tuple[np.ndarray, float, str]:
     if rng.random() >= rate:
         return image, 1.0, "none"
@@ -625,13 +647,13 @@ def _degrade(image: np.ndarray, rng: np.random.Generator, rate: float) -> tuple[
     if kind == "blur":
         image = gaussian_filter(image, sigma=severity * 2.0 * size / 48.0, mode="nearest")
     elif kind == "noise":
-        mottle = smooth_field(rng, size, 24) * _F32(0.05 * severity)
-        image = image + rng.standard_normal(image.shape, dtype=_F32) * _F32(0.05 + 0.15 * severity) + mottle
+        speckle = smooth_field(rng, size, _MOTTLE_KNOTS) * _F32(0.05 * severity)
+        image = image + rng.standard_normal(image.shape, dtype=_F32) * _F32(0.05 + 0.15 * severity) + speckle
     elif rng.random() < 0.5:  # under-exposed: dark and compressed
         image = image ** _F32(1.0 + 1.2 * severity) * _F32(1.0 - 0.45 * severity)
     else:  # over-exposed: washed out
         image = 1.0 - (1.0 - image) ** _F32(1.0 + 1.2 * severity) * _F32(1.0 - 0.45 * severity)
-    return np.clip(image, 0.0, 1.0).astype(_F32, copy=False), round(1.0 - 0.75 * severity, 4), kind
+    return np.clip(image, 0.0, 1.0).astype(_F32, copy=False), round(1.0 - _QUALITY_LOSS * severity, 4), kind
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
