@@ -504,6 +504,22 @@ def _reproduced_column(path: Path) -> dict[str, str]:
     return {r[0]: r[-1] for r in rows[2:] if not r[0].startswith("*")}
 
 
+def pie_routes(o: Outputs) -> str:
+    """Which routes make flipped / degraded images PIEs for fixed networks (benchmarks/pie_routes.py)."""
+    b = o.bench("pie_routes")
+    if b is None:
+        return "Not measured yet: run `benchmarks/pie_routes.py --workspace DIR` on a trained workspace.\n"
+    w = b["workspace"]
+    out = ["| routes drawn (`effect: 1`) | flipped images' PIE rate / others' | degraded images' PIE rate / "
+           "pristine ones' | quality, PIE minus non-PIE | 3+ findings ratio |", "| --- | --- | --- | --- | --- |"]
+    for r in b["settings"]:
+        out.append(f"| {', '.join(r['mechanisms']) or 'none'} | {r['flipped_ratio']:.2f} | {r['degraded_ratio']:.2f} | "
+                   f"{r['quality_difference']:+.3f} | {r['ratio_3plus']:.2f} |")
+    return (f"Networks of `synthetic.seed` {w['synthetic_seed']} trained with `mechanisms: "
+            f"[{', '.join(w['trained_on'])}]`, {len(w['seeds'])} seeds, {w['test_images']} test images redrawn "
+            f"({_machine(b)}):\n\n" + "\n".join(out) + "\n")
+
+
 def calibration(o: Outputs) -> str:
     """The calibration: each finding reproduced in how many draws with every route planted and
     in how many with none (reports/calibration-{planted,none}.md, `cxrprune compare --name`),
@@ -714,7 +730,7 @@ RENDER: dict[str, Callable[[Outputs], str]] = {
     "operating-points": operating_point_table, "train-speed": train_speed, "pie-answer": pie_answer, "pie-cost": pie_cost,
     "intervention-answer": intervention_answer, "intervention-cost": intervention_cost,
     "compare": compare_table, "deployment": deployment_table, "calibration": calibration,
-    "repro-trade": repro_trade,
+    "repro-trade": repro_trade, "pie-routes": pie_routes,
 }
 
 

@@ -278,7 +278,8 @@ def test_safe_sparsity_reads_non_inferiority_and_keeps_the_papers_rule_beside_it
 
 
 @pytest.mark.parametrize("mechanisms, effect", [([], 1.0), (["frequency"], 1.0), (["label_noise", "quality"], 1.0),
-                                                (["frequency", "label_noise", "quality"], 0.0)])
+                                                (["ambiguity", "mottle"], 1.0),
+                                                (["frequency", "label_noise", "quality", "ambiguity"], 0.0)])
 def test_report_says_per_finding_whether_the_generator_planted_it(mechanisms, effect):
     summary, evaluation, reader = _metrics()
     rows = fd.assess(summary, evaluation, reader, 0.05)
@@ -291,6 +292,9 @@ def test_report_says_per_finding_whether_the_generator_planted_it(mechanisms, ef
         line = next(x for x in section.splitlines() if x.startswith(f"{i}. {claim.title}: "))
         planted = effect > 0 and bool(set(claim.routes) & set(mechanisms))
         assert ("**planted**" in line) == planted, line
+    header = section.split("\n\n")[1]
+    anything = effect > 0 and any(set(c.routes) & set(mechanisms) for c in fd.CLAIMS)
+    assert ("negative control" in header) == (not anything), header
     real = report.render(rows, name="nih", synthetic=False, params={}, alpha=0.05,
                          report_path=Layout("nih").findings_md, layout=Layout("nih"))
     assert "What the generator planted" not in real

@@ -3,7 +3,7 @@ control (`mechanisms: []`), on the images themselves.
 
 Two kinds of oracle:
 - exact: with one route alone, every image outside that route's reach is byte-identical to the
-  negative control's, and labels, splits and the truth table never change, so a route can move
+  negative control's (ambiguity: flipped images; mottle and quality: degraded ones), and labels, splits and the truth table never change, so a route can move
   only its own statistic;
 - signal-to-noise at the default training size (32 px, resized as `prepare` does): each finding's
   rendered difference image (same patient and noise, with and without it) against the image's
@@ -34,7 +34,8 @@ from cxrprune.datasets.synth.labels import FINDING_INDICES
 DEFAULT_SIZE = 32  # params.yaml data.image_size
 TINY = SyntheticConfig(seed=5, n_patients=60, images_per_patient=2.0, image_size=64, min_positives=2,
                        min_train_positives=2, label_noise=0.15, degrade_rate=0.3)
-SETTINGS = {"none": [], "frequency": ["frequency"], "label_noise": ["label_noise"], "quality": ["quality"]}
+SETTINGS = {"none": [], "frequency": ["frequency"], "label_noise": ["label_noise"], "quality": ["quality"],
+            "ambiguity": ["ambiguity"], "mottle": ["mottle"], "quality+mottle": ["quality", "mottle"]}
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +77,35 @@ def test_quality_route_changes_only_degraded_images(generated):
     degraded = set(truth.loc[truth["degradation"] != "none", "id"])
     changed = _changed(generated["none"][0], generated["quality"][0])
     assert changed <= degraded and len(changed) >= 0.8 * len(degraded), (len(changed), len(degraded))
+
+
+def test_ambiguity_route_changes_only_flipped_images(generated):
+    truth = generated["none"][1]
+    flipped = set(truth.loc[truth["flipped"] == 1, "id"])
+    changed = _changed(generated["none"][0], generated["ambiguity"][0])
+    # Every flipped image gains findings (a flipped image has at least one finding class absent).
+    assert changed == flipped, (len(changed), len(flipped))
+
+
+@pytest.mark.parametrize("routes", ["mottle", "quality+mottle"])
+def test_mottle_route_changes_only_degraded_images_and_adds_to_the_quality_route(generated, routes):
+    truth = generated["none"][1]
+    degraded = set(truth.loc[truth["degradation"] != "none", "id"])
+    base = generated["none" if routes == "mottle" else "quality"][0]
+    changed = _changed(base, generated[routes][0])
+    assert changed <= degraded and len(changed) >= 0.8 * len(degraded), (len(changed), len(degraded))
+
+
+def test_ambiguous_findings_are_unlabelled_and_spare_the_flipped_class():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        true = (rng.random(len(NIH_CXR_LT_CLASSES)) < 0.2).astype(np.int8)
+        flipped = int(rng.choice(FINDING_INDICES))
+        picks = mechanisms.ambiguous_findings(true, flipped, rng)
+        classes = [FINDING_INDICES[j] for j in picks]
+        absent = [c for c in FINDING_INDICES if not true[c] and c != flipped]
+        assert len(picks) == min(mechanisms.AMBIGUOUS_FINDINGS, len(absent)) == len(set(picks))
+        assert set(classes) <= set(absent)
 
 
 def test_frequency_route_changes_only_images_with_a_finding(generated):

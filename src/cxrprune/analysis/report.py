@@ -107,7 +107,12 @@ def stat_text(f: Finding) -> str:
 def planted_section(findings: list[Finding], mechanisms: list[str], effect: float) -> list[str]:
     """Which findings the synthetic generator planted in this run (``synthetic.mechanisms`` at
     ``synthetic.effect``), one row per finding, so a verdict reads against what was there."""
-    control = "" if mechanisms and effect > 0 else " (nothing planted: the negative control)"
+    if not mechanisms or effect <= 0:
+        control = " (nothing planted: the negative control)"
+    elif not any(set(f.claim.routes) & set(mechanisms) for f in findings):
+        control = " (none of these routes plants a finding below: for them, this run is a negative control)"
+    else:
+        control = ""
     lines = ["## What the generator planted", "",
              f"`synthetic.mechanisms: [{', '.join(mechanisms)}]`, `synthetic.effect: {effect:g}`{control} "
              "(README, Calibration). A route draws the effect into the images; **reproduced** on a finding "

@@ -27,14 +27,14 @@ each route linear in it), and ``mechanisms: []`` is the negative control, no rou
 Why the last two exist. ``label_noise`` and ``quality`` do change the flipped and degraded
 images, but a PIE is an image whose *ranking of the 20 classes* the pruned ensemble changes most
 (:mod:`cxrprune.analysis.pies`). A faint trace of one class, or evidence blurred away, leaves an
-image nearer the class prior, which pruning keeps: measured on fixed models (synthetic.seed 1,
-the powered test split), flipped images were PIEs at 1.2-1.4 times the rate of the others and
-degraded ones at 0.9 times, and a full calibration draw found flip ratios below 1. What moves a
-ranking is evidence spread over several classes that the dense network reads and a pruned one
-reads differently: several borderline findings (``ambiguity``) or opacity-like texture
-(``mottle``). These are the routes by which the paper's explanation (PIEs are ambiguous,
-mislabeled or poor-quality images) is planted here; ``label_noise`` and ``quality`` remain as
-the routes that make those images harder for both networks alike.
+image nearer the class prior, which pruning keeps: with trained networks held fixed, flipped and
+degraded images drawn by those two routes are PIEs at about the rate of the others
+(``benchmarks/pie_routes.py``, output in ``benchmarks/results/pie_routes.txt``). What moves a
+ranking is evidence over several classes that the dense network reads and a pruned one reads
+differently: several borderline findings (``ambiguity``) or opacity-like texture (``mottle``).
+These two plant the paper's explanation (PIEs are ambiguous, mislabeled or poor-quality images);
+``label_noise`` and ``quality`` make those images harder for both networks alike and plant no
+finding (``cxrprune.analysis.findings``: each claim's ``routes``).
 
 What a route changes is limited to its own images: with one route alone, every other image is
 byte-identical to the negative control's (``tests/test_synth_mechanisms.py``), and the labels,
