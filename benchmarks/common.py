@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import platform
 import resource
@@ -190,7 +191,7 @@ def record(script: str, args: object | None = None) -> Iterator[dict]:
     machine), atomically, so a killed run leaves the previous outputs in place."""
     import torch
 
-    from cxrprune.core.atomic import write_json, write_text
+    from cxrprune.core.atomic import json_clean, write_text
 
     cpu = lscpu()
     figures: dict = {}
@@ -231,5 +232,8 @@ def record(script: str, args: object | None = None) -> Iterator[dict]:
               f"command: python benchmarks/{Path(sys.argv[0]).name} {' '.join(sys.argv[1:])}\n")
     print(footer, end="")
     RESULTS.mkdir(parents=True, exist_ok=True)
+    # Serialise the record before writing anything, so a value JSON cannot hold raises here and
+    # does not leave a new .txt beside the previous .json.
+    record_json = json.dumps(json_clean({"machine": meta, "figures": figures}), indent=2, allow_nan=False) + "\n"
     write_text(RESULTS / f"{script}.txt", buf.getvalue() + footer)
-    write_json(RESULTS / f"{script}.json", {"machine": meta, "figures": figures})
+    write_text(RESULTS / f"{script}.json", record_json)

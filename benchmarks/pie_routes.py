@@ -49,7 +49,7 @@ SETTINGS = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workspace", type=Path, required=True, help="a default workspace with trained seeds")
+    ap.add_argument("--workspace", required=True, help="a default workspace with trained seeds")
     args = ap.parse_args()
     with record("pie_routes", args) as fig:
         run(args, fig)
@@ -72,7 +72,7 @@ def run(args, fig: dict) -> None:
     from cxrprune.datasets.synth.labels import FINDING_INDICES
     from cxrprune.training.modelfile import load_checkpoint
 
-    ws = args.workspace.resolve()
+    ws = Path(args.workspace).resolve()
     params = load_params(ws / "params.yaml")
     plans = [p for p in generate.plan_dataset(params.synthetic) if p.split == "test"]
     ids = [generate.image_id(p.patient, k) for p in plans for k in range(len(p.true))]
@@ -92,7 +92,7 @@ def run(args, fig: dict) -> None:
     rows = []
     for name, routes in SETTINGS.items():
         cfg = dataclasses.replace(params.synthetic, mechanisms=routes, effect=1.0)
-        tasks = [(p.patient, p.true, p.flipped) for p in plans]
+        tasks = [(p.patient, p.split, p.true, p.flipped) for p in plans]
         with tempfile.TemporaryDirectory() as tmp, multiprocessing.Pool(os.cpu_count() or 1) as pool:
             rendered = pool.map(functools.partial(_render, cfg, Path(tmp)), tasks, chunksize=8)
             images = torch.from_numpy(np.stack([load_image(f"{tmp}/{i}", params.data.image_size) for i in ids]))

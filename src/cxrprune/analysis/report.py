@@ -110,7 +110,7 @@ def planted_section(findings: list[Finding], mechanisms: list[str], effect: floa
     if not mechanisms or effect <= 0:
         control = " (nothing planted: the negative control)"
     elif not any(set(f.claim.routes) & set(mechanisms) for f in findings):
-        control = " (none of these routes plants a finding below: for them, this run is a negative control)"
+        control = ": routes that plant none of the findings below, so for every one of them this run is a negative control"
     else:
         control = ""
     lines = ["## What the generator planted", "",

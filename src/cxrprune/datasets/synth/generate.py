@@ -192,23 +192,29 @@ def image_id(patient: int, k: int) -> str:
     return f"{patient:08d}_{k:03d}.png"
 
 
-def render_patient(cfg: SyntheticConfig, image_dir: Path, task: tuple[int, list[np.ndarray], list[int]]
+def render_patient(cfg: SyntheticConfig, image_dir: Path, task: tuple[int, str, list[np.ndarray], list[int]]
                    ) -> list[tuple[float, str]]:
-    """Render and write one patient's images; returns (quality, degradation) per image.
+    """Render and write one patient's images (``task``: patient, split, true labels, flipped class
+    per image); returns (quality, degradation) per image.
 
     Under the ``label_noise`` route label noise is not independent of the image, as with
     report-mined labels: the flipped class is drawn faintly (an ambiguous finding is what a
     report gets wrong). ``cfg.mechanisms`` says which routes are planted
-    (:mod:`~cxrprune.datasets.synth.mechanisms`).
+    (:mod:`~cxrprune.datasets.synth.mechanisms`); the PIE routes draw into test images only.
     """
-    patient, true_labels, flipped = task
+    patient, split, true_labels, flipped = task
     body_rng = stream(cfg.seed, _ANATOMY, patient)
     anatomy, geometry = render.draw_anatomy(body_rng), render.draw_geometry(body_rng)
     fragility = mechanisms.class_fragility(mechanisms.strength(cfg.mechanisms, cfg.effect, "frequency"))
     faint_effect = mechanisms.strength(cfg.mechanisms, cfg.effect, "label_noise")
     quality_effect = mechanisms.strength(cfg.mechanisms, cfg.effect, "quality")
-    ambiguity = mechanisms.strength(cfg.mechanisms, cfg.effect, "ambiguity")
-    mottle = mechanisms.strength(cfg.mechanisms, cfg.effect, "mottle")
+    # The PIE routes plant an association the PIE analyses read on the test split, and only there:
+    # in training images they would also change what the networks learn (unlabelled findings are
+    # missed positives of those classes; mottle in training teaches the networks to discount it),
+    # and a route must move only its own statistic.
+    test = split == "test"
+    ambiguity = mechanisms.strength(cfg.mechanisms, cfg.effect, "ambiguity") if test else 0.0
+    mottle = mechanisms.strength(cfg.mechanisms, cfg.effect, "mottle") if test else 0.0
     results = []
     for k, labels in enumerate(true_labels):
         rng = stream(cfg.seed, _IMAGE, patient, k)
@@ -218,7 +224,7 @@ def render_patient(cfg: SyntheticConfig, image_dir: Path, task: tuple[int, list[
                   if ambiguity > 0 and flipped[k] >= 0 else [])
         image = render.render(labels, anatomy, geometry, rng, cfg.image_size, cfg.signal, faint=flipped[k],
                               faint_effect=faint_effect, fragility=fragility, traces=traces,
-                              trace_strength=ambiguity)
+                              trace_strength=ambiguity * mechanisms.AMBIGUOUS_SEVERITY)
         image, quality, kind = render.degrade(image, rng, cfg.degrade_rate, quality_effect)
         if mottle > 0 and kind != "none":
             image = render.mottle(image, stream(cfg.seed, _MOTTLE, patient, k), quality,
@@ -230,7 +236,7 @@ def render_patient(cfg: SyntheticConfig, image_dir: Path, task: tuple[int, list[
 
 def _render_all(plans: list[PatientPlan], cfg: SyntheticConfig, image_dir: Path) -> list[list[tuple[float, str]]]:
     """Render every patient, in a process pool when there is enough work; results in patient order."""
-    tasks = [(p.patient, p.true, p.flipped) for p in plans]
+    tasks = [(p.patient, p.split, p.true, p.flipped) for p in plans]
     work = functools.partial(render_patient, cfg, image_dir)
     n_images = sum(len(p.true) for p in plans)
     processes = os.cpu_count() or 1

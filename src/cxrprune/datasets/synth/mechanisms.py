@@ -16,11 +16,11 @@ each route linear in it), and ``mechanisms: []`` is the negative control, no rou
 - ``quality``: degraded images are blurred, noised or mis-exposed with ``effect`` times the
   pixel change. Without it, the truth table still marks the same images as degraded, with the
   same nominal quality, but their pixels are untouched: a degraded image is no harder.
-- ``ambiguity``: an image with a flipped label is an ambiguous one: it also shows
+- ``ambiguity``: a test image with a flipped label is an ambiguous one: it also shows
   ``AMBIGUOUS_FINDINGS`` findings that no label names (absent from its true labels), each at
-  ``effect`` times its class's lowest severity, the borderline evidence a reader can argue
+  ``effect * AMBIGUOUS_SEVERITY`` times its class's lowest severity, the borderline evidence a reader can argue
   about. Without it, a flipped image shows only what its true labels (and ``label_noise``) say.
-- ``mottle``: a degraded image also carries a fine, structured mottle (``MOTTLE`` times its
+- ``mottle``: a degraded test image also carries a fine, structured mottle (``MOTTLE`` times its
   degradation's severity times ``effect``, the scatter and grid artefacts of a poor exposure)
   whose texture resembles parenchymal opacities.
 
@@ -32,8 +32,10 @@ degraded images drawn by those two routes are PIEs at about the rate of the othe
 (``benchmarks/pie_routes.py``, output in ``benchmarks/results/pie_routes.txt``). What moves a
 ranking is evidence over several classes that the dense network reads and a pruned one reads
 differently: several borderline findings (``ambiguity``) or opacity-like texture (``mottle``).
-These two plant the paper's explanation (PIEs are ambiguous, mislabeled or poor-quality images);
-``label_noise`` and ``quality`` make those images harder for both networks alike and plant no
+These two plant the paper's explanation (PIEs are ambiguous, mislabeled or poor-quality images)
+in the test split only, which the PIE analyses read: in training images they would also change
+what the networks learn (unlabelled findings are missed positives; mottle seen in training is
+discounted), so they would move more than their own statistic. ``label_noise`` and ``quality`` make those images harder for both networks alike and plant no
 finding (``cxrprune.analysis.findings``: each claim's ``routes``).
 
 What a route changes is limited to its own images: with one route alone, every other image is
@@ -53,7 +55,8 @@ from cxrprune.datasets.synth.labels import FINDING_INDICES
 MECHANISMS = ("frequency", "label_noise", "quality", "ambiguity", "mottle")
 FRAGILITY = 0.25  # the rarest class's signature loses this fraction of its strength at effect 1
 AMBIGUOUS_FINDINGS = 5  # unlabelled borderline findings an ambiguous (flipped) image shows
-MOTTLE = 0.15  # mottle amplitude (image intensity, 0..1) of a degradation of severity 1 at effect 1
+AMBIGUOUS_SEVERITY = 1.5  # their strength at effect 1, in multiples of each class's lowest severity
+MOTTLE = 0.12  # mottle amplitude (image intensity, 0..1) of a degradation of severity 1 at effect 1
 
 
 def strength(mechanisms: Sequence[str], effect: float, mechanism: str) -> float:
