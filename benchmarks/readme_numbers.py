@@ -509,10 +509,10 @@ def pie_routes(o: Outputs) -> str:
     b = o.bench("pie_routes")
     if b is None:
         return "Not measured yet: run `benchmarks/pie_routes.py --workspace DIR` on a trained workspace.\n"
-    w = b["workspace"]
+    w = b["figures"]["workspace"]
     out = ["| routes drawn (`effect: 1`) | flipped images' PIE rate / others' | degraded images' PIE rate / "
            "pristine ones' | quality, PIE minus non-PIE | 3+ findings ratio |", "| --- | --- | --- | --- | --- |"]
-    for r in b["settings"]:
+    for r in b["figures"]["settings"]:
         out.append(f"| {', '.join(r['mechanisms']) or 'none'} | {r['flipped_ratio']:.2f} | {r['degraded_ratio']:.2f} | "
                    f"{r['quality_difference']:+.3f} | {r['ratio_3plus']:.2f} |")
     return (f"Networks of `synthetic.seed` {w['synthetic_seed']} trained with `mechanisms: "
