@@ -544,26 +544,31 @@ def calibration(o: Outputs) -> str:
 
     out = ["| finding | route | reproduced, every route planted | reproduced, nothing planted | target |",
            "| --- | --- | --- | --- | --- |"]
+    met, weak, false_pos = [], [], []
     for claim in CLAIMS:
         p, n = planted.get(claim.title, "-"), none.get(claim.title, "-")
         (kp, np_), (kn, nn) = count(p), count(n)
+        ok_fp = nn > 0 and kn <= 0.2 * nn
+        if not ok_fp:
+            false_pos.append(claim.title)
         if not claim.routes:
-            target = "no route: not a calibration target"
+            target = "no route: not a calibration target" + ("" if ok_fp else "; reproduced with nothing planted")
         else:
-            ok_power, ok_fp = np_ > 0 and kp >= 0.8 * np_, nn > 0 and kn <= 0.2 * nn
+            ok_power = np_ > 0 and kp >= 0.8 * np_
+            (met if ok_power and ok_fp else weak if ok_fp else []).append(claim.title)
             target = ("met" if ok_power and ok_fp else
                       ", ".join(x for x, ok in (("missed: detected in too few planted draws", ok_power),
                                                 ("missed: false positives", ok_fp)) if not ok))
         out.append(f"| {claim.title} | {', '.join(claim.routes) or 'none'} | {p} | {n} | {target} |")
     routed = [c for c in CLAIMS if c.routes]
-    best_planted = max(count(planted.get(c.title, ""))[0] for c in routed)
-    worst_none = max(count(none.get(c.title, ""))[0] for c in CLAIMS)
-    n_planted, n_none = max(count(v)[1] for v in planted.values()), max(count(v)[1] for v in none.values())
-    verdict = (f"\n\nIn these draws a planted finding was reproduced in at most {best_planted} of {n_planted} draws "
-               f"(target: 4 of 5), and with nothing planted no finding in more than {worst_none} of {n_none} "
-               "(target: at most 1 of 5)" + (": the negative control holds, the planted routes are not detected at "
-                                             "this size." if worst_none <= 0.2 * n_none and best_planted < 0.8 * n_planted
-                                             else "."))
+
+    def names(titles: list[str]) -> str:
+        return "; ".join(f"*{t}*" for t in titles) if titles else "none"
+
+    verdict = (f"\n\nOf the {len(routed)} findings a route plants, targets met (reproduced in at least 4 of 5 "
+               f"planted draws, at most 1 of 5 with nothing planted): {names(met)}. Planted but detected in too few "
+               f"draws: {names(weak)}. Reproduced in more than 1 of 5 draws with nothing planted (a property every draw "
+               f"of the generator has, or a false positive): {names(false_pos)}.")
     return learn_line + "\n".join(out) + verdict + "\n"
 
 
