@@ -132,6 +132,11 @@ class DataConfig:
         return Layout(self.name).prepared
 
 
+
+# The synthetic generator's routes (datasets/synth/mechanisms.py implements them): one list of names
+# for config validation and the generator.
+MECHANISMS = ("frequency", "label_noise", "quality", "ambiguity", "mottle")
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     """Knobs of the embedded synthetic CXR-LT generator."""
@@ -153,7 +158,7 @@ class SyntheticConfig:
     signal: float = 1.0  # global contrast of the findings' visual signatures
     # Routes planted from the images to what the analyses measure (datasets/synth/mechanisms.py):
     # [] is the negative control; each route is linear in `effect`.
-    mechanisms: list[Literal["frequency", "label_noise", "quality", "ambiguity", "mottle"]] = field(
+    mechanisms: list[Literal[MECHANISMS]] = field(
         default_factory=lambda: ["label_noise", "quality"])
     effect: float = 1.0
 
@@ -181,8 +186,7 @@ class SyntheticConfig:
             _require(0 <= v < 1, f"synthetic.{key}", "a rate in [0, 1)", v)
         _require(0 < self.signal <= 100, "synthetic.signal", "a positive number (at most 100)", self.signal)
         _require(len(set(self.mechanisms)) == len(self.mechanisms), "synthetic.mechanisms",
-                 "a list of frequency, label_noise, quality, ambiguity, mottle without duplicates "
-                 "([] = nothing planted)",
+                 f"a list of {', '.join(MECHANISMS)} without duplicates ([] = nothing planted)",
                  self.mechanisms)
         _require(isinstance(self.effect, (int, float)) and not isinstance(self.effect, bool)
                  and 0 <= self.effect <= 1, "synthetic.effect",

@@ -50,9 +50,9 @@ from typing import Sequence
 import numpy as np
 
 from cxrprune.core.classes import nih_train_prevalence
+from cxrprune.core.config import MECHANISMS
 from cxrprune.datasets.synth.labels import FINDING_INDICES
 
-MECHANISMS = ("frequency", "label_noise", "quality", "ambiguity", "mottle")
 FRAGILITY = 0.25  # the rarest class's signature loses this fraction of its strength at effect 1
 AMBIGUOUS_FINDINGS = 5  # unlabelled borderline findings an ambiguous (flipped) image shows
 AMBIGUOUS_SEVERITY = 1.5  # their strength at effect 1, in multiples of each class's lowest severity
