@@ -555,7 +555,10 @@ def calibration(o: Outputs) -> str:
             target = "no route: not a calibration target" + ("" if ok_fp else "; reproduced with nothing planted")
         else:
             ok_power = np_ > 0 and kp >= 0.8 * np_
-            (met if ok_power and ok_fp else weak if ok_fp else []).append(claim.title)
+            if ok_power and ok_fp:
+                met.append(claim.title)
+            elif ok_fp:
+                weak.append(claim.title)
             target = ("met" if ok_power and ok_fp else
                       ", ".join(x for x, ok in (("missed: detected in too few planted draws", ok_power),
                                                 ("missed: false positives", ok_fp)) if not ok))
