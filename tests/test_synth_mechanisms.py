@@ -9,7 +9,7 @@ Two kinds of oracle:
 - signal-to-noise at the default training size (32 px, resized as `prepare` does): each finding's
   rendered difference image (same patient and noise, with and without it) against the image's
   pixel noise. Every finding must be visible (twice the Rose criterion) under every setting; the
-  frequency route must make visibility follow frequency; the label-noise route must leave a
+  frequency route must make extent and polarity follow frequency; the label-noise route must leave a
   flipped class's trace between absent and present.
 """
 
@@ -132,10 +132,11 @@ def _image(labels: np.ndarray, patient: int, cfg_routes: list[str], faint: int =
     """One patient's image at 128 px, resized to the training size the way prepare does."""
     body = np.random.default_rng([11, patient])
     anatomy, geometry = render.draw_anatomy(body), render.draw_geometry(body)
-    fragility = mechanisms.class_fragility(mechanisms.strength(cfg_routes, 1.0, "frequency"))
+    frequency = mechanisms.strength(cfg_routes, 1.0, "frequency")
+    extent = mechanisms.class_extent(frequency)
     faint_effect = mechanisms.strength(cfg_routes, 1.0, "label_noise")
     image = render.render(labels, anatomy, geometry, np.random.default_rng([12, patient]), 128, 1.0, faint=faint,
-                          faint_effect=faint_effect, fragility=fragility)
+                          faint_effect=faint_effect, extent=extent, polarity=frequency)
     small = Image.fromarray(render.to_uint8(image)).resize((DEFAULT_SIZE, DEFAULT_SIZE), Image.Resampling.BILINEAR,
                                                            reducing_gap=2.0)
     return np.asarray(small, dtype=np.float64).ravel() / 255.0
@@ -156,17 +157,23 @@ def _noise_sigma(image: np.ndarray) -> float:
                  * np.abs(convolve2d(x, kernel, mode="valid")).sum())
 
 
-def _snr(routes: list[str], c: int, patients: int = 30) -> tuple[float, float]:
-    """Median over patients of the signature's peak contrast at the training size over the image's
-    pixel noise, for finding ``c`` present and for its faint (flipped-label) trace. One seed renders
-    the patient with and without it (render's contract), so the difference is the signature alone."""
-    present, trace = [], []
+def _snr(routes: list[str], c: int, patients: int = 30) -> tuple[float, float, float, float]:
+    """Medians over patients, in units of the image's pixel noise at the training size: the
+    signature's peak contrast for finding ``c`` present and for its faint (flipped-label) trace;
+    the present signature's summed absolute contrast (extent times contrast) and its summed
+    signed contrast (> 0: brighter, opacity-like; < 0: darker, gas-like). One seed renders the
+    patient with and without it (render's contract), so the difference is the signature alone."""
+    present, trace, summed, signed = [], [], [], []
     for p in range(patients):
         neg = _image(_labels(None), p, routes)
         sigma = _noise_sigma(neg)
-        present.append(np.abs(_image(_labels(c), p, routes) - neg).max() / sigma)
+        diff = _image(_labels(c), p, routes) - neg
+        present.append(np.abs(diff).max() / sigma)
+        summed.append(np.abs(diff).sum() / sigma)
+        signed.append(diff.sum() / sigma)
         trace.append(np.abs(_image(_labels(None), p, routes, faint=c) - neg).max() / sigma)
-    return float(np.median(present)), float(np.median(trace))
+    return (float(np.median(present)), float(np.median(trace)), float(np.median(summed)),
+            float(np.median(signed)))
 
 
 ROSE = 5.0  # the Rose criterion: a signal needs an SNR of about 5 to be seen reliably
@@ -184,14 +191,29 @@ def test_every_finding_is_visible_at_the_default_size_under_every_setting(visibi
         assert not weak, f"{name}: findings with SNR < {2 * ROSE} at {DEFAULT_SIZE} px: {weak}"
 
 
-def test_frequency_route_makes_visibility_follow_frequency(visibility):
+def test_frequency_route_makes_extent_and_polarity_follow_frequency(visibility):
     prevalence = nih_train_prevalence()[list(FINDING_INDICES)]
-    ratio = visibility["frequency"][:, 0] / visibility["none"][:, 0]
-    assert spearmanr(ratio, prevalence).statistic > 0.8
-    # Without the route visibility does not rise with frequency (the rarest classes' severity
-    # floors are, if anything, higher): the route is the only cause the generator gives.
-    assert spearmanr(visibility["none"][:, 0], prevalence).statistic < 0.3
-    assert (ratio <= 1.0 + 1e-9).all() and ratio.min() < 1.0 - 0.5 * mechanisms.FRAGILITY
+    none, planted = visibility["none"], visibility["frequency"]
+    extent = planted[:, 2] / none[:, 2]
+    assert spearmanr(extent, prevalence).statistic > 0.8
+    # Rarer classes focal (less summed contrast), commoner ones diffuse (more) and bright, rarer ones
+    # dark; the findings drawn only as an anatomy change keep theirs (render.FINDINGS: no drawing).
+    rarity = mechanisms.rarity()
+    drawn = np.array([f.draw is not None for f in render.FINDINGS.values()])
+    rare, common = drawn & (rarity > 0.5), drawn & (rarity < 0.5)
+    # (A reversed drawing can gain summed contrast through the image's nonlinear composition:
+    # Calcification of the Aorta does, so the rare side is checked by its median.)
+    assert np.median(extent[rare]) < 1.0 and extent[common].min() > 1.0
+    assert extent[rare].min() < 0.5 and extent[common].max() > 2.0
+    assert (planted[rare, 3] < 0).all() and (planted[common, 3] > 0).all()
+    assert (planted[~drawn] == none[~drawn]).all()
+    # Without the route neither follows frequency: polarity is mixed on both sides, and extent does not
+    # rise with frequency, so the route is the only cause the generator gives.
+    assert (none[rare, 3] > 0).any() and (none[common, 3] < 0).any()
+    assert spearmanr(none[:, 2], prevalence).statistic < 0.3
+    # Peak contrast stays of the same order (a reversed drawing's peak differs through the image's
+    # nonlinear composition); every finding stays visible (the test above).
+    np.testing.assert_allclose(planted[:, 0], none[:, 0], rtol=0.5)
 
 
 def test_label_noise_route_leaves_a_borderline_trace(visibility):

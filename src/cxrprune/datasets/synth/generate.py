@@ -205,7 +205,8 @@ def render_patient(cfg: SyntheticConfig, image_dir: Path, task: tuple[int, str, 
     patient, split, true_labels, flipped = task
     body_rng = stream(cfg.seed, _ANATOMY, patient)
     anatomy, geometry = render.draw_anatomy(body_rng), render.draw_geometry(body_rng)
-    fragility = mechanisms.class_fragility(mechanisms.strength(cfg.mechanisms, cfg.effect, "frequency"))
+    frequency = mechanisms.strength(cfg.mechanisms, cfg.effect, "frequency")
+    extent = mechanisms.class_extent(frequency)
     faint_effect = mechanisms.strength(cfg.mechanisms, cfg.effect, "label_noise")
     quality_effect = mechanisms.strength(cfg.mechanisms, cfg.effect, "quality")
     # The PIE routes plant an association the PIE analyses read on the test split, and only there:
@@ -223,7 +224,7 @@ def render_patient(cfg: SyntheticConfig, image_dir: Path, task: tuple[int, str, 
         traces = (mechanisms.ambiguous_findings(labels, flipped[k], stream(cfg.seed, _AMBIGUITY, patient, k))
                   if ambiguity > 0 and flipped[k] >= 0 else [])
         image = render.render(labels, anatomy, geometry, rng, cfg.image_size, cfg.signal, faint=flipped[k],
-                              faint_effect=faint_effect, fragility=fragility, traces=traces,
+                              faint_effect=faint_effect, extent=extent, polarity=frequency, traces=traces,
                               trace_strength=ambiguity * mechanisms.AMBIGUOUS_SEVERITY)
         image, quality, kind = render.degrade(image, rng, cfg.degrade_rate, quality_effect)
         if mottle > 0 and kind != "none":
