@@ -55,6 +55,27 @@ def test_percentile_interval_covers_a_known_mean_at_the_nominal_rate():
     assert abs(covered / runs - 0.95) <= 3 * sd, covered / runs
 
 
+def test_percentile_interval_of_a_ratio_with_infinite_resamples_is_infinite_not_nan():
+    # A PIE ratio's resample is +inf when no non-PIE carries the flag. The upper 2.5% of 1,000
+    # resamples with 50 at +inf lies between two infinities: the bound is +inf (unbounded), not
+    # NaN with a RuntimeWarning per call; finite columns equal numpy's linear quantile.
+    import warnings
+    rng = np.random.default_rng(5)
+    finite = rng.lognormal(size=1000)
+    ratio = finite.copy()
+    ratio[rng.choice(1000, 50, replace=False)] = np.inf
+    half_nan = finite.copy()
+    half_nan[:500] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lo, hi = bootstrap.percentile_ci(np.column_stack([finite, ratio, half_nan]))
+    assert np.isinf(hi[1]) and hi[1] > 0
+    assert lo[1] == pytest.approx(np.quantile(ratio[np.isfinite(ratio)].tolist() + [np.inf] * 50, 0.025))
+    assert (lo[0], hi[0]) == pytest.approx(tuple(np.quantile(finite, [0.025, 0.975])))
+    assert (lo[2], hi[2]) == pytest.approx(tuple(np.quantile(finite[500:], [0.025, 0.975])))
+    assert bootstrap.interval(ratio)[1] is None  # JSON: an unbounded side is null
+
+
 def test_same_seed_gives_identical_resamples_and_intervals():
     a = bootstrap.resample_counts(50, 300, seed=4)
     assert np.array_equal(a, bootstrap.resample_counts(50, 300, seed=4))

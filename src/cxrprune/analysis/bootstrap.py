@@ -127,7 +127,16 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[np.ndarray,
     lo = np.full(samples.shape[1:], np.nan)
     hi = np.full(samples.shape[1:], np.nan)
     if ok.any():
-        q = np.nanquantile(samples[:, ok], [alpha, 1 - alpha], axis=0)
+        kept = samples[:, ok]
+        # A ratio's resamples can be infinite (no non-PIE with the flag). Interpolating between
+        # two equal infinities gives NaN (inf - inf) with a RuntimeWarning per call; the
+        # quantile there is that infinity, which the neighbours on either side agree on.
+        with np.errstate(invalid="ignore"):
+            q = np.nanquantile(kept, [alpha, 1 - alpha], axis=0)
+        below = np.nanquantile(kept, [alpha, 1 - alpha], axis=0, method="lower")
+        above = np.nanquantile(kept, [alpha, 1 - alpha], axis=0, method="higher")
+        same_inf = np.isnan(q) & np.isinf(below) & (below == above)
+        q[same_inf] = below[same_inf]
         lo[ok], hi[ok] = q[0], q[1]
     return lo, hi
 
