@@ -102,6 +102,51 @@ def test_planted_effect_is_detected():
     assert (res.ap.first_drop[0.2 + 0.7 * z < 0.8] == 0.9).all()
 
 
+def test_half_life_level_reads_forgetting_where_the_median_class_keeps_half():
+    """``dauroc_half``: every class at chance at 95% (noise only) and a graded loss at 90%, where
+    the median class keeps 0.1 + 0.6 * 0.5 = 0.4 of its AUROC lift: the level read is 90%, the
+    lowest with a median at most one half, and the planted effect is found there."""
+    rng = np.random.default_rng(2)
+    z = (np.log(COUNTS) - np.log(COUNTS).min()).to_numpy() / np.ptp(np.log(COUNTS))
+    s, c = len(SEEDS), len(CLASSES)
+    ap0 = np.clip(PREVALENCE + rng.uniform(0.3, 0.5, (s, c)), 0, 1)
+    auc0 = rng.uniform(0.85, 0.95, (s, c))
+    keep = {0.0: np.ones(c), 0.5: 0.9 + 0.1 * z, 0.9: 0.1 + 0.6 * z, 0.95: np.zeros(c)}
+    noise = {k: (rng.normal(0, 0.01, (s, c)) if k == 0.95 else 0.0) for k in keep}
+    per_class = table({k: PREVALENCE + f * (ap0 - PREVALENCE) for k, f in keep.items()},
+                      {k: 0.5 + f * (auc0 - 0.5) + noise[k] for k, f in keep.items()})
+    res, _ = analyse(per_class)
+    keys = cc.summary_keys(res)
+    assert res.roc.half_level == keys["dauroc_half_level"] == 0.9  # median of 0.1 + 0.6 z is 0.4 there
+    np.testing.assert_allclose(res.roc.half.to_numpy(), 0.1 + 0.6 * z, rtol=1e-9)
+    oracle = stats.spearmanr(res.roc.half - 1, np.log(COUNTS))
+    assert keys["dauroc_half_rho"] == pytest.approx(oracle.statistic) == pytest.approx(1.0)
+    assert keys["dauroc_half_rho_p"] == pytest.approx(oracle.pvalue)
+    # At 95% the same run is noise around chance: the paper's level shows nothing there.
+    assert abs(keys["dauroc95_rho"]) < 0.9
+
+
+def test_half_life_level_does_not_depend_on_which_class_has_which_count():
+    """The level is a function of the set of curves (the permutation null holds at it): shuffling
+    the train counts over the classes moves the correlation, never the level."""
+    rng = np.random.default_rng(3)
+    per_class = chance_level_model(rng)
+    levels = set()
+    for k in range(5):
+        counts = pd.Series(rng.permutation(COUNTS.to_numpy()), index=CLASSES)
+        res, _ = analyse(per_class, counts=counts)
+        levels.add(res.roc.half_level)
+    assert len(levels) == 1
+
+
+def test_half_life_level_without_half_lost_is_the_highest_level():
+    curves = pd.DataFrame({"a": [-0.1, -0.2], "b": [-0.1, -0.4], "c": [np.nan, -0.3]}, index=[0.5, 0.9])
+    assert cc.half_level(curves, ["a", "b", "c"]) == 0.9
+    assert cc.half_level(curves.assign(b=[-0.6, -0.9], c=[-0.7, -0.9]), ["a", "b", "c"]) == 0.5
+    assert cc.half_level(curves.assign(b=[-0.6, -0.9], c=[-0.7, -0.9]), ["a"]) == 0.9
+    assert math.isnan(cc.half_level(curves, []))
+
+
 def test_unlearned_and_undefined_classes_are_left_out_and_listed():
     """(c) A class the dense model never learned (AUROC interval contains 0.5), one whose dense
     AP is at chance in a seed, and one without training positives: each excluded with its reason."""

@@ -119,8 +119,11 @@ def test_report_numbers_equal_the_metrics_files():
     assert f"no significant drop: {report.fmt(evaluation['max_safe_sparsity'])}" in by_key["safe_sparsity"][
         "this run: statistic"]  # the paper's rule beside it
     same(by_key["rare_forgotten_earlier"]["value [95% CI]"], f["first_drop_auroc_rho"])
-    same(by_key["rare_forgotten_more"]["value [95% CI]"], f["dauroc95_rho"])
-    assert float(by_key["rare_forgotten_more"]["p"]) == pytest.approx(f["dauroc95_rho_p"], rel=5e-3)
+    same(by_key["rare_forgotten_more"]["value [95% CI]"], f["dauroc_half_rho"])
+    assert float(by_key["rare_forgotten_more"]["p"]) == pytest.approx(f["dauroc_half_rho_p"], rel=5e-3)
+    # Read at the half-life level, with the level and the 95% value beside it.
+    assert f"half-life level {f['dauroc_half_level']:.0%}" in by_key["rare_forgotten_more"]["this run: statistic"]
+    assert f"at 95%: rho {report.fmt(f['dauroc95_rho'])}" in by_key["rare_forgotten_more"]["this run: statistic"]
     # The paper's statistic is printed beside the chance-corrected one.
     assert f"the paper's statistic: rho {report.fmt_value(f['dap95_rho'], f.get('dap95_rho_ci'))}" in \
         by_key["rare_forgotten_more"]["this run: statistic"]
@@ -158,8 +161,8 @@ def textbook_holm(p: list[float]) -> list[float]:
 
 
 def test_holm_p_in_findings_json_is_the_textbook_adjustment():
-    summary = {"forgettability": {"first_drop_auroc_rho": 0.5, "first_drop_auroc_rho_p": 0.004, "dauroc95_rho": 0.6,
-                                  "dauroc95_rho_p": 0.03, "dap95_rho": -0.9, "dap95_rho_p": 1e-6},
+    summary = {"forgettability": {"first_drop_auroc_rho": 0.5, "first_drop_auroc_rho_p": 0.004, "dauroc_half_rho": 0.6,
+                                  "dauroc_half_rho_p": 0.03, "dap95_rho": -0.9, "dap95_rho_p": 1e-6},
                "fcd": {"auroc_freq_rho": 0.3, "auroc_freq_rho_p": 0.01, "auroc_iou_rho": -0.4, "auroc_iou_rho_p": 0.2},
                "pie": {"class_enrichment_rho": -0.5, "class_enrichment_p": 0.012, "class_enrichment_null_mean_rho": 0.1,
                        "ratio_3plus_findings": 2.0, "ratio_3plus_p": 0.0005}}
@@ -232,11 +235,11 @@ def test_verdicts_of_the_committed_default_follow_from_its_numbers():
     found = {f.claim.key: f for f in fd.assess(summary, evaluation, reader, 0.05)}
     v = {k: f.verdict for k, f in found.items()}
     f, pie = summary["forgettability"], summary["pie"]
-    # Retained AUROC at 95% vs frequency: the paper's direction is rho > 0; the two-sided p
-    # (no interval: the resamples hold AP only) can show either side.
-    rho = f["dauroc95_rho"]
+    # Retained AUROC at the half-life level vs frequency: the paper's direction is rho > 0; the
+    # two-sided p (no interval: the resamples hold AP only) can show either side.
+    rho = f["dauroc_half_rho"]
     p = found["rare_forgotten_more"].measured.p_holm
-    assert p >= f["dauroc95_rho_p"]
+    assert p >= f["dauroc_half_rho_p"]
     if rho > 0:
         assert v["rare_forgotten_more"] == (fd.REPRODUCED if p < 0.05 else fd.SAME_DIRECTION)
     else:

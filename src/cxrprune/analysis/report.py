@@ -89,6 +89,10 @@ def stat_text(f: Finding) -> str:
         if m.extra.get("mde_65") is not None:
             parts.append(f"MDE at 65% {fmt(m.extra['mde_65'])}")
         parts.append(f"the paper's rule, no significant drop: {fmt(m.extra.get('paper_rule'))}")
+    if m.extra.get("level") is not None:
+        parts.append(f"half-life level {m.extra['level']:.0%}")
+    if m.extra.get("at95_rho") is not None:
+        parts.append(f"at 95%: rho {fmt(m.extra['at95_rho'])}, p {fmt_p(m.extra.get('at95_p'))}")
     if "r" in m.extra:
         parts.append(f"Pearson r {fmt_value(m.extra['r'], m.extra.get('r_ci'))}")
     if m.extra.get("partial_rho") is not None:
