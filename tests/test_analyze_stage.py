@@ -193,7 +193,10 @@ def test_analyze_end_to_end(workspace):
          "statistics": ["first_drop"]},
         {"class": "Hernia", "reason": "not learned: dense AUROC CI includes 0.5",
          "statistics": ["first_drop_chance_corrected", "dap95_chance_corrected", "dap95_same_classes",
-                        "first_drop_auroc", "dauroc95"]}]
+                        "first_drop_auroc", "dauroc95", "dauroc_half"]}]
+    # Linear curves keep the classes' order at every level, so the half-life level's ranks are 95%'s.
+    assert f["dauroc_half_n"] == 3 and f["dauroc_half_rho"] == pytest.approx(f["dauroc95_rho"])
+    assert 0 < f["dauroc_half_level"] <= 0.95
     for key in ("dap95_chance_corrected_rho", "dap95_chance_corrected_rho_p", "first_drop_chance_corrected_rho",
                 "first_drop_auroc_rho", "chance_corrected_test"):
         assert key in f
