@@ -220,7 +220,8 @@ def half_level(curves: pd.DataFrame, included: Sequence[str], kept: float = HALF
     hold retained - 1, levels k > 0) is at most ``kept``; the highest level when no level gets
     there (the most forgetting the run shows); NaN without a level or an included class. A
     class's undefined point (NaN) is left out of that level's median."""
-    cols = [c for c in curves.columns if c in set(included)]
+    wanted = set(included)
+    cols = [c for c in curves.columns if c in wanted]
     if not cols or curves.empty:
         return math.nan
     med = curves[cols].median(axis=1, skipna=True).to_numpy(dtype=np.float64) + 1.0
