@@ -24,7 +24,7 @@ from torch import nn
 from cxrprune.core.config import DataConfig, TrainConfig, from_dict
 from cxrprune.core.errors import ConfigError
 from cxrprune.training.models import build_model
-from cxrprune.core.numerics import cpu_features, grad_scaler, resolve_precision
+from cxrprune.core.numerics import CPU_LIMITS, compiled_kernel_cache, cpu_features, grad_scaler, resolve_precision
 from cxrprune.datasets.prepare import load_meta, load_split, prepare_dataset
 from cxrprune.training.loop import learning_rate, train_epoch, train_model
 
@@ -35,12 +35,21 @@ SEED = 3
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def prepared(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("speed")
     write_nih_dataset(root / "raw", per_split=24, size=40)
     prepare_dataset(DataConfig(name="fixture", root=str(root / "raw"), image_size=32, workers=1), root / "prep")
-    (tl, ti), (vl, vi) = load_split(root / "prep", "train"), load_split(root / "prep", "val")
-    return tl, ti, vl, vi, load_meta(root / "prep")["classes"]
+    return root / "prep"
+
+
+def _load(prep: Path):
+    (tl, ti), (vl, vi) = load_split(prep, "train"), load_split(prep, "val")
+    return tl, ti, vl, vi, load_meta(prep)["classes"]
+
+
+@pytest.fixture(scope="module")
+def data(prepared):
+    return _load(prepared)
 
 
 def _weights(model) -> list[bytes]:
@@ -176,15 +185,69 @@ def _assert_resumed_equals(cfg, data, reference, stop_after_epoch: int) -> None:
     assert resumed.history.drop(columns="seconds").equals(reference.history.drop(columns="seconds"))
 
 
+def _compiled_training(prep: Path, tmp: Path, trainings: int, **limits: str) -> str:
+    """Run ``trainings`` compiled trainings in a child process whose temporary folder (where
+    Inductor keeps its compiled kernels by default) is ``tmp``, with ``limits`` in its
+    environment; return its last line. A child process because Inductor's generated C++ runs
+    in-process: a native crash there (one was seen: the test below) would otherwise take the
+    pytest-xdist worker down and leave the whole run waiting; here it is one test's failure,
+    with the child's last output."""
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR" and k not in CPU_LIMITS}
+    proc = subprocess.run([sys.executable, __file__, "compiled", str(prep), str(trainings)], capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, env={**env, "TMPDIR": str(tmp), **limits}, check=False)
+    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
+    assert proc.returncode == 0, f"the compiled training's process exited with {proc.returncode}:\n{tail}"
+    return proc.stdout.strip().splitlines()[-1]
+
+
 @pytest.mark.slow
-def test_compiled_training_reaches_a_finite_loss_bit_identically(data):
+def test_compiled_training_reaches_a_finite_loss_bit_identically(prepared, tmp_path):
     """torch.compile on the CPU (Inductor, a C++ compiler): minutes of compilation on 2
     cores, hence slow. The compiled step shares the model's parameters."""
+    assert _compiled_training(prepared, tmp_path, 2) == "compiled training: 2 finite, bit-identical"
+
+
+@pytest.mark.slow
+def test_compiled_kernels_of_a_cpu_limited_run_are_cached_apart(prepared, tmp_path):
+    """Inductor's cache key leaves out ATEN_CPU_CAPABILITY: a compiled training under the
+    README's AVX2 limits that found an unlimited run's kernels in the same cache died with a
+    segmentation fault (an AMD EPYC with AVX-512, torch 2.14.1). numerics.compiled_kernel_cache
+    gives a limited run a cache of its own; without it this test fails there."""
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        pytest.skip(f"this CPU's torch kernels are {torch.backends.cpu.get_cpu_capability()}, not AVX-512: "
+                    "the AVX2 limits change nothing here, so there is no other run's kernels to keep apart")
+    limits = {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR", "ATEN_CPU_CAPABILITY": "avx2",
+              "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert _compiled_training(prepared, tmp_path, 1) == "compiled training: 1 finite, bit-identical"
+    assert _compiled_training(prepared, tmp_path, 1, **limits) == "compiled training: 1 finite, bit-identical"
+    apart = [d.name for d in tmp_path.glob("torchinductor*/cpu-limits-*") if any(d.iterdir())]
+    assert apart == ["cpu-limits-" + "-".join(f"{k}={limits[k]}" for k in CPU_LIMITS).replace(" ", "_")]
+
+
+def test_compiled_kernel_cache_is_kept_apart_only_under_cpu_limits(monkeypatch, tmp_path):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    for k in (*CPU_LIMITS, "TORCHINDUCTOR_CACHE_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    assert compiled_kernel_cache() is None and "TORCHINDUCTOR_CACHE_DIR" not in os.environ  # torch's default
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    monkeypatch.setenv("NPY_DISABLE_CPU_FEATURES", "X86_V4 AVX512_ICL")
+    tag = "cpu-limits-ATEN_CPU_CAPABILITY=avx2-NPY_DISABLE_CPU_FEATURES=X86_V4_AVX512_ICL"
+    assert compiled_kernel_cache() == str(tmp_path / "torchinductor" / tag) == os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    assert compiled_kernel_cache() == str(tmp_path / "torchinductor" / tag)  # a second call does not nest
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/chosen/by/the/user")
+    assert compiled_kernel_cache() == f"/chosen/by/the/user/{tag}"
+
+
+def _compiled_trainings(prep: Path, n: int) -> None:
+    data = _load(prep)
     cfg = dataclasses.replace(CFG, epochs=1, patience=1, compile=True)
-    first, second = train_model(cfg, SEED, *data), train_model(cfg, SEED, *data)
-    assert np.isfinite(first.history[["train_loss", "val_loss"]].to_numpy()).all()
-    assert _weights(first.model) == _weights(second.model)
-    assert not any(k.startswith("_orig_mod.") for k in first.model.state_dict())
+    results = [train_model(cfg, SEED, *data) for _ in range(n)]
+    assert np.isfinite(results[0].history[["train_loss", "val_loss"]].to_numpy()).all()
+    assert all(_weights(r.model) == _weights(results[0].model) for r in results[1:])
+    assert not any(k.startswith("_orig_mod.") for k in results[0].model.state_dict())
+    print(f"compiled training: {n} finite, bit-identical")
 
 
 def test_weight_average_is_the_exponential_moving_average_of_the_steps(data):
@@ -283,3 +346,9 @@ def test_auto_precision_is_fp32_when_the_kernels_are_limited_to_avx2(limits):
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **limits}, capture_output=True,
                          text=True, check=True).stdout.split()
     assert out == ["fp32", "[]"], out
+
+
+if __name__ == "__main__":  # the child process of _compiled_training
+    if sys.argv[1:2] != ["compiled"] or len(sys.argv) != 4:
+        sys.exit("usage: python tests/test_train_speed.py compiled PREPARED_DIR TRAININGS")
+    _compiled_trainings(Path(sys.argv[2]), int(sys.argv[3]))

@@ -11,12 +11,16 @@ An explicit value is honoured, or refused with one error where the device would 
 it (a silently slow path is worse than an error): bf16 on a CPU without AVX-512 BF16 or
 AMX, fp16 on a CPU without AMX FP16, bf16 on a GPU without native bf16.
 fp16 training runs with a gradient scaler (fp16's small range underflows gradients).
+``torch.compile``'s kernels are cached apart per set of CPU kernel limits
+(:func:`compiled_kernel_cache`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import tempfile
 from typing import Iterator
 
 import torch
@@ -24,6 +28,9 @@ import torch
 from cxrprune.core.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# The environment variables that limit which CPU kernels torch and numpy use; the README's
+# estimate of the AVX2-only kind on an AVX-512 machine sets them.
+CPU_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "NPY_DISABLE_CPU_FEATURES")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -130,3 +137,27 @@ def _cuda_fp32_precision(mode: str) -> Iterator[None]:
         yield
     finally:
         conv.fp32_precision, matmul.fp32_precision, torch.backends.cudnn.benchmark = saved
+
+
+def compiled_kernel_cache() -> str | None:
+    """Give torch.compile's on-disk cache a subfolder per set of CPU limits.
+
+    Inductor picks its vector ISA from ``ATEN_CPU_CAPABILITY`` but its cache key does not
+    include it: on an AMD EPYC with AVX-512 (torch 2.14.1), a compiled training under the AVX2
+    limits that found the kernels of an earlier run without them in the same cache died with a
+    segmentation fault, and passed with a cache of its own
+    (``tests/test_train_speed.py::test_compiled_kernels_of_a_cpu_limited_run_are_cached_apart``).
+    So a run with any of :data:`CPU_LIMITS` set caches under ``cpu-limits-<limits>`` inside
+    the cache folder it would have used (``TORCHINDUCTOR_CACHE_DIR``, which torch itself sets
+    to its default once it has looked, else ``<tmp>/torchinductor``). Returns that subfolder,
+    or None where there are no limits.
+    """
+    limits = [f"{k}={os.environ[k].strip()}" for k in CPU_LIMITS if os.environ.get(k, "").strip()]
+    if not limits:
+        return None
+    base = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "torchinductor")
+    if os.path.basename(base).startswith("cpu-limits-"):  # set by an earlier call in this process
+        base = os.path.dirname(base)
+    folder = os.path.join(base, "cpu-limits-" + re.sub(r"[^A-Za-z0-9_.=-]+", "_", "-".join(limits)))
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder  # Inductor reads it at each compilation
+    return folder

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from cxrprune.core.config import TrainConfig
 from cxrprune.core.errors import CxrpruneError
-from cxrprune.core.numerics import autocast, grad_scaler, resolve_precision
+from cxrprune.core.numerics import autocast, compiled_kernel_cache, grad_scaler, resolve_precision
 from cxrprune.core.runtime import cache_on_device, cpu_heap_reuse, pick_device, set_threads
 from cxrprune.stats.metrics import average_precision, roc_auc
 from cxrprune.training.augment import augment, normalize, to_unit
@@ -88,6 +88,8 @@ def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_i
     loss_fn = nn.BCEWithLogitsLoss()
     # The compiled module shares the model's parameters; validation and the saved state use
     # the model itself (no second compilation for eval mode, no "_orig_mod." keys).
+    if cfg.compile:
+        compiled_kernel_cache()
     step_model = torch.compile(model) if cfg.compile else model
 
     n_rows_table = len(train_labels)  # the weights align with the whole table, before any row subset
