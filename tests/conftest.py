@@ -61,7 +61,7 @@ def tiny_study(tmp_path_factory) -> tuple[Path, str]:
 FIRST = [
     "test_pipeline.py",  # builds the shared tiny study
     "test_determinism.py",  # its own workspace: kill and resume a training
-    "test_train_speed.py",  # torch.compile, in process
+    "test_train_speed.py",  # torch.compile, in child processes
     "test_scaleout.py",  # a Ray run beside the shared study
     "test_pie_treatment.py",
     "test_robustness_queue.py",  # its own workspace
