@@ -572,7 +572,46 @@ def calibration(o: Outputs) -> str:
                f"planted draws, at most 1 of 5 with nothing planted): {names(met)}. Planted but detected in too few "
                f"draws: {names(weak)}. Reproduced in more than 1 of 5 draws with nothing planted (a property every draw "
                f"of the generator has, or a false positive): {names(false_pos)}.")
-    return learn_line + "\n".join(out) + verdict + "\n"
+    return learn_line + "\n".join(out) + verdict + _route_values(o, "frequency") + "\n"
+
+
+def _route_values(o: Outputs, route: str) -> str:
+    """Each draw's value of the statistics ``route`` plants, in both arms side by side (from the
+    snapshots' findings.json): whether the planted draws sit apart from the ones with nothing
+    planted shows more than the counts of significant draws."""
+    from scipy.stats import mannwhitneyu
+
+    from cxrprune.analysis.findings import CLAIMS
+    from cxrprune.stats.multiplicity import holm
+
+    def values(arm: str, key: str) -> list[float]:
+        index = json.loads((o.root / f"reports/calibration-{arm}/experiments.json").read_text())["experiments"]
+        docs = [json.loads((o.root / f"reports/calibration-{arm}" / e["folder"] / "findings.json").read_text())
+                for e in sorted(index, key=lambda e: e["name"])]
+        return [d["findings"][key]["value"] for d in docs if d["findings"].get(key, {}).get("value") is not None]
+
+    rows, apart = [], []
+    for claim in (c for c in CLAIMS if route in c.routes):
+        planted, none = values("planted", claim.key), values("none", claim.key)
+        if claim.direction == 0:
+            continue
+
+        def side(v: list[float]) -> str:
+            ways = sum((x - claim.null) * claim.direction > 0 for x in v)
+            return f"{', '.join(f'{x:+.2f}' for x in v)} ({ways} of {len(v)} the paper's way)"
+        # Draws are the unit here (each a new generator seed): do the planted draws' values sit
+        # the paper's way of the unplanted ones? Exact rank-sum test, one-sided in that direction.
+        apart.append(mannwhitneyu(planted, none, alternative="greater" if claim.direction > 0 else "less",
+                                  method="exact").pvalue)
+        rows.append(f"*{claim.title}* ({claim.statistic.split(';')[0]}): planted {side(planted)}; "
+                    f"nothing planted {side(none)}; planted draws the paper's way of the unplanted ones: "
+                    "exact Mann-Whitney p {:.3f}, Holm-adjusted over the route's statistics {:.3f}")
+    if not rows:
+        return ""
+    adjusted = holm(apart).adjusted
+    rows = [r.format(p, q) for r, p, q in zip(rows, apart, adjusted, strict=True)]
+    return (f"\n\nEach draw's value of the statistics the `{route}` route plants (`reports/calibration-*/*/findings.json`"
+            f", draws in name order): " + ". ".join(rows) + ".")
 
 
 def operating_point_table(o: Outputs) -> str:

@@ -42,7 +42,7 @@ Why the last two exist. ``label_noise`` and ``quality`` do change the flipped an
 images, but a PIE is an image whose *ranking of the 20 classes* the pruned ensemble changes most
 (:mod:`cxrprune.analysis.pies`). A faint trace of one class, or evidence blurred away, leaves an
 image nearer the class prior, which pruning keeps: with trained networks held fixed, flipped and
-degraded images drawn by those two routes are PIEs at about the rate of the others
+degraded images drawn by those two routes are PIEs no more often than the others
 (``benchmarks/pie_routes.py``, output in ``benchmarks/results/pie_routes.txt``). What moves a
 ranking is evidence over several classes that the dense network reads and a pruned one reads
 differently: several borderline findings (``ambiguity``) or opacity-like texture (``mottle``).
