@@ -200,15 +200,24 @@ def _compiled_training(prep: Path, tmp: Path, trainings: int, **limits: str) -> 
     return proc.stdout.strip().splitlines()[-1]
 
 
+@pytest.fixture(scope="module")
+def compiled(prepared, tmp_path_factory) -> tuple[Path, str]:
+    """Two compiled trainings without CPU limits; their temporary folder (with Inductor's
+    cache in it) and the child's last line. Shared by the two tests below: compiling is the
+    slowest thing in this file."""
+    tmp = tmp_path_factory.mktemp("compiled")
+    return tmp, _compiled_training(prepared, tmp, 2)
+
+
 @pytest.mark.slow
-def test_compiled_training_reaches_a_finite_loss_bit_identically(prepared, tmp_path):
+def test_compiled_training_reaches_a_finite_loss_bit_identically(compiled):
     """torch.compile on the CPU (Inductor, a C++ compiler): minutes of compilation on 2
     cores, hence slow. The compiled step shares the model's parameters."""
-    assert _compiled_training(prepared, tmp_path, 2) == "compiled training: 2 finite, bit-identical"
+    assert compiled[1] == "compiled training: 2 finite, bit-identical"
 
 
 @pytest.mark.slow
-def test_compiled_kernels_of_a_cpu_limited_run_are_cached_apart(prepared, tmp_path):
+def test_compiled_kernels_of_a_cpu_limited_run_are_cached_apart(prepared, compiled):
     """Inductor's cache key leaves out ATEN_CPU_CAPABILITY: a compiled training under the
     README's AVX2 limits that found an unlimited run's kernels in the same cache died with a
     segmentation fault (an AMD EPYC with AVX-512, torch 2.14.1). numerics.compiled_kernel_cache
@@ -218,9 +227,9 @@ def test_compiled_kernels_of_a_cpu_limited_run_are_cached_apart(prepared, tmp_pa
                     "the AVX2 limits change nothing here, so there is no other run's kernels to keep apart")
     limits = {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR", "ATEN_CPU_CAPABILITY": "avx2",
               "ONEDNN_MAX_CPU_ISA": "AVX2"}
-    assert _compiled_training(prepared, tmp_path, 1) == "compiled training: 1 finite, bit-identical"
-    assert _compiled_training(prepared, tmp_path, 1, **limits) == "compiled training: 1 finite, bit-identical"
-    apart = [d.name for d in tmp_path.glob("torchinductor*/cpu-limits-*") if any(d.iterdir())]
+    tmp = compiled[0]  # holds the unlimited run's kernels
+    assert _compiled_training(prepared, tmp, 1, **limits) == "compiled training: 1 finite, bit-identical"
+    apart = [d.name for d in tmp.glob("torchinductor*/cpu-limits-*") if any(d.iterdir())]
     assert apart == ["cpu-limits-" + "-".join(f"{k}={limits[k]}" for k in CPU_LIMITS).replace(" ", "_")]
 
 
