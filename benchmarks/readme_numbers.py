@@ -576,40 +576,39 @@ def calibration(o: Outputs) -> str:
 
 
 def _route_values(o: Outputs, route: str) -> str:
-    """Each draw's value of the statistics ``route`` plants, in both arms side by side (from the
-    snapshots' findings.json): whether the planted draws sit apart from the ones with nothing
+    """Each draw's value of the statistics ``route`` plants, in both arms side by side (the
+    committed compare snapshots): whether the planted draws sit apart from the ones with nothing
     planted shows more than the counts of significant draws."""
     from scipy.stats import mannwhitneyu
 
+    from cxrprune.analysis import compare
     from cxrprune.analysis.findings import CLAIMS
     from cxrprune.stats.multiplicity import holm
 
-    def values(arm: str, key: str) -> list[float]:
-        index = json.loads((o.root / f"reports/calibration-{arm}/experiments.json").read_text())["experiments"]
-        docs = [json.loads((o.root / f"reports/calibration-{arm}" / e["folder"] / "findings.json").read_text())
-                for e in sorted(index, key=lambda e: e["name"])]
-        return [d["findings"][key]["value"] for d in docs if d["findings"].get(key, {}).get("value") is not None]
+    arms = {arm: sorted(compare.load(o.root / f"reports/calibration-{arm}")[0], key=lambda e: e.name)
+            for arm in ("planted", "none")}
 
-    rows, apart = [], []
-    for claim in (c for c in CLAIMS if route in c.routes):
+    def values(arm: str, key: str) -> list[float]:
+        return [v for e in arms[arm] if (v := e.findings["findings"].get(key, {}).get("value")) is not None]
+
+    claims = [c for c in CLAIMS if route in c.routes and c.direction != 0]
+    if not claims:
+        return ""
+    sides, apart = [], []
+    for claim in claims:
         planted, none = values("planted", claim.key), values("none", claim.key)
-        if claim.direction == 0:
-            continue
 
         def side(v: list[float]) -> str:
             ways = sum((x - claim.null) * claim.direction > 0 for x in v)
             return f"{', '.join(f'{x:+.2f}' for x in v)} ({ways} of {len(v)} the paper's way)"
+        sides.append((side(planted), side(none)))
         # Draws are the unit here (each a new generator seed): do the planted draws' values sit
         # the paper's way of the unplanted ones? Exact rank-sum test, one-sided in that direction.
         apart.append(mannwhitneyu(planted, none, alternative="greater" if claim.direction > 0 else "less",
                                   method="exact").pvalue)
-        rows.append(f"*{claim.title}* ({claim.statistic.split(';')[0]}): planted {side(planted)}; "
-                    f"nothing planted {side(none)}; planted draws the paper's way of the unplanted ones: "
-                    "exact Mann-Whitney p {:.3f}, Holm-adjusted over the route's statistics {:.3f}")
-    if not rows:
-        return ""
-    adjusted = holm(apart).adjusted
-    rows = [r.format(p, q) for r, p, q in zip(rows, apart, adjusted, strict=True)]
+    rows = [f"*{c.title}* ({c.statistic.split(';')[0]}): planted {sp}; nothing planted {sn}; planted draws the "
+            f"paper's way of the unplanted ones: exact Mann-Whitney p {p:.3f}, Holm-adjusted over the route's "
+            f"statistics {q:.3f}" for c, (sp, sn), p, q in zip(claims, sides, apart, holm(apart).adjusted, strict=True)]
     return (f"\n\nEach draw's value of the statistics the `{route}` route plants (`reports/calibration-*/*/findings.json`"
             f", draws in name order): " + ". ".join(rows) + ".")
 
