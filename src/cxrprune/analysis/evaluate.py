@@ -56,6 +56,7 @@ from cxrprune.core.config import EvaluateConfig
 from cxrprune.core.errors import DataError
 from cxrprune.core.layout import producer
 from cxrprune.datasets.prepare import load_meta
+from cxrprune.stats import multiplicity
 from cxrprune.stats.metrics import metrics_for_blocks
 from cxrprune.stats.noninferiority import fixed_sequence
 
@@ -325,21 +326,12 @@ def paired_tests_by_method(maps: pd.DataFrame, method_levels: dict[str, list[flo
 
 
 def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Holm step-down adjusted p-values (family-wise error control), in the input order.
-
-    With the p-values sorted ascending, ``p_adj_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))``;
-    rejecting ``p_adj <= alpha`` is Holm's procedure. (SciPy has no Holm correction;
-    ``scipy.stats.false_discovery_control`` is Benjamini-Hochberg.)
-    """
+    """Holm step-down adjusted p-values in the input order (:func:`cxrprune.stats.multiplicity.holm`),
+    for families where every test was done: a NaN here is a bug upstream, so it is an error."""
     p = np.asarray(p_values, dtype=np.float64)
-    if p.ndim != 1 or np.isnan(p).any() or ((p < 0) | (p > 1)).any():
+    if p.ndim != 1 or np.isnan(p).any():
         raise ValueError(f"holm needs a 1-D array of p-values in [0, 1], got {p!r}")
-    m = p.size
-    order = np.argsort(p, kind="stable")
-    adjusted_sorted = np.minimum(np.maximum.accumulate((m - np.arange(m)) * p[order]), 1.0)
-    adjusted = np.empty(m)
-    adjusted[order] = adjusted_sorted
-    return adjusted
+    return multiplicity.holm(p).as_array()
 
 
 def max_safe_sparsity(levels: Sequence[float], significant: Sequence[bool]) -> float:
