@@ -77,7 +77,10 @@ def _assert_same_masks_up_to_ties(model: nn.Module, ours: list[torch.Tensor], re
         assert torch.all(w[differ] == threshold), "masks differ away from the threshold's ties"
 
 
-@pytest.mark.parametrize("arch", NEW + [pytest.param(a, marks=pytest.mark.slow) for a in HEAVY])
+# Not vit_b_16: its masks come from the same code over the same torchvision VisionTransformer as
+# vit_tiny's (its prunable set is checked above), and torch's oracle over its 86M weights was the
+# slowest unit test of the suite (44 s).
+@pytest.mark.parametrize("arch", NEW + [pytest.param("convnext_tiny", marks=pytest.mark.slow)])
 def test_masks_match_global_unstructured_and_sparsity_equals_request(arch):
     model = _model(arch)
     # The heavy models check one level against torch (each torch oracle is a full copy and

@@ -179,10 +179,11 @@ def test_changing_a_prune_parameter_reruns_only_prune_and_after(study, tmp_path)
     params = yaml.safe_load((ws / "params.yaml").read_text())
     params["prune"]["methods"] = ["l1"]
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = run(["dvc", "repro"], ws)
+    # Up to evaluate, the first stage after prune: what follows it is DVC's own graph walk (and
+    # analyze's rerun is the analysis-edit test's), and the stages after evaluate took half of
+    # this test's 80-100 s.
+    out = run(["dvc", "repro", "evaluate"], ws)
     ran = stages_run(out)
-    assert {f"prune@{s}" for s in SEEDS} <= ran
-    assert {"evaluate", "analyze"} <= ran
-    assert not ran & {"generate", "prepare", *[f"train@{s}" for s in SEEDS]}, ran
+    assert ran == {*[f"prune@{s}" for s in SEEDS], "evaluate"}, ran
     preds = pd.read_parquet(ws / "data/predictions/synthetic/seed-0.parquet")
     assert set(preds["method"]) == {"l1"}
