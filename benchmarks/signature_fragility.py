@@ -1,19 +1,24 @@
 """How much of each finding's drawing do L1-pruned networks keep, with no route planted?
 
-Not a speed benchmark: the measurement behind the generator's ``frequency`` route
-(``src/cxrprune/datasets/synth/mechanisms.py``, ``FRAGILITY``). In the calibration draws with
-nothing planted (``synthetic.mechanisms: []``), which findings a pruned network forgets is set
-mostly by how each finding is drawn, not by how often it occurs: a class's retained AUROC lift
-correlates across independent draws (mean pairwise Spearman rho printed below), and not with
-its training count. The route gives the rarer classes the drawings that pruning keeps least of,
-so "rare classes are forgotten more" gets a cause in the images; this script ranks the drawings.
+Not a speed benchmark: the measurement behind the README's account of the ``frequency`` route
+(Calibration). In the calibration draws with nothing planted (``synthetic.mechanisms: []``),
+which findings a pruned network forgets is set mostly by how each finding is drawn, not by how
+often it occurs: a class's retained AUROC lift correlates across independent draws (mean
+pairwise Spearman rho printed below), and not with prevalence. Those class-to-class differences
+are what a per-draw correlation with frequency over 20 classes has to see through. Commit
+``0b432af`` drew the rarer classes with the drawings this order ranks least kept (the k-th rarest
+class as the k-th finding of ``order``) and ran five planted draws: forgetting then separated the
+arms across draws, but per draw it stayed underpowered and the PIE routes lost their PIEs to it
+(README, Calibration), so that route was not kept.
 
 Input: the ``metrics/<name>/per_class.csv`` of each unplanted draw (seeds x methods x levels x
 classes). For each draw, each finding's retained AUROC lift at ``--level`` is
 ``(AUROC_pruned - 0.5) / (AUROC_dense - 0.5)`` of the seed-mean L1 AUROCs (the statistic of
 ``analysis/chance_corrected.py`` at one level); the ranking is by its median over draws, least
-kept first (the median: a draw where a class was barely learned divides by a lift near 0). "No Finding" has no drawing and is left out. What it cannot show: how a drawing fares for
-a class with another training count (the route's draws measure that, README, Calibration).
+kept first (the median: a draw where a class was barely learned divides by a lift near 0).
+"No Finding" has no drawing and is left out. What it cannot show:
+how a drawing fares for a class with another training count (commit ``0b432af``'s planted draws
+measured that).
 
     for k in 1 2 3 4 5; do git -C CAL show refs/exps/.../none-$k:metrics/synthetic/per_class.csv > /tmp/none-$k.csv; done
     python benchmarks/signature_fragility.py /tmp/none-{1,2,3,4,5}.csv
@@ -54,8 +59,7 @@ def main() -> None:
         pairwise = float(rho[np.triu_indices(len(draws.columns), 1)].mean())
         out = draws.assign(median=draws.median(axis=1)).sort_values("median", kind="stable")
         prevalence = pd.Series(nih_train_prevalence(), index=list(NIH_CXR_LT_CLASSES)).loc[out.index]
-        # The order must not already follow frequency in the unplanted draws, or the route would
-        # plant nothing new: printed beside it.
+        # Whether the unplanted draws already tie what pruning keeps to frequency: printed beside it.
         vs_prevalence = float(spearmanr(out["median"], prevalence).statistic)
         print(f"retained AUROC lift at {args.level:g} sparsity, L1, seed-mean, {len(draws.columns)} unplanted draws")
         print(f"mean pairwise Spearman rho of the per-finding values across draws: {pairwise:.2f}")

@@ -47,7 +47,7 @@ PERSISTENCE = 0.5  # chance that a follow-up image repeats the patient's previou
 _PARALLEL_MIN_IMAGES = 400  # below this, worker start-up costs more than it saves
 
 # Independent random streams; the numbers are part of the output's identity.
-_LABELS, _SPLIT, _NOISE, _TOP_UP, _ANATOMY, _IMAGE, _EXTRA_NOISE, _AMBIGUITY, _MOTTLE, _FREQUENCY = range(10)
+_LABELS, _SPLIT, _NOISE, _TOP_UP, _ANATOMY, _IMAGE, _EXTRA_NOISE, _AMBIGUITY, _MOTTLE = range(9)
 
 
 def label_file(split: str) -> str:
@@ -206,8 +206,7 @@ def render_patient(cfg: SyntheticConfig, image_dir: Path, task: tuple[int, str, 
     body_rng = stream(cfg.seed, _ANATOMY, patient)
     anatomy, geometry = render.draw_anatomy(body_rng), render.draw_geometry(body_rng)
     frequency = mechanisms.strength(cfg.mechanisms, cfg.effect, "frequency")
-    drawings = (mechanisms.patient_drawings(frequency, stream(cfg.seed, _FREQUENCY, patient))
-                if frequency > 0 else None)
+    extent = mechanisms.class_extent(frequency)
     faint_effect = mechanisms.strength(cfg.mechanisms, cfg.effect, "label_noise")
     quality_effect = mechanisms.strength(cfg.mechanisms, cfg.effect, "quality")
     # The PIE routes plant an association the PIE analyses read on the test split, and only there:
@@ -225,7 +224,7 @@ def render_patient(cfg: SyntheticConfig, image_dir: Path, task: tuple[int, str, 
         traces = (mechanisms.ambiguous_findings(labels, flipped[k], stream(cfg.seed, _AMBIGUITY, patient, k))
                   if ambiguity > 0 and flipped[k] >= 0 else [])
         image = render.render(labels, anatomy, geometry, rng, cfg.image_size, cfg.signal, faint=flipped[k],
-                              faint_effect=faint_effect, drawings=drawings, traces=traces,
+                              faint_effect=faint_effect, extent=extent, polarity=frequency, traces=traces,
                               trace_strength=ambiguity * mechanisms.AMBIGUOUS_SEVERITY)
         image, quality, kind = render.degrade(image, rng, cfg.degrade_rate, quality_effect)
         if mottle > 0 and kind != "none":

@@ -5,21 +5,25 @@ be one that was planted, and a finding that was not planted should not be report
 route is a switch (``synthetic.mechanisms``) with one strength (``synthetic.effect``, 0..1,
 each route linear in it), and ``mechanisms: []`` is the negative control, no route at all:
 
-- ``frequency``: rarer classes get the drawings that pruning keeps least of. With nothing
-  planted, which findings an L1-pruned network forgets is set mostly by how each is drawn (a
-  class's retained AUROC lift correlates across independent draws, mean pairwise Spearman rho
-  0.65, and not with its frequency, rho +0.09: ``benchmarks/signature_fragility.py``, output in
-  ``benchmarks/results/signature_fragility.txt``). :data:`FRAGILITY` orders the drawings by that
-  measurement, least kept first; the route draws the k-th rarest class (:func:`rarity`) with the
-  k-th drawing of that order (its severity range, anatomy change and drawing), in a share
-  ``effect`` of patients (:func:`patient_drawings`). Labels, co-occurrence, splits and every
-  other pixel are unchanged: the class keeps its name and its training count, and its evidence
-  becomes the kind a pruned network loses first, so the paper's "rare classes are forgotten
-  more" has a cause in the images. Two earlier forms were too weak to be found per draw: rarer
-  classes drawn fainter (severity times ``1 - 0.25 * rarity``; "forgotten earlier" rho
-  -0.09..0.17 in five planted draws) and rarer classes drawn focal and gas-like, commoner ones
-  diffuse and opacity-like ("forgotten more" rho +0.04..+0.50, the rarest drawings often not
-  learned at all): the class-to-class differences of the drawings outweighed the reshaping.
+- ``frequency``: a finding's extent and polarity follow its class's frequency: rarer classes
+  are drawn *focal* (kept only under a Gaussian window around the drawing's strongest point)
+  and *dark* (gas-like), more frequent ones *diffuse* (a blurred halo added around it, brought
+  back to the drawing's own peak) and *bright* (opacity-like), the extent by ``effect * (2 *
+  rarity - 1)`` and the polarity in a share ``effect`` of patients
+  (:func:`cxrprune.datasets.synth.render._reshape`; the median class unchanged). The paper's
+  "rare classes are forgotten more" then has a cause in the images that acts through what
+  pruning removes. Global average pooling reads a focal signature from a few positions and a
+  diffuse one from many, and pruning adds feature noise at every position, so a focal
+  signature's share of the pooled evidence drowns first while the dense network, whose
+  background is quiet, reads both; and in the calibration draws with nothing planted the
+  gas-like findings (emphysema, pneumothorax, pneumomediastinum, pneumoperitoneum,
+  subcutaneous emphysema) kept the least of their AUROC at 85% sparsity, bright and extensive
+  ones (edema, consolidation, mass) the most. Findings drawn only as an anatomy change
+  (Cardiomegaly, Tortuous Aorta, and the anatomy part of Atelectasis and Emphysema) are not
+  reshaped. Without the route a class's signature does not depend on its frequency (only the
+  number of training examples does). Why not fainter: an earlier form drew rarer classes
+  weaker (severity times ``1 - 0.25 * rarity``), which lowers the dense and the pruned
+  network's separation alike; in five planted draws "forgotten earlier" had rho -0.09..0.17.
 - ``label_noise``: the class whose CSV label is flipped is drawn faintly (borderline evidence,
   at ``render.FAINT`` of its lowest severity at effect 1), the ambiguity that makes a report
   wrong and a model unsure. Without it, flips live in the CSV only: the image shows the truth.
@@ -59,21 +63,13 @@ from typing import Sequence
 
 import numpy as np
 
-from cxrprune.core.classes import NIH_CXR_LT_CLASSES, nih_train_prevalence
+from cxrprune.core.classes import nih_train_prevalence
 from cxrprune.core.config import MECHANISMS
 from cxrprune.datasets.synth.labels import FINDING_INDICES
 
 AMBIGUOUS_FINDINGS = 5  # unlabelled borderline findings an ambiguous (flipped) image shows
 AMBIGUOUS_SEVERITY = 1.5  # their strength at effect 1, in multiples of each class's lowest severity
 MOTTLE = 0.12  # mottle amplitude (image intensity, 0..1) of a degradation of severity 1 at effect 1
-# The findings' drawings by how much of them L1-pruned networks kept with nothing planted, least
-# first: the median over the five committed unplanted draws (README, Calibration) of the retained
-# AUROC lift at 85% sparsity (benchmarks/results/signature_fragility.json, "order"; a test checks
-# that this is that order).
-FRAGILITY = ("Emphysema", "Nodule", "Pneumoperitoneum", "Pneumomediastinum", "Infiltration",
-             "Subcutaneous Emphysema", "Calcification of the Aorta", "Atelectasis", "Hernia", "Mass",
-             "Effusion", "Fibrosis", "Pneumothorax", "Tortuous Aorta", "Pneumonia", "Pleural Thickening",
-             "Cardiomegaly", "Consolidation", "Edema")
 
 
 def strength(mechanisms: Sequence[str], effect: float, mechanism: str) -> float:
@@ -94,25 +90,13 @@ def rarity() -> np.ndarray:
     return ranks / (len(order) - 1)
 
 
-def class_drawings() -> list[int]:
-    """The ``frequency`` route's drawing of each finding position (canonical finding order): the
-    position of the finding whose drawing it takes, the k-th rarest class the k-th of
-    :data:`FRAGILITY`. A permutation, so each drawing is used once."""
-    names = [NIH_CXR_LT_CLASSES[c] for c in FINDING_INDICES]
-    rarest_first = np.argsort(-rarity(), kind="stable")
-    drawings = np.empty(len(names), dtype=int)
-    drawings[rarest_first] = [names.index(name) for name in FRAGILITY]
-    return drawings.tolist()
-
-
-def patient_drawings(frequency_effect: float, rng: np.random.Generator) -> list[int] | None:
-    """One patient's drawings under the ``frequency`` route: :func:`class_drawings` for a share
-    ``frequency_effect`` of patients (one uniform from the route's own stream ``rng``), ``None``
-    (each finding its own drawing) for the others and when the route is off, so the unplanted
-    generator consumes no other stream and stays byte-identical."""
-    if frequency_effect <= 0.0 or rng.random() >= frequency_effect:
+def class_extent(frequency_effect: float) -> list[float] | None:
+    """Per-finding extent of the ``frequency`` route, ``effect * (2 * rarity - 1)`` in [-1, 1]
+    (``None`` when the route is off, so the unplanted generator reshapes nothing and stays
+    byte-identical)."""
+    if frequency_effect <= 0.0:
         return None
-    return class_drawings()
+    return (frequency_effect * (2.0 * rarity() - 1.0)).tolist()
 
 
 def ambiguous_findings(true_labels: np.ndarray, flipped: int, rng: np.random.Generator) -> list[int]:

@@ -550,12 +550,60 @@ def _expose(image: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarra
     return image
 
 
+def _accumulators(sc: Scene) -> tuple[np.ndarray, ...]:
+    return sc.opacity.copy(), sc.lucency.copy(), sc.overlay.copy(), sc.marking_mask.copy()
+
+
+FOCUS = 0.15  # window width (normalised units, the image is 2 wide) of a finding at extent 1: ~2.4 px at 32 px
+SPREAD = 0.2  # width of the halo added to a finding at extent -1 (normalised units: ~3 px at 32 px)
+HALO = 0.5  # the halo's peak at extent -1, as a share of the finding's own peak
+
+
+def _reshape(sc: Scene, before: tuple[np.ndarray, ...], extent: float, polar: bool = False) -> None:
+    """Change the extent of a finding's drawing (what it added to the scene since ``before``) at
+    the same peak contrast: ``extent > 0`` keeps it only under a Gaussian window of width
+    ``FOCUS / extent`` around the point where it changed the scene most (focal; a finding drawn
+    on both sides keeps that point's side); ``extent < 0`` adds a halo, the drawing blurred over
+    ``SPREAD`` and scaled to ``-extent * HALO`` of its peak (diffuse). ``polar``: the drawing
+    also takes the polarity of its side, dark (gas-like) for ``extent > 0``, bright
+    (opacity-like) for ``extent < 0``, by exchanging what it adds to lung opacity and lung
+    lucency and negating what it overlays, when its net brightness is the other way."""
+    names = ("opacity", "lucency", "overlay", "marking_mask")
+    deltas = [getattr(sc, n) - b for n, b in zip(names, before)]
+    if polar:
+        # Net brightness: opacity brightens the lungs, lucency darkens them (image -= 0.4 * air).
+        bright = float(0.4 * (deltas[0].sum() - deltas[1].sum()) + deltas[2].sum())
+        if bright * extent > 0.0:
+            deltas = [deltas[1], deltas[0], -deltas[2], deltas[3]]
+    total = np.abs(deltas[0]) + np.abs(deltas[1]) + np.abs(deltas[2]) + np.abs(deltas[3])
+    peak = float(total.max())
+    if peak <= 0.0:
+        return
+    if extent > 0.0:
+        i = np.unravel_index(int(np.argmax(total)), total.shape)
+        width = FOCUS / extent
+        window = np.exp(_F32(-0.5 / (width * width)) * ellipse(sc.u, sc.v, float(sc.u[i]), float(sc.v[i]), 1.0, 1.0))
+        shaped = [window * d for d in deltas]
+    else:
+        sigma = SPREAD * sc.size / 2.0
+        halos = [gaussian_filter(d, sigma, mode="constant") for d in deltas]
+        halo_peak = float((np.abs(halos[0]) + np.abs(halos[1]) + np.abs(halos[2]) + np.abs(halos[3])).max())
+        gain = _F32(-extent * HALO * peak / halo_peak) if halo_peak > 0.0 else _F32(0.0)
+        shaped = [d + gain * h for d, h in zip(deltas, halos)]
+        # Back to the drawing's own peak: the halo widens the finding, it does not brighten it.
+        new_peak = float((np.abs(shaped[0]) + np.abs(shaped[1]) + np.abs(shaped[2]) + np.abs(shaped[3])).max())
+        shaped = [d * _F32(peak / new_peak) for d in shaped]
+    for n, b, d in zip(names, before, shaped):
+        setattr(sc, n, b + d)
+    sc.marking_mask = np.clip(sc.marking_mask, 0.0, 1.0)
+
+
 FAINT = 0.35  # a faint finding's strength, as a fraction of its class's lowest severity
 
 
 def render(labels: np.ndarray, anatomy: Anatomy, geometry: np.ndarray, rng: np.random.Generator,
            size: int = 128, signal: float = 1.0, faint: int = -1, faint_effect: float = 1.0,
-           drawings: Sequence[int] | None = None, traces: Sequence[int] = (),
+           extent: Sequence[float] | None = None, polarity: float = 0.0, traces: Sequence[int] = (),
            trace_strength: float = 0.0) -> np.ndarray:
     """A float32 image in [0, 1] showing the findings that are 1 in ``labels`` (canonical order).
 
@@ -563,10 +611,10 @@ def render(labels: np.ndarray, anatomy: Anatomy, geometry: np.ndarray, rng: np.r
     lowest severity: the ambiguous trace behind a label-noise flip (a report that names a
     barely visible finding, or misses one). ``faint_effect`` (the ``label_noise`` route of
     :mod:`~cxrprune.datasets.synth.mechanisms`) moves linearly from the truth (0: the class is
-    drawn as the true labels say) to that faint trace (1). ``drawings`` (the ``frequency`` route, a
-    permutation of the finding positions) draws finding ``j`` as finding ``drawings[j]`` would be
-    drawn for this patient: its severity range and draw, anatomy change and geometry (``None``:
-    each its own). ``traces`` (finding positions, canonical
+    drawn as the true labels say) to that faint trace (1). ``extent`` (the ``frequency`` route)
+    gives each finding's drawing a change of extent at the same peak contrast (:func:`_reshape`):
+    focal above 0, diffuse below, untouched at 0; for a share ``polarity`` of patients the
+    drawing also takes its side's polarity (focal dark, diffuse bright). ``traces`` (finding positions, canonical
     finding order, absent from ``labels``) are drawn at ``trace_strength`` times their class's
     lowest severity (the ``ambiguity`` route). ``rng`` is consumed identically whatever the
     labels and routes (finding textures come from a child generator), so one seed renders the
@@ -574,17 +622,10 @@ def render(labels: np.ndarray, anatomy: Anatomy, geometry: np.ndarray, rng: np.r
     finding's signature alone.
     """
     # Python floats, not NumPy scalars: a float64 scalar would promote every float32 array.
-    # Drawn per drawing, then read per finding, so a finding under the frequency route gets exactly
-    # the severity (and below, the geometry) its drawing's own finding would have had.
-    drawn = (rng.uniform(_SEVERITY_LOW, _SEVERITY_HIGH) * signal).tolist()
-    use = range(len(FINDING_INDICES)) if drawings is None else drawings
-    strength = [drawn[d] for d in use]
-    low = [float(_SEVERITY_LOW[d]) for d in use]
-    finding = [_FINDING_LIST[d] for d in use]
-    geometry = [geometry[d].tolist() for d in use]
+    strength = (rng.uniform(_SEVERITY_LOW, _SEVERITY_HIGH) * signal).tolist()
     if faint >= 0 and faint_effect > 0.0:
         j = FINDING_INDICES.index(faint)
-        trace = low[j] * FAINT * signal
+        trace = float(_SEVERITY_LOW[j] * FAINT * signal)
         if faint_effect >= 1.0:
             strength[j] = trace
         else:  # a dropped finding fades from its true strength, an added one grows from nothing
@@ -594,18 +635,26 @@ def render(labels: np.ndarray, anatomy: Anatomy, geometry: np.ndarray, rng: np.r
     if traces and trace_strength > 0.0:
         labels = labels.copy()
         for j in traces:
-            strength[j] = low[j] * trace_strength * signal
+            strength[j] = float(_SEVERITY_LOW[j] * trace_strength * signal)
             labels[FINDING_INDICES[j]] = 1
+    geometry = geometry.tolist()
     textures = np.random.default_rng(rng.integers(2**63))
     present = [j for j, c in enumerate(FINDING_INDICES) if labels[c]]
     anatomy = jitter_anatomy(anatomy, rng)
     for j in present:
-        if finding[j].anatomy is not None:
-            anatomy = finding[j].anatomy(anatomy, geometry[j], strength[j])
+        if _FINDING_LIST[j].anatomy is not None:
+            anatomy = _FINDING_LIST[j].anatomy(anatomy, geometry[j], strength[j])
     sc = _scene(size, anatomy, rng, textures)
     for j in present:
-        if finding[j].draw is not None:
-            finding[j].draw(sc, geometry[j], strength[j])
+        if _FINDING_LIST[j].draw is None:
+            continue
+        shape = 0.0 if extent is None else float(extent[j])
+        before = _accumulators(sc) if shape != 0.0 else None
+        _FINDING_LIST[j].draw(sc, geometry[j], strength[j])
+        if before is not None:
+            # The patient's last uniform of the finding decides the polarity, so a share
+            # ``polarity`` of patients (linear in the route's effect) gets it.
+            _reshape(sc, before, shape, geometry[j][N_GEOMETRY - 1] < polarity)
     return np.clip(_expose(_compose(sc, rng), rng, size), 0.0, 1.0)
 
 
