@@ -19,8 +19,9 @@ BROWSER_TESTS ?= 1
 # single-threaded stage processes and in waits (Ray start-up, MLflow's sqlite writes, the
 # shared study's lock): with two workers the suite kept 1.04 of 2 cores busy on the AVX2 kind
 # (user+sys CPU over wall time, `time bash .ci/run`), so a third fills the gaps. Whole files
-# go to one worker (--dist loadfile): a module's workspace is built once. TEST_WORKERS=0 runs
-# in this process.
+# go to one worker (--dist loadfile): a module's workspace is built once. A fourth was measured
+# no faster (AMD EPYC with AVX-512, fresh clone: pytest 1,036 s against 1,047 s with three, CPU
+# 151% against 145% of 2 cores). TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= 3
 # --no-loadscope-reorder: keep tests/conftest.py's file order (pytest-xdist would otherwise hand
 # out the files with the most tests first, and a long end-to-end file could start last).
