@@ -27,14 +27,16 @@ measured that).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from common import record  # sets up sys.path for src/
 from scipy.stats import spearmanr
 
+from cxrprune.analysis.chance_corrected import AUROC_CHANCE
+from cxrprune.analysis.forgetting import relative_ap
 from cxrprune.core.classes import NIH_CXR_LT_CLASSES, nih_train_prevalence
+
 
 def retained_lift(per_class: pd.DataFrame, level: float) -> pd.Series:
     """Each class's retained AUROC lift at ``level`` from one draw's per-class table (L1)."""
@@ -43,7 +45,8 @@ def retained_lift(per_class: pd.DataFrame, level: float) -> pd.Series:
     at = mean.index[np.isclose(mean.index, level)]
     if len(at) != 1:
         raise SystemExit(f"level {level} is not one of the table's levels {list(mean.index)}")
-    return (mean.loc[at[0]] - 0.5) / (mean.loc[0.0] - 0.5)
+    # relative_ap against chance is retained - 1 (NaN where the dense model is not above chance)
+    return pd.Series(relative_ap(mean.loc[at[0]], mean.loc[0.0], AUROC_CHANCE) + 1.0, index=mean.columns)
 
 
 def main() -> None:
@@ -53,7 +56,7 @@ def main() -> None:
                     help="sparsity (default 0.85: the half-life level of four of the five committed unplanted draws)")
     args = ap.parse_args()
     with record("signature_fragility", args) as fig:
-        draws = pd.DataFrame({f"draw_{i + 1}": retained_lift(pd.read_csv(Path(t)), args.level)
+        draws = pd.DataFrame({f"draw_{i + 1}": retained_lift(pd.read_csv(t), args.level)
                               for i, t in enumerate(args.tables)}).drop(index="No Finding")
         rho = draws.corr(method="spearman").to_numpy()
         pairwise = float(rho[np.triu_indices(len(draws.columns), 1)].mean())
