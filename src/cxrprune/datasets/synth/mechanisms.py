@@ -7,9 +7,9 @@ each route linear in it), and ``mechanisms: []`` is the negative control, no rou
 
 - ``frequency``: a finding's extent and polarity follow its class's frequency: rarer classes
   are drawn *focal* (kept only under a Gaussian window around the drawing's strongest point)
-  and *dark* (gas-like), more frequent ones *diffuse* (a blurred halo added around it, brought
-  back to the drawing's own peak) and *bright* (opacity-like), the extent by ``effect * (2 *
-  rarity - 1)`` and the polarity in a share ``effect`` of patients
+  and *dark* (gas-like), more frequent ones *diffuse* (a broad halo of the drawing's own
+  polarity added around it, up to ``render.HALO`` times its peak) and *bright* (opacity-like),
+  the extent by ``effect * (2 * rarity - 1)`` and the polarity in a share ``effect`` of patients
   (:func:`cxrprune.datasets.synth.render._reshape`; the median class unchanged). The paper's
   "rare classes are forgotten more" then has a cause in the images that acts through what
   pruning removes. Global average pooling reads a focal signature from a few positions and a
@@ -23,7 +23,10 @@ each route linear in it), and ``mechanisms: []`` is the negative control, no rou
   reshaped. Without the route a class's signature does not depend on its frequency (only the
   number of training examples does). Why not fainter: an earlier form drew rarer classes
   weaker (severity times ``1 - 0.25 * rarity``), which lowers the dense and the pruned
-  network's separation alike; in five planted draws "forgotten earlier" had rho -0.09..0.17.
+  network's separation alike; in five planted draws "forgotten earlier" had rho -0.09..0.17. Why
+  the halo is broad and above the drawing: brought back to the drawing's own peak (a halo of
+  half its peak, the form of commit ``f08c034``), it left "forgotten earlier" at rho
+  -0.07..0.19 and "forgotten more" at 0.04..0.50 in that commit's five planted draws.
 - ``label_noise``: the class whose CSV label is flipped is drawn faintly (borderline evidence,
   at ``render.FAINT`` of its lowest severity at effect 1), the ambiguity that makes a report
   wrong and a model unsure. Without it, flips live in the CSV only: the image shows the truth.

@@ -555,16 +555,22 @@ def _accumulators(sc: Scene) -> tuple[np.ndarray, ...]:
 
 
 FOCUS = 0.15  # window width (normalised units, the image is 2 wide) of a finding at extent 1: ~2.4 px at 32 px
-SPREAD = 0.2  # width of the halo added to a finding at extent -1 (normalised units: ~3 px at 32 px)
-HALO = 0.5  # the halo's peak at extent -1, as a share of the finding's own peak
+SPREAD = 0.3  # width of the halo added to a finding at extent -1 (normalised units: ~5 px at 32 px)
+# The halo's peak at extent -1, as a share of the finding's own peak. 2 and not 0.5 with the
+# drawing brought back to its own peak (the form before): that halo left "rare classes forgotten
+# more" at rho 0.04..0.50 in five draws; a broad halo above the drawing reads from many positions
+# (README, Calibration).
+HALO = 2.0
 
 
 def _reshape(sc: Scene, before: tuple[np.ndarray, ...], extent: float, polar: bool = False) -> None:
-    """Change the extent of a finding's drawing (what it added to the scene since ``before``) at
-    the same peak contrast: ``extent > 0`` keeps it only under a Gaussian window of width
+    """Change the extent of a finding's drawing (what it added to the scene since ``before``):
+    ``extent > 0`` keeps it, at the same peak contrast, only under a Gaussian window of width
     ``FOCUS / extent`` around the point where it changed the scene most (focal; a finding drawn
-    on both sides keeps that point's side); ``extent < 0`` adds a halo, the drawing blurred over
-    ``SPREAD`` and scaled to ``-extent * HALO`` of its peak (diffuse). ``polar``: the drawing
+    on both sides keeps that point's side); ``extent < 0`` keeps the drawing and adds a halo, the
+    drawing blurred over ``SPREAD`` and scaled to ``-extent * HALO`` of its peak (diffuse: broad
+    evidence of the finding's own polarity around it, so a common finding is also more
+    conspicuous). ``polar``: the drawing
     also takes the polarity of its side, dark (gas-like) for ``extent > 0``, bright
     (opacity-like) for ``extent < 0``, by exchanging what it adds to lung opacity and lung
     lucency and negating what it overlays, when its net brightness is the other way."""
@@ -590,9 +596,6 @@ def _reshape(sc: Scene, before: tuple[np.ndarray, ...], extent: float, polar: bo
         halo_peak = float((np.abs(halos[0]) + np.abs(halos[1]) + np.abs(halos[2]) + np.abs(halos[3])).max())
         gain = _F32(-extent * HALO * peak / halo_peak) if halo_peak > 0.0 else _F32(0.0)
         shaped = [d + gain * h for d, h in zip(deltas, halos)]
-        # Back to the drawing's own peak: the halo widens the finding, it does not brighten it.
-        new_peak = float((np.abs(shaped[0]) + np.abs(shaped[1]) + np.abs(shaped[2]) + np.abs(shaped[3])).max())
-        shaped = [d * _F32(peak / new_peak) for d in shaped]
     for n, b, d in zip(names, before, shaped):
         setattr(sc, n, b + d)
     sc.marking_mask = np.clip(sc.marking_mask, 0.0, 1.0)
@@ -612,7 +615,7 @@ def render(labels: np.ndarray, anatomy: Anatomy, geometry: np.ndarray, rng: np.r
     barely visible finding, or misses one). ``faint_effect`` (the ``label_noise`` route of
     :mod:`~cxrprune.datasets.synth.mechanisms`) moves linearly from the truth (0: the class is
     drawn as the true labels say) to that faint trace (1). ``extent`` (the ``frequency`` route)
-    gives each finding's drawing a change of extent at the same peak contrast (:func:`_reshape`):
+    gives each finding's drawing a change of extent (:func:`_reshape`):
     focal above 0, diffuse below, untouched at 0; for a share ``polarity`` of patients the
     drawing also takes its side's polarity (focal dark, diffuse bright). ``traces`` (finding positions, canonical
     finding order, absent from ``labels``) are drawn at ``trace_strength`` times their class's
