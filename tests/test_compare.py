@@ -259,11 +259,12 @@ def test_a_named_comparison_of_matching_experiments_writes_its_own_files(tmp_pat
     assert "--name '../escape'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["compare", "calibration-planted", "calibration-none"])
+@pytest.mark.parametrize("name", ["compare", "calibration-frequency", "calibration-planted", "calibration-none"])
 def test_each_committed_comparison_rebuilds_from_its_snapshot(tmp_path, monkeypatch, name):
-    """The committed tables (README: the compare table and the calibration's planted and
-    negative-control draws) are what `cxrprune compare --from reports/NAME --name NAME` writes from
-    the committed snapshot alone, so they regenerate from the repository."""
+    """The committed tables (README: the compare table and the calibration's three arms: the
+    `frequency` route alone, every route, nothing planted) are what `cxrprune
+    compare --from reports/NAME --name NAME` writes from the committed snapshot alone, so they
+    regenerate from the repository."""
     committed = REPO / "reports" / f"{name}.md"
     assert committed.exists() and (REPO / "reports" / name).is_dir(), f"reports/{name}.md or its snapshot is missing"
     snapshot = tmp_path / "reports" / name
