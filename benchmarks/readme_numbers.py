@@ -582,10 +582,9 @@ def calibration(o: Outputs) -> str:
                 met.append(claim.title)
             elif ok_fp:
                 weak.append(claim.title)
-            target = ", ".join(["met" if ok_power and ok_fp else
-                                ", ".join(x for x, ok in (("missed: detected in too few planted draws", ok_power),
-                                                          ("missed: false positives", ok_fp)) if not ok)]
-                               + ([] if ok_apart else ["also reproduced by another route"]))
+            notes = [x for x, ok in (("missed: detected in too few planted draws", ok_power),
+                                     ("missed: false positives", ok_fp)) if not ok] or ["met"]
+            target = ", ".join(notes + ([] if ok_apart else ["also reproduced by another route"]))
         out.append(f"| {claim.title} | {', '.join(claim.routes) or 'none'} | "
                    + " | ".join(row[arm] for arm, _, _ in ARMS) + f" | {target} |")
     routed = [c for c in CLAIMS if c.routes]
