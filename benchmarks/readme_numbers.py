@@ -346,6 +346,21 @@ def _compile_line(path: Path, f: dict, m: dict) -> str:
             f"CPU share {m['cpu_share']:.2f}, {m['started_utc']}): " + "; ".join(parts) + ".")
 
 
+def conv_grad(o: Outputs) -> str:
+    """``train.conv_weight_grad`` from ``benchmarks/results/bench_conv_grad.json``: the whole
+    training step both ways, and each convolution's weight gradient both ways."""
+    b = o.bench("bench_conv_grad")
+    if b is None:
+        return "**Not measured yet**: run `python benchmarks/bench_conv_grad.py`.\n"
+    f = b["figures"]
+    layers = "; ".join(f"{r['conv']} ({r['output_pixels']} output px): {r['onednn_ms']:.1f} vs {r['gemm_ms']:.1f} ms"
+                       for r in f["layers"])
+    return (f"`benchmarks/results/bench_conv_grad.json` ({_machine(b)}): a training step of {f['arch']} at "
+            f"{f['image_size']} px, batch {f['batch_size']}, took {f['native_ms_per_step']:.0f} ms native and "
+            f"{f['gemm_ms_per_step']:.0f} ms with gemm (**{f['native_over_gemm']:.2f}x**). The weight gradient per "
+            f"convolution, oneDNN vs gemm: {layers}.\n")
+
+
 def pie_answer(o: Outputs) -> str:
     """The PIE treatment study's answer on the default data, from metrics/synthetic/pie_treatment.json."""
     path = o.root / "metrics/synthetic/pie_treatment.json"
@@ -802,7 +817,7 @@ def verdict_changes(o: Outputs) -> str:
 RENDER: dict[str, Callable[[Outputs], str]] = {
     "validation": validation, "verdict-changes": verdict_changes,
     "findings": findings, "why": why, "benchmarks": bench_table, "scaleout": scaleout, "repro": repro_time,
-    "operating-points": operating_point_table, "train-speed": train_speed, "pie-answer": pie_answer, "pie-cost": pie_cost,
+    "operating-points": operating_point_table, "train-speed": train_speed, "conv-grad": conv_grad, "pie-answer": pie_answer, "pie-cost": pie_cost,
     "intervention-answer": intervention_answer, "intervention-cost": intervention_cost,
     "compare": compare_table, "deployment": deployment_table, "calibration": calibration,
     "repro-trade": repro_trade, "pie-routes": pie_routes,

@@ -216,6 +216,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile of the training forward/backward
     fused_adam: bool = False  # Adam's fused kernel instead of its per-tensor loop (cxrprune.training.loop.adam)
     ema_decay: float = 0.0  # exponential moving average of the weights per step (0: off); validated and kept
+    # gemm: small-output convolutions' weight gradient as one matrix product (cxrprune.training.conv_grad);
+    # CPU, fp32 and without train.compile only: elsewhere torch's own
+    conv_weight_grad: Literal["native", "gemm"] = "native"
     checkpoint_every_s: float = 0.0  # resume state written after an epoch if this long since the last (0: every epoch)
 
     def __post_init__(self) -> None:

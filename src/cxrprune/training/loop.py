@@ -35,6 +35,7 @@ from cxrprune.core.numerics import autocast, compiled_kernel_cache, grad_scaler,
 from cxrprune.core.runtime import cache_on_device, cpu_heap_reuse, pick_device, set_threads
 from cxrprune.stats.metrics import average_precision, roc_auc
 from cxrprune.training.augment import augment, normalize, to_unit
+from cxrprune.training.conv_grad import gemm_weight_grad
 from cxrprune.training.modelfile import HISTORY_COLUMNS
 from cxrprune.training.models import build_model
 
@@ -266,13 +267,21 @@ def train_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device, 
     :func:`~cxrprune.core.runtime.cpu_heap_reuse` (activations and gradients reuse freed heap
     memory instead of page-faulting fresh ``mmap``s at every step).
     """
-    with _heap_scope(device):
+    with _heap_scope(device), gemm_weight_grad(model, enabled=_gemm_weight_grad(cfg, device, precision)):
         return _run_epoch(model, optimizer, loss_fn, x, y, cfg, gen, device, epoch, precision,
                           scaler if scaler is not None else grad_scaler(precision, device), w, ema)
 
 
 def _heap_scope(device):
     return cpu_heap_reuse() if torch.device(device).type == "cpu" else contextlib.nullcontext()
+
+
+def _gemm_weight_grad(cfg: TrainConfig, device, precision: str) -> bool:
+    # Measured on the CPU in fp32 only (benchmarks/bench_conv_grad.py); a compiled model
+    # generates its own backward kernels, and under autocast the saved input and the
+    # gradient would differ in dtype.
+    return (cfg.conv_weight_grad == "gemm" and torch.device(device).type == "cpu" and precision == "fp32"
+            and not cfg.compile)
 
 
 def _run_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device, epoch, precision, scaler,
