@@ -23,7 +23,7 @@ import torch
 from common import median, print_table, record, spread
 from torch import nn
 
-from cxrprune.core.runtime import cpu_heap_reuse
+from cxrprune.core.heap import cpu_heap_reuse
 from cxrprune.training.conv_grad import gemm_weight_grad, gemm_weight_grad_of, uses_gemm
 from cxrprune.training.models import build_model
 

@@ -65,7 +65,8 @@ from torch.nn.utils import prune as tprune
 from cxrprune.compression.masks import GlobalPruner
 from cxrprune.compression.predict import cpu_chunk
 from cxrprune.compression.prune import prune_and_predict
-from cxrprune.core.runtime import cpu_heap_reuse, pick_device
+from cxrprune.core.heap import cpu_heap_reuse
+from cxrprune.core.runtime import pick_device
 from cxrprune.datasets.prepare import load_image, load_images
 from cxrprune.training.augment import normalize, to_unit
 from cxrprune.training.models import (

@@ -36,7 +36,8 @@ from common import make_pngs, median, print_table, record, spread, timed
 from torch import nn
 
 from cxrprune.core.config import TrainConfig
-from cxrprune.core.runtime import cpu_heap_reuse, pick_device
+from cxrprune.core.heap import cpu_heap_reuse
+from cxrprune.core.runtime import pick_device
 from cxrprune.datasets.prepare import load_images
 from cxrprune.training.augment import augment, normalize, to_unit
 from cxrprune.training.loop import train_epoch

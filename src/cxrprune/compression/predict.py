@@ -4,7 +4,7 @@ Everything per batch is tensor work (slice of the uint8 cache -> device -> float
 normalised, channels-last), under ``torch.inference_mode``; the probabilities stay on the
 device until the end of the pass (one transfer and no per-batch synchronisation on a GPU).
 
-On the CPU every pass runs inside :func:`cxrprune.core.runtime.cpu_heap_reuse` (no page
+On the CPU every pass runs inside :func:`cxrprune.core.heap.cpu_heap_reuse` (no page
 faults after the first batch, ~33 img/s at any batch size for a ResNet50 at 256 px on 2
 cores). Batches are capped on the CPU (:func:`cpu_chunk`) to bound the memory that the heap
 then holds. Nothing changes an arithmetic operation per image; outputs can differ from those
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from cxrprune.core.heap import cpu_heap_reuse
 from cxrprune.core.numerics import precision
-from cxrprune.core.runtime import cpu_heap_reuse
 from cxrprune.training.augment import normalize, to_unit
 
 

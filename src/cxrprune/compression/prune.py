@@ -25,7 +25,8 @@ from cxrprune.compression.predict import predict_probs
 from cxrprune.compression.predictions import LevelResult
 from cxrprune.core.config import PruneConfig, TrainConfig
 from cxrprune.core.errors import DataError
-from cxrprune.core.runtime import cache_on_device, cpu_heap_reuse
+from cxrprune.core.heap import cpu_heap_reuse
+from cxrprune.core.runtime import cache_on_device
 
 
 def prune_and_predict(model: nn.Module, images: torch.Tensor, methods: list[str], levels: list[float],
@@ -37,7 +38,7 @@ def prune_and_predict(model: nn.Module, images: torch.Tensor, methods: list[str]
 
     ``autocast`` (``"bf16"``/``"fp16"``) and ``allow_tf32`` are opt-in lower precision for
     GPUs (see :func:`cxrprune.core.numerics.precision`); the default is fp32. On the CPU all
-    passes share one :func:`~cxrprune.core.runtime.cpu_heap_reuse` scope (the heap is not
+    passes share one :func:`~cxrprune.core.heap.cpu_heap_reuse` scope (the heap is not
     trimmed between levels). ``context`` gives methods their configuration and data (default:
     the default ``prune``/``train`` settings, no data). With ``efficiency`` (a list), one
     efficiency row per compressed model is appended to it, after a ``dense`` row; ``timed``

@@ -20,6 +20,7 @@ from cxrprune.compression.methods import method_levels
 from cxrprune.core.atomic import write_csv, write_json
 from cxrprune.core.catalog import DENSE_REFERENCE
 from cxrprune.core.config import Params
+from cxrprune.core.heap import cpu_heap_reuse
 from cxrprune.core.stage import Stage
 
 
@@ -35,12 +36,16 @@ def run(params: Params) -> None:
     collector = (uncertainty.Collector(labels, classes, boot.resamples, boot.seed, boot.level)
                  if boot.resamples else None)
     tables = []
-    for seed in params.seeds:
-        table = predictions.read_predictions(params, seed, test_ids, classes)
-        tables.append(evaluate.per_class_metrics(table, labels, classes, seed, cfg.f1_threshold,
-                                                 source=str(out.predictions_file(seed))))
-        if collector is not None:
-            collector.add(seed, table)
+    # The bootstrap's per-resample arrays reuse heap pages instead of page-faulting fresh mmaps
+    # (`perf stat` on the default: a third of the stage's wall time was system time).
+    with cpu_heap_reuse():
+        for seed in params.seeds:
+            table = predictions.read_predictions(params, seed, test_ids, classes)
+            tables.append(evaluate.per_class_metrics(table, labels, classes, seed, cfg.f1_threshold,
+                                                     source=str(out.predictions_file(seed))))
+            if collector is not None:
+                collector.add(seed, table)
+        resamples = collector.result() if collector is not None else None
     per_class = pd.concat(tables, ignore_index=True)
     maps = evaluate.map_table(per_class)
     # Every method against the dense model (l1 at 0); l1's result keeps evaluate.json's top-level keys.
@@ -49,7 +54,6 @@ def run(params: Params) -> None:
         cfg.test, cfg.correction, cfg.alpha)
     result = by_method[DENSE_REFERENCE.method]
     curve, summary = evaluate.map_curve(maps), evaluate.summarize(maps, result, cfg, by_method)
-    resamples = collector.result() if collector is not None else None
     if resamples is not None:
         intervals = uncertainty.map_intervals(resamples)
         curve = uncertainty.with_map_intervals(curve, intervals)

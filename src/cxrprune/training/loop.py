@@ -32,7 +32,8 @@ from tqdm import tqdm
 from cxrprune.core.config import TrainConfig
 from cxrprune.core.errors import CxrpruneError
 from cxrprune.core.numerics import autocast, compiled_kernel_cache, grad_scaler, resolve_precision
-from cxrprune.core.runtime import cache_on_device, cpu_heap_reuse, pick_device, set_threads
+from cxrprune.core.heap import cpu_heap_reuse
+from cxrprune.core.runtime import cache_on_device, pick_device, set_threads
 from cxrprune.stats.metrics import average_precision, roc_auc
 from cxrprune.training.augment import augment, normalize, to_unit
 from cxrprune.training.conv_grad import gemm_weight_grad
@@ -264,7 +265,7 @@ def train_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device, 
     augment and normalise as whole-batch tensor ops. The running loss is kept on the device
     in float64 (the same arithmetic as summing ``float(loss) * n``) so a GPU is not
     synchronised at every step. On the CPU the epoch runs inside
-    :func:`~cxrprune.core.runtime.cpu_heap_reuse` (activations and gradients reuse freed heap
+    :func:`~cxrprune.core.heap.cpu_heap_reuse` (activations and gradients reuse freed heap
     memory instead of page-faulting fresh ``mmap``s at every step).
     """
     with _heap_scope(device), gemm_weight_grad(model, enabled=_gemm_weight_grad(cfg, device, precision)):
