@@ -682,21 +682,27 @@ def deployment_table(o: Outputs) -> str:
 
 def repro_time(o: Outputs) -> str:
     """The default study's wall time (benchmarks/bench_repro.py: `dvc repro` from nothing),
-    and every earlier run of the same default kept as ``bench_repro-default-<date>.json``:
-    one machine has given quite different times at different hours, and a budget has to
-    hold for the slowest of them."""
-    line = _repro_line(o, "bench_repro", "the default")
-    earlier = []
-    for path in sorted((o.root / "benchmarks" / "results").glob("bench_repro-default-*.json")):
-        b = json.loads(path.read_text())
-        f, m = b["figures"], b["machine"]
-        kind = _kind(m)
-        shared = ", shared with other work" if f["children_cpu_share"] < 0.75 * m["nproc"] else ""
-        earlier.append(f"{_min_s(f['total_s'])} ({m['cpu_model']}{', ' + kind if kind else ''}, {m['started_utc']}, "
-                       f"the stages' CPU share {f['children_cpu_share']:.2f}{shared}; `{path.relative_to(o.root)}`)")
-    if earlier:
-        line = line.rstrip("\n") + " Other runs of the same default: " + "; ".join(earlier) + ".\n"
-    return line
+    every other run of the same default kept as ``bench_repro-default-<date>.json`` (one
+    machine has given quite different times at different hours, and a budget has to hold for
+    the slowest of them), and the runs of the default before ``train.conv_weight_grad: gemm``
+    kept as ``bench_repro-native-<date>.json``."""
+    line = _repro_line(o, "bench_repro", "the default").rstrip("\n")
+    for pattern, what in (("bench_repro-default-*.json", "Other runs of the same default"),
+                          ("bench_repro-native-*.json", "Runs of the default before `train.conv_weight_grad: gemm` "
+                                                        "(torch's own backward; other code of their date)")):
+        runs = [_earlier_run(o, path) for path in sorted((o.root / "benchmarks" / "results").glob(pattern))]
+        if runs:
+            line += f" {what}: " + "; ".join(runs) + "."
+    return line + "\n"
+
+
+def _earlier_run(o: Outputs, path: Path) -> str:
+    b = json.loads(path.read_text())
+    f, m = b["figures"], b["machine"]
+    kind = _kind(m)
+    shared = ", shared with other work" if f["children_cpu_share"] < 0.75 * m["nproc"] else ""
+    return (f"{_min_s(f['total_s'])} ({m['cpu_model']}{', ' + kind if kind else ''}, {m['started_utc']}, "
+            f"the stages' CPU share {f['children_cpu_share']:.2f}{shared}; `{path.relative_to(o.root)}`)")
 
 
 def repro_trade(o: Outputs, budget_s: float = 600.0) -> str:

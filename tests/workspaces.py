@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SEEDS = [0, 1]
 LEVELS = [0.0, 0.5, 0.9]
-METHODS = ["l1", "random", "channel", "int8"]  # the default's methods: int8 has one level, 0.0
+METHODS = ["l1", "random", "channel", "int8"]  # the default's and channel (out of the default for time): int8 has one level, 0.0
 N_BLOCKS = 3 * len(LEVELS) + 1  # (method, level) blocks per seed
 # The tiny study's `dvc repro` takes about 2.5 min on the AVX2 kind with the other core busy;
 # 20 min means a hang, not a slow machine.
