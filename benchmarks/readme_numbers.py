@@ -685,7 +685,7 @@ def repro_time(o: Outputs) -> str:
     every other run of the same default kept as ``bench_repro-default-<date>.json`` (one
     machine has given quite different times at different hours, and a budget has to hold for
     the slowest of them), and the runs of the default before ``train.conv_weight_grad: gemm``
-    kept as ``bench_repro-native-<date>.json``."""
+    kept as ``bench_repro-native-default-<date>.json``."""
     line = _repro_line(o, "bench_repro", "the default").rstrip("\n")
     for pattern, what in (("bench_repro-default-*.json", "Other runs of the same default"),
                           ("bench_repro-native-*.json", "Runs of the default before `train.conv_weight_grad: gemm` "
