@@ -220,6 +220,10 @@ class TrainConfig:
     # CPU, fp32 and without train.compile only: elsewhere torch's own
     conv_weight_grad: Literal["native", "gemm"] = "native"
     checkpoint_every_s: float = 0.0  # resume state written after an epoch if this long since the last (0: every epoch)
+    # CUDA: cuDNN's deterministic kernels and no autotuning, so a seed gives the same weights on the
+    # same GPU (cxrprune.core.numerics.device_settings); false: autotuned, not bit-reproducible. The
+    # CPU is deterministic either way.
+    deterministic: bool = True
 
     def __post_init__(self) -> None:
         _require(1 <= self.epochs <= MAX_STEPS, "train.epochs", f"an integer in [1, {MAX_STEPS}]", self.epochs)

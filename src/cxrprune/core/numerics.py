@@ -1,5 +1,5 @@
 """The one place that decides numerics, for training and inference: the autocast dtype,
-the gradient scaler and fp32 on CUDA (IEEE or TF32).
+the gradient scaler, fp32 on CUDA (IEEE or TF32) and CUDA's deterministic kernels.
 
 ``train.precision`` is ``auto``, ``fp32``, ``bf16`` or ``fp16``. ``auto``: bf16 where the
 hardware multiplies bf16 natively at full rate (a CUDA device with bf16, a CPU with AMX),
@@ -109,34 +109,46 @@ def grad_scaler(precision: str, device: torch.device | str) -> torch.amp.GradSca
 
 
 @contextlib.contextmanager
-def precision(device: torch.device, autocast_dtype: str | None = None, allow_tf32: bool = False) -> Iterator[None]:
-    """Numerics of one pass: autocast dtype (None = fp32) and, on CUDA, IEEE fp32 or TF32.
+def precision(device: torch.device, autocast_dtype: str | None = None, allow_tf32: bool = False,
+              deterministic: bool = True) -> Iterator[None]:
+    """Numerics of one pass: autocast dtype (None or ``"fp32"`` = fp32) and, on CUDA, IEEE
+    fp32 or TF32 and deterministic kernels or autotuned ones.
 
-    CUDA settings (TF32, cuDNN autotuning) are restored on exit.
+    ``deterministic`` (CUDA): cuDNN's deterministic algorithms and no autotuning, so the
+    same seed gives the same weights and predictions on the same GPU (``train.deterministic``).
+    Autotuning (``cudnn.benchmark``) times candidate kernels at the first call of each shape
+    and keeps the fastest, which can differ between runs, and some of cuDNN's backward kernels
+    accumulate with atomics in whatever order threads finish. The CPU path is deterministic
+    either way. CUDA settings are restored on exit.
     """
     device = torch.device(device)
+    autocast_dtype = None if autocast_dtype == "fp32" else autocast_dtype
     if autocast_dtype is not None and autocast_dtype not in AUTOCAST_DTYPES:
         raise ValueError(f"autocast must be None or one of {sorted(AUTOCAST_DTYPES)}, not {autocast_dtype!r}")
-    with contextlib.ExitStack() as stack:
-        if device.type == "cuda":
-            stack.enter_context(_cuda_fp32_precision("tf32" if allow_tf32 else "ieee"))
-        if autocast_dtype is not None:
-            stack.enter_context(autocast(autocast_dtype, device))
+    with device_settings(device, allow_tf32, deterministic), (
+            autocast(autocast_dtype, device) if autocast_dtype is not None else contextlib.nullcontext()):
         yield
 
 
 @contextlib.contextmanager
-def _cuda_fp32_precision(mode: str) -> Iterator[None]:
-    conv = torch.backends.cudnn.conv
+def device_settings(device: torch.device | str, allow_tf32: bool = False, deterministic: bool = True
+                    ) -> Iterator[None]:
+    """The device half of :func:`precision`, without autocast: on CUDA, IEEE fp32 or TF32 and
+    deterministic or autotuned kernels (restored on exit); nothing on other devices."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
     matmul = torch.backends.cuda.matmul
-    saved = (conv.fp32_precision, matmul.fp32_precision, torch.backends.cudnn.benchmark)
-    conv.fp32_precision = mode
-    matmul.fp32_precision = mode
-    torch.backends.cudnn.benchmark = True  # fixed shapes over many passes: autotune once
+    saved = (cudnn.conv.fp32_precision, matmul.fp32_precision, cudnn.benchmark, cudnn.deterministic)
+    mode = "tf32" if allow_tf32 else "ieee"
+    cudnn.conv.fp32_precision = matmul.fp32_precision = mode
+    cudnn.benchmark = not deterministic  # fixed shapes over many passes: autotune once, unless reproducible
+    cudnn.deterministic = deterministic
     try:
         yield
     finally:
-        conv.fp32_precision, matmul.fp32_precision, torch.backends.cudnn.benchmark = saved
+        cudnn.conv.fp32_precision, matmul.fp32_precision, cudnn.benchmark, cudnn.deterministic = saved
 
 
 def compiled_kernel_cache() -> str | None:

@@ -11,7 +11,9 @@ the precision (:mod:`cxrprune.core.numerics` decides it, for training and infere
 ``seconds``), and ``train.ema_decay``: an exponential moving average of the weights
 (:func:`weight_average`) is what is validated, early-stopped on and kept. On a GPU the uint8 cache is copied to the device once when it fits,
 augmentation runs there, and nothing in a step waits for the device (fp16's gradient
-scaler aside: it checks for infinities once per step).
+scaler aside: it checks for infinities once per step). On CUDA, fp32 is IEEE fp32 and, with
+``train.deterministic`` (the default), cuDNN runs its deterministic kernels without autotuning
+(:func:`cxrprune.core.numerics.device_settings`), so a seed gives the same weights twice.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from tqdm import tqdm
 
 from cxrprune.core.config import TrainConfig
 from cxrprune.core.errors import CxrpruneError
-from cxrprune.core.numerics import autocast, compiled_kernel_cache, grad_scaler, resolve_precision
+from cxrprune.core.numerics import autocast, compiled_kernel_cache, device_settings, grad_scaler, resolve_precision
 from cxrprune.core.heap import cpu_heap_reuse
 from cxrprune.core.runtime import cache_on_device, pick_device, set_threads
 from cxrprune.stats.metrics import average_precision, roc_auc
@@ -133,7 +135,8 @@ def train_model(cfg: TrainConfig, seed: int, train_labels: pd.DataFrame, train_i
         start = time.perf_counter()
         train_loss = train_epoch(step_model, optimizer, loss_fn, x_train, y_train, cfg, gen, device, epoch=epoch,
                                   precision=precision, scaler=scaler, w=w_train, ema=ema)
-        val_loss, val_probs = _validate(judged, loss_fn, x_val, y_val, cfg.batch_size, device, precision)
+        val_loss, val_probs = _validate(judged, loss_fn, x_val, y_val, cfg.batch_size, device, precision,
+                                        cfg.deterministic)
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -177,7 +180,7 @@ def validation_row(model: nn.Module, cfg: TrainConfig, val_labels: pd.DataFrame,
     x_val = cache_on_device(torch.from_numpy(np.array(val_images)), device)
     y_val = val_labels[classes].to_numpy(np.float32, copy=True)
     loss, probs = _validate(model.to(device), nn.BCEWithLogitsLoss(), x_val, y_val, cfg.batch_size, device,
-                            precision)
+                            precision, cfg.deterministic)
     return {"epoch": 0, "train_loss": float("nan"), "val_loss": loss,
             "val_map": float(np.nanmean(average_precision(y_val, probs))),
             "val_auroc": float(np.nanmean(roc_auc(y_val, probs))), "seconds": time.perf_counter() - start}
@@ -268,7 +271,8 @@ def train_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device, 
     :func:`~cxrprune.core.heap.cpu_heap_reuse` (activations and gradients reuse freed heap
     memory instead of page-faulting fresh ``mmap``s at every step).
     """
-    with _heap_scope(device), gemm_weight_grad(model, enabled=_gemm_weight_grad(cfg, device, precision)):
+    with (_heap_scope(device), gemm_weight_grad(model, enabled=_gemm_weight_grad(cfg, device, precision)),
+          device_settings(device, deterministic=cfg.deterministic)):
         return _run_epoch(model, optimizer, loss_fn, x, y, cfg, gen, device, epoch, precision,
                           scaler if scaler is not None else grad_scaler(precision, device), w, ema)
 
@@ -322,10 +326,10 @@ def _run_epoch(model, optimizer, loss_fn, x, y, cfg: TrainConfig, gen, device, e
 
 @torch.inference_mode()
 def _validate(model, loss_fn, x, y: np.ndarray, batch_size: int, device,
-              precision: str = "fp32") -> tuple[float, np.ndarray]:
+              precision: str = "fp32", deterministic: bool = True) -> tuple[float, np.ndarray]:
     model.eval()
     logits = []
-    with _heap_scope(device), autocast(precision, device):
+    with _heap_scope(device), device_settings(device, deterministic=deterministic), autocast(precision, device):
         for start in range(0, x.shape[0], batch_size):
             logits.append(model(normalize(to_unit(x[start:start + batch_size], device))).float())
     logits_t = torch.cat(logits).cpu()  # one transfer, no per-batch synchronisation
