@@ -147,19 +147,22 @@ def time_to_accuracy(sides: dict[str, TrainConfig], seed: int, data) -> dict[str
 
 
 def throughput(settings: list[tuple], x, y, repeats: int, device, arch: str) -> dict:
-    """images/s of ``train_epoch`` per setting ``(precision, batch, compile, fused_adam)``."""
+    """images/s of ``train_epoch`` per setting ``(precision, batch, compile, fused_adam[, deterministic])``
+    (``deterministic``: ``train.deterministic``, default true; it matters on CUDA only)."""
     loss_fn = nn.BCEWithLogitsLoss()
     runs = {}
-    for prec, bs, comp, fused in settings:
+    for setting in settings:
+        prec, bs, comp, fused, *rest = setting
         torch.manual_seed(0)
         model = build_model(arch, y.shape[1]).to(device, memory_format=torch.channels_last)
-        cfg = TrainConfig(arch=arch, batch_size=bs, precision=prec, compile=comp, fused_adam=fused)
+        cfg = TrainConfig(arch=arch, batch_size=bs, precision=prec, compile=comp, fused_adam=fused,
+                          deterministic=rest[0] if rest else True)
         opt = adam(model.parameters(), cfg)
         step_model = torch.compile(model) if comp else model
         gen = torch.Generator().manual_seed(0)
         first = time.perf_counter()
         train_epoch(step_model, opt, loss_fn, x, y, cfg, gen, device, precision=prec)  # warm-up (compiles)
-        runs[(prec, bs, comp, fused)] = dict(fn=lambda m=step_model, o=opt, c=cfg, g=gen, p=prec: train_epoch(
+        runs[setting] = dict(fn=lambda m=step_model, o=opt, c=cfg, g=gen, p=prec: train_epoch(
             m, o, loss_fn, x, y, c, g, device, precision=p), first=time.perf_counter() - first, rates=[], share=[])
     keys = list(runs)
     for r in range(repeats):
@@ -311,12 +314,18 @@ def run(args, figures: dict) -> None:
         y = torch.from_numpy((rng.random((args.r50_images, len(classes))) < 0.1).astype(np.float32)).to(device)
         precs = ["fp32"] + [p for p in ("bf16",) if _supported(p, device)]
         bs = 16 if device.type == "cpu" else 128
-        runs = throughput([(p, bs, False, new.fused_adam) for p in precs], x, y, max(2, args.repeats - 1), device,
-                          "resnet50")
-        print_table(["precision", "batch", "images/s, median [min-max]", "CPU share"],
-                    [[p, b, spread(r["rates"]), f"{median(r['share']):.2f}"] for (p, b, _, _), r in runs.items()],
+        # On CUDA each precision with cuDNN autotuning too: what train.deterministic costs at this scale.
+        kernels = (True, False) if device.type == "cuda" else (True,)
+        runs = throughput([(p, bs, False, new.fused_adam, d) for p in precs for d in kernels], x, y,
+                          max(2, args.repeats - 1), device, "resnet50")
+        print_table(["precision", "batch", "deterministic", "images/s, median [min-max]", "CPU share"],
+                    [[p, b, d, spread(r["rates"]), f"{median(r['share']):.2f}"]
+                     for (p, b, _, _, d), r in runs.items()],
                     title=f"part 3: resnet50 at {size} px, {args.r50_images} images per measurement, device {device}")
-        figures["resnet50_256px"] = {p: median(r["rates"]) for (p, _, _, _), r in runs.items()}
+        figures["resnet50_256px"] = {p: median(r["rates"]) for (p, _, _, _, d), r in runs.items() if d}
+        if device.type == "cuda":
+            figures["resnet50_256px_autotuned"] = {p: median(r["rates"]) for (p, _, _, _, d), r in runs.items()
+                                                   if not d}
 
 
 def _parse(spec: str, base: TrainConfig) -> dict:
