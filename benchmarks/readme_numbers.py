@@ -361,6 +361,53 @@ def conv_grad(o: Outputs) -> str:
             f"convolution, oneDNN vs gemm: {layers}.\n")
 
 
+# The paper's NIH-CXR-LT training run (the published recipe, ../STUDY.md of the project's
+# sources): about 78,506 training images, up to 60 epochs. Quoted, not measured.
+PAPER_TRAIN_IMAGES = 78_506
+PAPER_EPOCHS = 60
+
+
+def gpu(o: Outputs) -> str:
+    """The GPU paths measured on a CUDA device (benchmarks/bench_gpu.py and
+    bench_train_speed.py --tag gpu, both run by benchmarks/gpu_run.sh): the default study's
+    per-seed work, reproducibility, and the paper's model's training throughput."""
+    b, t = o.bench("bench_gpu"), o.bench("bench_train_speed-gpu")
+    if b is None or t is None:
+        return "**Not measured yet**: run `bash benchmarks/gpu_run.sh` on a machine with a CUDA device.\n"
+    f, m = b["figures"], b["machine"]
+    seeds = f["per_seed"]
+    maps = ", ".join(f"{r['dense_test_map']:.3f} ({r['committed_cpu_dense_test_map']:.3f})" for r in seeds)
+    ref = f.get("cpu_reference")
+    cpu = (f" The committed CPU run of the same stages (`{ref['file']}`, {ref['cpu_model']}): train "
+           f"{ref['train_s']:.0f} s, prune {ref['prune_s']:.0f} s (stage processes, start-up included)." if ref else "")
+    rep = f["reproducibility"]
+    r50rep = f["reproducibility_resnet50"]
+
+    def same(r: dict) -> str:
+        return f"{r['tensors_differing']} of {r['tensors']} tensors differed"
+
+    tf = t["figures"]
+    r50, auto = tf["resnet50_256px"], tf.get("resnet50_256px_autotuned", {})
+    rates = "; ".join(f"{p} {v:,.0f} deterministic, {auto[p]:,.0f} autotuned" if p in auto else f"{p} {v:,.0f}"
+                      for p, v in r50.items())
+    best = r50.get(f["precision"], max(r50.values()))
+    paper_min = PAPER_EPOCHS * PAPER_TRAIN_IMAGES / best / 60
+    return (f"Measured on one {m['gpu']} (`benchmarks/results/bench_gpu.json`, {m['started_utc']}; torch "
+            f"{m['torch']}, CUDA {m['cuda']}, cuDNN {m['cudnn']}: the GPU machine's own torch, not the pinned one; "
+            f"host {m['cpu_model']}, {m['nproc']} cores). The default study's GPU work, `train.precision` auto = "
+            f"{f['precision']}: training all {len(seeds)} seeds took **{f['gpu_train_s']:.0f} s** and pruning and "
+            f"predicting every method and level **{f['gpu_prune_s']:.0f} s** (the first seed's efficiency timing "
+            f"included).{cpu} Dense test mAP per seed on the GPU (the committed CPU run's in brackets): {maps}; "
+            f"another precision and summation order give other models, as another seed does. "
+            f"Reproducibility: seed {m['args']['repeat_seed']} trained twice with `train.deterministic: true`: "
+            f"{same(rep['deterministic'])}; twice autotuned: {same(rep['autotuned'])}. One epoch of ResNet50 at 256 px "
+            f"twice: {same(r50rep['deterministic'])} deterministic, {same(r50rep['autotuned'])} autotuned. "
+            f"ResNet50 at 256 px, training images/s (`benchmarks/results/bench_train_speed-gpu.json`, batch 128): "
+            f"{rates}. At that rate one training of the paper's recipe ({PAPER_EPOCHS} epochs over "
+            f"{PAPER_TRAIN_IMAGES:,} images, validation and data loading not counted) is about "
+            f"**{paper_min:.0f} min** of GPU time in {f['precision']}.\n")
+
+
 def pie_answer(o: Outputs) -> str:
     """The PIE treatment study's answer on the default data, from metrics/synthetic/pie_treatment.json."""
     path = o.root / "metrics/synthetic/pie_treatment.json"
@@ -826,7 +873,7 @@ RENDER: dict[str, Callable[[Outputs], str]] = {
     "operating-points": operating_point_table, "train-speed": train_speed, "conv-grad": conv_grad, "pie-answer": pie_answer, "pie-cost": pie_cost,
     "intervention-answer": intervention_answer, "intervention-cost": intervention_cost,
     "compare": compare_table, "deployment": deployment_table, "calibration": calibration,
-    "repro-trade": repro_trade, "pie-routes": pie_routes,
+    "repro-trade": repro_trade, "pie-routes": pie_routes, "gpu": gpu,
 }
 
 

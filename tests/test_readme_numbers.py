@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import readme_numbers as rn
 
-EXPECTED = {"README.md": {"repro", "findings", "why", "benchmarks", "operating-points", "train-speed", "conv-grad", "pie-answer",
+EXPECTED = {"README.md": {"repro", "findings", "why", "benchmarks", "operating-points", "train-speed", "conv-grad", "gpu", "pie-answer",
                           "pie-cost", "intervention-answer", "intervention-cost", "compare", "validation",
                           "verdict-changes", "deployment", "calibration", "repro-trade", "pie-routes"},
             "benchmarks/README.md": {"benchmarks"},
