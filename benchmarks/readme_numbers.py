@@ -743,11 +743,18 @@ def repro_time(o: Outputs) -> str:
     return line + "\n"
 
 
+def _was_shared(f: dict, m: dict) -> bool:
+    """Whether a bench_repro run's stages got under 3/4 of the machine's cores: on a quiet
+    machine they keep most of its cores busy, so less means other work ran beside them and the
+    wall time overstates a quiet run's (one rule for every run the README shows)."""
+    return f["children_cpu_share"] < 0.75 * m["nproc"]
+
+
 def _earlier_run(o: Outputs, path: Path) -> str:
     b = json.loads(path.read_text())
     f, m = b["figures"], b["machine"]
     kind = _kind(m)
-    shared = ", shared with other work" if f["children_cpu_share"] < 0.75 * m["nproc"] else ""
+    shared = ", shared with other work" if _was_shared(f, m) else ""
     return (f"{_min_s(f['total_s'])} ({m['cpu_model']}{', ' + kind if kind else ''}, {m['started_utc']}, "
             f"the stages' CPU share {f['children_cpu_share']:.2f}{shared}; `{path.relative_to(o.root)}`)")
 
@@ -799,7 +806,7 @@ def _repro_line(o: Outputs, name: str, what: str) -> str:
     kind = _kind(m)
     shared = (f" The machine was shared during this run (the stages got {f['children_cpu_share']:.2f} of "
               f"{m['nproc']} cores): the stages' own CPU time was {f['children_cpu_s'] / 60:.0f} CPU-minutes, and a "
-              "quiet run takes less wall time." if f["children_cpu_share"] < 0.75 * m["nproc"] else "")
+              "quiet run takes less wall time." if _was_shared(f, m) else "")
     return (f"**{_min_s(total)}** for `dvc repro` of {what} from nothing on "
             f"{m['cpu_model']} ({m['nproc']} cores{', ' + kind if kind else ''}; the stages' CPU share "
             f"{f['children_cpu_share']:.2f}, {m['started_utc']}; `benchmarks/results/{name}.json`): {groups}."
