@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,10 +32,11 @@ from cxrprune.core.runtime import cache_on_device
 from cxrprune.training.loop import adam, train_epoch, train_model
 from cxrprune.training.models import build_model
 
-pytestmark = pytest.mark.skipif(
+needs_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(),
     reason="NO CUDA DEVICE: the GPU paths (training, pruning, inference, timing on cuda) are not tested on this "
            "machine; run `pytest tests/test_cuda.py` on one with a GPU")
+REPO = Path(__file__).resolve().parents[1]
 
 CUDA = torch.device("cuda")
 CLASSES = [f"c{i}" for i in range(6)]
@@ -62,11 +66,13 @@ def _grads(model: nn.Module) -> torch.Tensor:
     return torch.cat([p.grad.detach().double().cpu().flatten() for p in model.parameters()])
 
 
+@needs_cuda
 def test_precision_auto_is_bf16_on_a_gpu_with_native_bf16():
     expected = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
     assert resolve_precision("auto", CUDA) == expected
 
 
+@needs_cuda
 def test_one_training_step_on_cuda_matches_the_same_step_on_the_cpu():
     """Same weights, batch order and augmentation (drawn on the CPU generator): the loss and
     every gradient agree to fp32 rounding, which TF32 convolutions (cuDNN's default) would not."""
@@ -87,6 +93,7 @@ def test_one_training_step_on_cuda_matches_the_same_step_on_the_cpu():
     assert float((g_gpu - g_cpu).norm() / g_cpu.norm()) < 1e-4
 
 
+@needs_cuda
 @pytest.mark.parametrize("precision", ["fp32", "auto"])
 def test_a_seed_trains_to_the_same_weights_twice_on_the_same_gpu(precision):
     train_labels, train_images = _data(512, 1)
@@ -101,6 +108,7 @@ def test_a_seed_trains_to_the_same_weights_twice_on_the_same_gpu(precision):
     assert next(runs[0].model.parameters()).device.type == "cuda"
 
 
+@needs_cuda
 def test_predictions_on_cuda_repeat_exactly_and_match_the_cpu():
     _, images = _data(300, 3)
     torch.manual_seed(0)
@@ -115,6 +123,7 @@ def test_predictions_on_cuda_repeat_exactly_and_match_the_cpu():
     np.testing.assert_allclose(first, cpu, rtol=0, atol=1e-5)
 
 
+@needs_cuda
 def test_the_default_methods_prune_and_predict_on_cuda_as_on_the_cpu():
     """l1, random and int8 predictions of the GPU run against the CPU run's; the 90% l1
     model's predictions against those of torch.nn.utils.prune's global L1 mask of the same
@@ -151,3 +160,14 @@ def test_the_default_methods_prune_and_predict_on_cuda_as_on_the_cpu():
     engines = {row["method"]: row["engine"] for row in efficiency}
     assert engines == {"dense": "torch-cuda", "l1": "torch-cuda", "random": "torch-cuda", "int8": "onnxruntime-cpu"}
     assert all(np.isfinite(row["latency_ms_b1"]) and row["images_per_s_b64"] > 0 for row in efficiency), efficiency
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device: the GPU checks run instead")
+def test_the_gpu_checks_say_in_one_line_that_there_is_no_gpu():
+    for cmd in (["bash", "benchmarks/gpu_run.sh"], [sys.executable, "benchmarks/bench_gpu.py"]):
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120,
+                              env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "PYTHONPATH": str(REPO / "src"),
+                                   "OUT": "/nonexistent/never-made"} if cmd[0] == "bash" else None)
+        assert proc.returncode == 1, (cmd, proc.stdout, proc.stderr)
+        assert "no CUDA device on this machine" in proc.stderr
+        assert "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr
