@@ -266,7 +266,19 @@ def scaleout(o: Outputs) -> str:
             f"e.g. N = 30 with Ray's measured t_seed = {f['t_seed_s']:.1f} s, T_start = {f['t_start_s']:.1f} s, "
             f"T_rest = {f['t_rest_s']:.1f} s:\n"
             + ", ".join(f"k={k} {pr[f'N30_k{k}']['seconds']:.0f} s ({pr[f'N30_k{k}']['speedup']:.2f}x)" for k in ks)
-            + ". For GPU figures put one GPU's\nper-seed time into t_seed.\n")
+            + ". For GPU figures put one GPU's\nper-seed time into t_seed" + _gpu_seed_time(o) + ".\n")
+
+
+def _gpu_seed_time(o: Outputs) -> str:
+    """One H200's training + pruning time per seed of the default (bench_gpu.json), if measured."""
+    b = o.bench("bench_gpu")
+    if b is None:
+        return ""
+    seeds = b["figures"]["per_seed"]
+    per_seed = sorted(r["train_s"] + r["prune_s"] for r in seeds)
+    return (f" (the default's train + prune work took {per_seed[0]:.0f}-{per_seed[-1]:.0f} s per seed on one "
+            f"{b['machine']['gpu']}, `benchmarks/results/bench_gpu.json`: the work alone, without the two stage "
+            "processes' start-up)")
 
 
 def train_speed(o: Outputs) -> str:
