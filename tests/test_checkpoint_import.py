@@ -152,6 +152,11 @@ def test_an_imported_torchvision_checkpoint_is_audited_end_to_end(tiny_study, tm
     params["seeds"] = [0]
     params["train"]["arch"] = "resnet18"
     params["model"] = {"source": "checkpoint", "path": "audit/resnet18.pt", "classes": file_order}
+    # The paper's two methods: every stage after train@0 runs on the imported model either way, and
+    # l1's blocks are what the oracles below recompute. Channel pruning and int8 (most of this
+    # test's prune time on a ResNet18) are test_compression_methods.py's, on a ResNet of the same
+    # BasicBlocks, and the shared tiny study's, end to end.
+    params["prune"]["methods"] = ["l1", "random"]
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["dvc", "add", "audit/resnet18.pt"], ws)  # the README's commands, in its order
     assert (ws / "audit/resnet18.pt.dvc").is_file()
