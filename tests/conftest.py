@@ -63,6 +63,7 @@ FIRST = [
     "test_determinism.py",  # its own workspace: kill and resume a training
     "test_train_speed.py",  # torch.compile, in child processes
     "test_scaleout.py",  # a Ray run beside the shared study
+    "test_scaleout_cluster.py",  # Ray cluster, Ctrl-C, DVC remote: copies of the shared study
     "test_pie_treatment.py",
     "test_robustness_queue.py",  # its own workspace
     "test_compare.py",
