@@ -55,23 +55,42 @@ def _queue_status(ws: Path) -> str:
     return proc.stdout + proc.stderr
 
 
+def _outcome(status: str, name: str) -> str | None:
+    """``name``'s final state in ``dvc queue status`` (Success, Failed), None before it has one."""
+    line = next((ln for ln in status.splitlines() if f" {name} " in f" {ln} "), "")
+    return next((word for word in ("Success", "Failed") if word in line), None)
+
+
 @pytest.mark.slow
 def test_two_queued_experiments_are_both_fully_tracked_in_the_workspace_store(tmp_path):
     ws = tiny_workspace(tmp_path, seeds=(0,), levels=LEVELS, epochs=1, patience=1)
     for name, lr in EXPERIMENTS.items():
         run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.lr={lr}", "analyze"], ws)
     try:
-        run(["dvc", "queue", "start", "-j", "2"], ws)
+        # Output to a file, not a pipe: DVC launches each worker from a forked process that keeps
+        # the caller's stdout open until its worker exits, so under a pipe this call would wait for
+        # the workers' own idle shutdown (a fresh-clone run of the suite hung there once, both workers
+        # started) instead of returning as it does in a terminal. The loop below is the hang
+        # detector, and it says which experiment was still queued or running.
+        with open(tmp_path / "queue-start.log", "w") as log:
+            started = subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=ws, env=env(), stdout=log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=300)
+        start_log = (tmp_path / "queue-start.log").read_text()
+        assert started.returncode == 0 and "Started '2'" in start_log, start_log
         t0 = time.monotonic()
         status = _queue_status(ws)
-        while "Queued" in status or "Running" in status:
-            assert time.monotonic() - t0 < HANG_S, f"the queue still runs after {HANG_S} s (a hang):\n{status}"
-            time.sleep(3)
+        # Until each experiment has an outcome: a task a worker has taken but not yet begun is
+        # neither "Queued" nor "Running" in the status for a moment.
+        while not all(_outcome(status, name) for name in EXPERIMENTS):
+            if time.monotonic() - t0 > HANG_S:
+                workers = "\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-2000:]}"
+                                    for p in sorted((ws / ".dvc" / "tmp" / "exps").rglob("*.out")))
+                raise AssertionError(f"the queue still runs after {HANG_S} s (a hang):\n{status}\n{workers}")
+            time.sleep(15)  # each status call is a DVC process: a few CPU-seconds on a busy machine
             status = _queue_status(ws)
         logs = {name: run(["dvc", "queue", "logs", name], ws) for name in EXPERIMENTS}
         for name in EXPERIMENTS:
-            line = next((ln for ln in status.splitlines() if f" {name} " in f" {ln} "), "")
-            assert "Success" in line, f"{name}: {status}\n{logs[name][-3000:]}"
+            assert _outcome(status, name) == "Success", f"{name}: {status}\n{logs[name][-3000:]}"
             assert "database is locked" not in logs[name] and "Traceback" not in logs[name], logs[name][-3000:]
     finally:
         subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=ws, env=env(), capture_output=True,
