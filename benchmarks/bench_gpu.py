@@ -27,13 +27,12 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 
 import numpy as np
 import pandas as pd
 import torch
 
-from common import RESULTS, ROOT, print_table, record
+from common import RESULTS, ROOT, print_table, record, timed
 
 from cxrprune.compression.methods.base import Context
 from cxrprune.compression.prune import prune_and_predict
@@ -44,14 +43,6 @@ from cxrprune.datasets.prepare import load_meta, load_split, split_reader
 from cxrprune.stats.metrics import average_precision
 from cxrprune.training.loop import adam, train_epoch, train_model
 from cxrprune.training.models import build_model
-
-
-def synced_seconds(fn):
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    out = fn()
-    torch.cuda.synchronize()
-    return out, time.perf_counter() - start
 
 
 def same_weights(sa: dict, sb: dict) -> tuple[int, int]:
@@ -95,15 +86,16 @@ def run(args, figures: dict) -> None:
 
     rows, per_seed, models = [], [], {}
     for seed in seeds:
-        result, train_s = synced_seconds(lambda s=seed: train_model(cfg, s, *data))
+        result, train_s = timed(train_model, cfg, seed, *data, sync_cuda=True)
         # the trained weights, before pruning touches anything (the reproducibility check compares them)
         models[seed] = {k: v.clone() for k, v in result.model.state_dict().items()}
         context = Context(seed, params.prune, cfg, device, int(x_test.shape[-1]), split_reader(prep, classes))
         efficiency: list[dict] = []
-        levels, prune_s = synced_seconds(lambda s=seed, m=result.model: prune_and_predict(
-            m, x_test, params.prune.methods, params.prune.levels, s, params.prune.batch_size, device,
-            autocast=autocast_option(params.prune.autocast), allow_tf32=params.prune.allow_tf32, context=context,
-            efficiency=efficiency, timed=s == seeds[0]))
+        levels, prune_s = timed(
+            prune_and_predict, result.model, x_test, params.prune.methods, params.prune.levels, seed,
+            params.prune.batch_size, device, autocast=autocast_option(params.prune.autocast),
+            allow_tf32=params.prune.allow_tf32, context=context, efficiency=efficiency, timed=seed == seeds[0],
+            sync_cuda=True)
         dense = next(r for r in levels if (r.method, r.sparsity) == ("l1", 0.0))
         gpu_map = float(np.nanmean(average_precision(y_test, dense.probs)))
         epochs = len(result.history)
@@ -165,9 +157,9 @@ def _reproducibility_r50(cfg: TrainConfig, device, n_classes: int, n_images: int
         for _ in range(2):
             torch.manual_seed(0)
             model = build_model("resnet50", n_classes).to(device, memory_format=torch.channels_last)
-            _, s = synced_seconds(lambda m=model: train_epoch(
-                m, adam(m.parameters(), c), torch.nn.BCEWithLogitsLoss(), x, y, c, torch.Generator().manual_seed(0),
-                device, precision=precision))
+            _, s = timed(
+                train_epoch, model, adam(model.parameters(), c), torch.nn.BCEWithLogitsLoss(), x, y, c,
+                torch.Generator().manual_seed(0), device, precision=precision, sync_cuda=True)
             states.append(model.state_dict())
             seconds.append(s)
         differ, total = same_weights(*states)

@@ -65,11 +65,21 @@ def make_pngs(out_dir: str | os.PathLike, n: int, size: int = 1024, seed: int = 
     return paths
 
 
-def timed(fn: Callable, *args, **kwargs) -> tuple[object, float]:
-    """``(fn(*args, **kwargs), seconds)``."""
+def timed(fn: Callable, *args, sync_cuda: bool = False, **kwargs) -> tuple[object, float]:
+    """``(fn(*args, **kwargs), seconds)``. ``sync_cuda``: CUDA kernels run after their launch
+    returns, so the clock starts and stops on an idle device (``torch.cuda.synchronize``)."""
+    sync = _cuda_sync() if sync_cuda else (lambda: None)
+    sync()
     start = time.perf_counter()
     out = fn(*args, **kwargs)
+    sync()
     return out, time.perf_counter() - start
+
+
+def _cuda_sync() -> Callable[[], None]:
+    import torch  # here: the CPU-only benchmarks time without importing torch for it
+
+    return torch.cuda.synchronize
 
 
 def median(values: Sequence[float]) -> float:
