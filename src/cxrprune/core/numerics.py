@@ -111,7 +111,7 @@ def grad_scaler(precision: str, device: torch.device | str) -> torch.amp.GradSca
 @contextlib.contextmanager
 def precision(device: torch.device, autocast_dtype: str | None = None, allow_tf32: bool = False,
               deterministic: bool = True) -> Iterator[None]:
-    """Numerics of one pass: autocast dtype (None or ``"fp32"`` = fp32) and, on CUDA, IEEE
+    """Numerics of one pass: autocast dtype (None: fp32) and, on CUDA, IEEE
     fp32 or TF32 and deterministic kernels or autotuned ones.
 
     ``deterministic`` (CUDA): cuDNN's deterministic algorithms and no autotuning, so the
@@ -122,7 +122,6 @@ def precision(device: torch.device, autocast_dtype: str | None = None, allow_tf3
     either way. CUDA settings are restored on exit.
     """
     device = torch.device(device)
-    autocast_dtype = None if autocast_dtype == "fp32" else autocast_dtype
     if autocast_dtype is not None and autocast_dtype not in AUTOCAST_DTYPES:
         raise ValueError(f"autocast must be None or one of {sorted(AUTOCAST_DTYPES)}, not {autocast_dtype!r}")
     with device_settings(device, allow_tf32, deterministic), (
