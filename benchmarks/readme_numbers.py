@@ -597,13 +597,12 @@ def pie_routes(o: Outputs) -> str:
 # The calibration's arms (README: Calibration), in the order a finding's own arm is looked for:
 # a finding is judged in the first planted arm whose routes include its routes, and every
 # planted arm that plants none of its routes shows whether another route moves its statistic.
-# `frequency` plants that route alone, in its current form; `planted` is every route at once with
-# the frequency route in its earlier form (commit f08c034), so it is the PIE routes' arm and not
-# the frequency route's (with every route planted the routes compete for the fixed share of images
-# that are PIEs: commit 0b432af).
+# `frequency` plants that route alone and `pie-routes` the four PIE routes without it: planted
+# together, the routes compete for the fixed share of test images that are PIEs (commit 0b432af;
+# README, the fixed-network table's last row), so no arm plants every route.
 ARMS = (("frequency", "`frequency` alone", frozenset({"frequency"})),
-        ("planted", "every route (`frequency` in its earlier form)",
-         frozenset({"frequency", "label_noise", "quality", "ambiguity", "mottle"})),
+        ("pie-routes", "the PIE routes alone",
+         frozenset({"label_noise", "quality", "ambiguity", "mottle"})),
         ("none", "nothing planted", frozenset()))
 
 
@@ -672,11 +671,12 @@ def calibration(o: Outputs) -> str:
                f"does not plant the finding's route (a route moving a statistic not its own): {names(crossed)}. "
                f"Reproduced in more than 1 of 5 draws with nothing planted (a property every draw of the generator "
                f"has, or a false positive): {names(false_pos)}.")
-    return learn_line + "\n".join(out) + verdict + _route_values(o, "frequency") + "\n"
+    return (learn_line + "\n".join(out) + verdict + _route_values(o, ("frequency",))
+            + _route_values(o, ("ambiguity", "mottle")) + "\n")
 
 
-def _route_values(o: Outputs, route: str) -> str:
-    """Each draw's value of the statistics ``route`` plants, in the arm that plants it and in the
+def _route_values(o: Outputs, routes: tuple[str, ...]) -> str:
+    """Each draw's value of the statistics ``routes`` plant, in the arm that plants them and in the
     arm with nothing planted, side by side (the committed compare snapshots): whether the planted
     draws sit apart from the ones with nothing planted shows more than the counts of significant
     draws."""
@@ -686,14 +686,14 @@ def _route_values(o: Outputs, route: str) -> str:
     from cxrprune.analysis.findings import CLAIMS
     from cxrprune.stats.multiplicity import holm
 
-    planted_arm = next(arm for arm, _, routes in ARMS if route in routes)
+    planted_arm = next(arm for arm, _, arm_routes in ARMS if set(routes) <= arm_routes)
     arms = {arm: sorted(compare.load(o.root / f"reports/calibration-{arm}")[0], key=lambda e: e.name)
             for arm in (planted_arm, "none")}
 
     def values(arm: str, key: str) -> list[float]:
         return [v for e in arms[arm] if (v := e.findings["findings"].get(key, {}).get("value")) is not None]
 
-    claims = [c for c in CLAIMS if route in c.routes and c.direction != 0]
+    claims = [c for c in CLAIMS if set(routes) & set(c.routes) and c.direction != 0]
     if not claims:
         return ""
     sides, apart = [], []
@@ -708,10 +708,13 @@ def _route_values(o: Outputs, route: str) -> str:
         # the paper's way of the unplanted ones? Exact rank-sum test, one-sided in that direction.
         apart.append(mannwhitneyu(planted, none, alternative="greater" if claim.direction > 0 else "less",
                                   method="exact").pvalue)
+    whose = "the routes'" if len(routes) > 1 else "the route's"
     rows = [f"*{c.title}* ({c.statistic.split(';')[0]}): planted {sp}; nothing planted {sn}; planted draws the "
-            f"paper's way of the unplanted ones: exact Mann-Whitney p {p:.3f}, Holm-adjusted over the route's "
+            f"paper's way of the unplanted ones: exact Mann-Whitney p {p:.3f}, Holm-adjusted over {whose} "
             f"statistics {q:.3f}" for c, (sp, sn), p, q in zip(claims, sides, apart, holm(apart).adjusted, strict=True)]
-    return (f"\n\nEach draw's value of the statistics the `{route}` route plants (`reports/calibration-{planted_arm}/*/"
+    named = " and ".join(f"`{r}`" for r in routes)
+    return (f"\n\nEach draw's value of the statistics the {named} route{'s' if len(routes) > 1 else ''} "
+            f"plant{'' if len(routes) > 1 else 's'} (`reports/calibration-{planted_arm}/*/"
             f"findings.json` and `reports/calibration-none/*/findings.json`, draws in name order): "
             + ". ".join(rows) + ".")
 

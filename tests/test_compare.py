@@ -259,10 +259,10 @@ def test_a_named_comparison_of_matching_experiments_writes_its_own_files(tmp_pat
     assert "--name '../escape'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["compare", "calibration-frequency", "calibration-planted", "calibration-none"])
+@pytest.mark.parametrize("name", ["compare", "calibration-frequency", "calibration-pie-routes", "calibration-none"])
 def test_each_committed_comparison_rebuilds_from_its_snapshot(tmp_path, monkeypatch, name):
     """The committed tables (README: the compare table and the calibration's three arms: the
-    `frequency` route alone, every route, nothing planted) are what `cxrprune
+    `frequency` route alone, the PIE routes alone, nothing planted) are what `cxrprune
     compare --from reports/NAME --name NAME` writes from the committed snapshot alone, so they
     regenerate from the repository."""
     committed = REPO / "reports" / f"{name}.md"
