@@ -43,6 +43,7 @@ SETTINGS = {
     "ambiguity": ["ambiguity"],
     "mottle": ["mottle"],
     "label_noise+quality": ["label_noise", "quality"],
+    "PIE routes": ["label_noise", "quality", "ambiguity", "mottle"],  # the calibration's PIE-routes arm
     "all five": ["frequency", "label_noise", "quality", "ambiguity", "mottle"],
 }
 
