@@ -594,6 +594,25 @@ def pie_routes(o: Outputs) -> str:
             f"({_machine(b)}):\n\n" + "\n".join(out) + "\n")
 
 
+def fcd_noise(o: Outputs) -> str:
+    """How much of each planted draw's FCD is its curves' seed-to-seed noise (benchmarks/fcd_noise.py)."""
+    b = o.bench("fcd_noise")
+    if b is None:
+        return "Not measured yet: run `benchmarks/fcd_noise.py` on the `frequency` arm's draws.\n"
+    draws = b["figures"]["draws"]
+
+    def row(key: str) -> str:
+        return ", ".join(f"{d[key]:+.2f}" for d in draws)
+
+    hits = sum(d["corrected_vs_dlnf_p"] < 0.05 for d in draws)
+    return (f"Per draw ({', '.join(d['draw'] for d in draws)}; `benchmarks/results/fcd_noise.json`, {_machine(b)}), "
+            f"Spearman rho over the pairs of the finding's classes: FCD vs |d ln f| (the finding) {row('fcd_vs_dlnf')}; "
+            f"FCD vs the pair's summed curve noise {row('fcd_vs_noise')}; that noise vs |d ln f| "
+            f"{row('noise_vs_dlnf')}; the noise-corrected distance vs |d ln f| {row('corrected_vs_dlnf')} "
+            f"(Mantel p < 0.05 in {hits} of {len(draws)}). Noisiest curves: "
+            + "; ".join(f"{d['draw']}: {d['noisiest']}" for d in draws) + ".\n")
+
+
 # The calibration's arms (README: Calibration), in the order a finding's own arm is looked for:
 # a finding is judged in the first planted arm whose routes include its routes, and every
 # planted arm that plants none of its routes shows whether another route moves its statistic.
@@ -693,6 +712,17 @@ def _route_values(o: Outputs, routes: tuple[str, ...]) -> str:
     def values(arm: str, key: str) -> list[float]:
         return [v for e in arms[arm] if (v := e.findings["findings"].get(key, {}).get("value")) is not None]
 
+    def unadjusted(arm: str, claim) -> str:
+        """Draws whose own p (before the report's Holm adjustment over its findings) is below the
+        report's alpha, the paper's way: what a missed target owes to that adjustment."""
+        hits = 0
+        for e in arms[arm]:
+            f = e.findings["findings"].get(claim.key, {})
+            value, p = f.get("value"), f.get("p")
+            hits += (value is not None and p is not None and (value - claim.null) * claim.direction > 0
+                     and p < e.findings["alpha"])
+        return f"{hits} of {len(arms[arm])}"
+
     claims = [c for c in CLAIMS if set(routes) & set(c.routes) and c.direction != 0]
     if not claims:
         return ""
@@ -709,7 +739,9 @@ def _route_values(o: Outputs, routes: tuple[str, ...]) -> str:
         apart.append(mannwhitneyu(planted, none, alternative="greater" if claim.direction > 0 else "less",
                                   method="exact").pvalue)
     whose = "the routes'" if len(routes) > 1 else "the route's"
-    rows = [f"*{c.title}* ({c.statistic.split(';')[0]}): planted {sp}; nothing planted {sn}; planted draws the "
+    rows = [f"*{c.title}* ({c.statistic.split(';')[0]}): planted {sp}; nothing planted {sn}; its own p below "
+            f"alpha the paper's way, before the report's Holm adjustment over its findings: planted "
+            f"{unadjusted(planted_arm, c)}, nothing planted {unadjusted('none', c)}; planted draws the "
             f"paper's way of the unplanted ones: exact Mann-Whitney p {p:.3f}, Holm-adjusted over {whose} "
             f"statistics {q:.3f}" for c, (sp, sn), p, q in zip(claims, sides, apart, holm(apart).adjusted, strict=True)]
     named = " and ".join(f"`{r}`" for r in routes)
@@ -895,7 +927,7 @@ RENDER: dict[str, Callable[[Outputs], str]] = {
     "operating-points": operating_point_table, "train-speed": train_speed, "conv-grad": conv_grad, "pie-answer": pie_answer, "pie-cost": pie_cost,
     "intervention-answer": intervention_answer, "intervention-cost": intervention_cost,
     "compare": compare_table, "deployment": deployment_table, "calibration": calibration,
-    "repro-trade": repro_trade, "pie-routes": pie_routes, "gpu": gpu,
+    "repro-trade": repro_trade, "pie-routes": pie_routes, "fcd-noise": fcd_noise, "gpu": gpu,
 }
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cxrprune.analysis import fcd
+from cxrprune.analysis import fcd, forgetting
 
 CURVES = pd.DataFrame({"A": [0.0, 0.0, 0.0], "B": [0.0, -0.3, -0.4], "C": [-0.1, -0.1, -0.1]},
                       index=pd.Index([0.05, 0.5, 0.95], name="level"))
@@ -170,3 +170,41 @@ def test_testable_classes_drop_the_class_with_most_undefined_pairs_first():
     tests = fcd.fcd_correlations(pairs)
     assert tests.freq.n == 1 and math.isnan(tests.freq.rho) and math.isnan(tests.freq.p_rho)
     assert tests.p_method.startswith("mantel, not run")
+
+
+def test_curve_noise_is_the_seed_sd_averaged_over_levels():
+    # A's two seeds at levels 0.5, 0.9, 0.95: -0.1/0.0, -0.3/-0.1, -0.5/-0.6; B constant over seeds
+    a = np.array([[-0.1, -0.3, -0.5], [0.0, -0.1, -0.6]])
+    rel = pd.DataFrame([{"seed": s, "level": k, "class_name": c, "rel_dap": v}
+                        for c, table in (("A", a), ("B", np.full((2, 3), -0.2)))
+                        for s in range(2) for k, v in zip((0.5, 0.9, 0.95), table[s])])
+    noise = fcd.curve_noise(rel, ["B", "A"])
+    assert list(noise.index) == ["B", "A"] and noise["B"] == 0.0
+    assert noise["A"] == pytest.approx(np.std(a, axis=0, ddof=1).mean(), rel=1e-12)
+    assert math.isnan(fcd.curve_noise(rel[rel["seed"] == 0], ["A"])["A"])  # no scatter to measure with one seed
+
+
+def test_noise_rho_is_spearman_of_fcd_with_the_pairs_summed_noise():
+    pairs = fcd.fcd_pairs(CURVES, LABELS, ["A", "B", "C"])
+    noise = pd.Series({"A": 0.01, "B": 0.2, "C": 0.05})
+    summed = [0.21, 0.06, 0.25]  # A+B, A+C, B+C
+    assert fcd.noise_rho(pairs, noise) == pytest.approx(stats.spearmanr(pairs["fcd"], summed).statistic, rel=1e-12)
+    assert math.isnan(fcd.noise_rho(pairs, pd.Series({"A": 0.1, "B": 0.1, "C": 0.1})))  # constant: undefined
+
+
+def test_a_noisy_class_sits_far_from_classes_with_the_same_expected_curve():
+    """Five classes forget identically in expectation; their seeds scatter by 0.02 to 0.4. The
+    median curves then sit apart by noise alone, and FCD ranks the pairs by their noise."""
+    rng = np.random.default_rng(0)
+    levels = np.round(np.arange(0.05, 1.0, 0.05), 2)
+    expected = -levels ** 3
+    scatter = {"A": 0.02, "B": 0.05, "C": 0.1, "D": 0.2, "E": 0.4}
+    rows = [{"seed": s, "level": k, "class_name": c, "rel_dap": expected[i] + sd * rng.standard_normal()}
+            for c, sd in scatter.items() for s in range(5) for i, k in enumerate(levels)]
+    rel = pd.DataFrame(rows)
+    curves = forgetting.forgettability_curves(rel, list(scatter))
+    noise = fcd.curve_noise(rel, list(scatter))
+    assert list(noise.sort_values().index) == list(scatter)  # the measured noise ranks the classes as planted
+    labels = pd.DataFrame(np.eye(5, dtype=int), columns=list(scatter))
+    pairs = fcd.fcd_pairs(curves, labels, list(scatter))
+    assert fcd.noise_rho(pairs, noise) > 0.8

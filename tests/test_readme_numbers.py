@@ -28,7 +28,7 @@ import readme_numbers as rn
 
 EXPECTED = {"README.md": {"repro", "findings", "why", "benchmarks", "operating-points", "train-speed", "conv-grad", "gpu", "pie-answer",
                           "pie-cost", "intervention-answer", "intervention-cost", "compare", "validation",
-                          "verdict-changes", "deployment", "calibration", "repro-trade", "pie-routes"},
+                          "verdict-changes", "deployment", "calibration", "repro-trade", "pie-routes", "fcd-noise"},
             "benchmarks/README.md": {"benchmarks"},
             "docs/SCALEOUT.md": {"scaleout"}}
 

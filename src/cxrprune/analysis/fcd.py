@@ -28,6 +28,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import spearmanr
 
 from cxrprune.analysis.forgetting import Correlation, correlate
 from cxrprune.core.errors import CxrpruneError, DataError
@@ -107,6 +108,31 @@ def fcd_pairs(curves: pd.DataFrame, test_labels: pd.DataFrame | np.ndarray,
     })
     rows["iou_quarter"] = rows["iou"] ** 0.25
     return rows
+
+
+def curve_noise(rel: pd.DataFrame, classes: Sequence[str] | None = None) -> pd.Series:
+    """Each class's curve noise: the standard deviation over seeds of its per-seed change
+    (``rel_dap``, :func:`cxrprune.analysis.forgetting.relative_change`) at each level, averaged
+    over the levels (NaN with fewer than 2 seeds). A curve is the median over seeds, so this is
+    the scale of the scatter behind it: two noisy curves sit apart by noise alone."""
+    sd = rel.pivot_table(index="level", columns="class_name", values="rel_dap", aggfunc="std", dropna=False)
+    order = list(classes) if classes is not None else list(sd.columns)
+    return sd.reindex(columns=order).mean(axis=0, skipna=True).rename("curve_noise").astype(np.float64)
+
+
+def noise_rho(pairs: pd.DataFrame, noise: pd.Series) -> float:
+    """Spearman's rho over the pairs of FCD with the pair's summed curve noise (:func:`curve_noise`);
+    NaN when undefined. Descriptive, no p-value: how far the distances measure seed-to-seed
+    scatter rather than curve shape. A retained curve divides by the dense model's lift above
+    chance, so a weakly learned class's curve is noisy, and in the synthetic calibration those are
+    mostly the rare classes: pairs of them (small frequency gaps) sit apart by noise alone, which
+    hides an FCD-frequency relation (``benchmarks/fcd_noise.py``, README: Calibration)."""
+    summed = noise.reindex(pairs["class_a"]).to_numpy() + noise.reindex(pairs["class_b"]).to_numpy()
+    fcd = pairs["fcd"].to_numpy(dtype=np.float64)
+    ok = np.isfinite(summed) & np.isfinite(fcd)
+    if ok.sum() < 3 or np.ptp(summed[ok]) == 0 or np.ptp(fcd[ok]) == 0:
+        return float("nan")
+    return float(spearmanr(fcd[ok], summed[ok]).statistic)
 
 
 MANTEL_PERMUTATIONS = 9999

@@ -118,7 +118,9 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("fcd_frequency", "Classes of different frequency have dissimilar forgettability curves",
           "FCD vs |d ln f|: r=0.71, rho=0.64",
           "Spearman rho, FCD of retained-AUROC curves vs |d ln f|, learned classes (Mantel p)", +1, 0.0,
-          "an association over class pairs; frequency and co-occurrence are entangled (partial test beside it)",
+          "an association over class pairs; frequency and co-occurrence are entangled (partial test beside it); "
+          "a pair's FCD also grows with its curves' seed-to-seed noise, largest for weakly learned classes (rho "
+          "beside it)",
           routes=("frequency",)),
     Claim("fcd_cooccurrence", "Co-occurring classes have similar forgettability curves",
           "FCD vs IoU^(1/4): r=-0.43, rho=-0.47",
@@ -265,6 +267,8 @@ def measure(summary: dict, evaluation: dict, reader: dict | None) -> dict[str, M
                                             at95_p=num(f.get("dauroc95_rho_p")))
     out["fcd_frequency"].extra.update(partial_rho=num(c.get("auroc_freq_given_iou_rho")),
                                       partial_p=num(c.get("auroc_freq_given_iou_rho_p")))
+    for key in ("fcd_frequency", "fcd_cooccurrence"):
+        out[key].extra["noise_rho"] = num(c.get("auroc_noise_rho"))
     # One-sided flag-permutation p (rare classes enriched); rho is read against random PIEs' mean rho.
     out["pie_rare"] = Measurement(num(pie.get("class_enrichment_rho")), None, num(pie.get("class_enrichment_p")),
                                   "summary.json: pie.class_enrichment_rho", {}, one_sided=True,

@@ -98,6 +98,8 @@ def stat_text(f: Finding) -> str:
     if m.extra.get("partial_rho") is not None:
         parts.append(f"given IoU^(1/4): partial rho {fmt(m.extra['partial_rho'])}, "
                      f"p {fmt_p(m.extra.get('partial_p'))}")
+    if m.extra.get("noise_rho") is not None:
+        parts.append(f"FCD vs the pair's curve noise: rho {fmt(m.extra['noise_rho'])}")
     if m.null is not None:
         parts.append(f"random PIEs give {fmt(m.null)} on average")
     if m.extra.get("n") is not None:

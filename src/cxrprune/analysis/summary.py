@@ -107,6 +107,11 @@ def analyze(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, eva
     pairs_cc = fcd.fcd_pairs(cc.roc.curves[cc.included], test_labels, cc.included, cfg.fcd_distance,
                              cfg.fcd_weighting)
     c_fcd_cc = fcd.fcd_correlations(pairs_cc)
+    # How far those distances follow the curves' seed-to-seed scatter (a descriptive rho in the
+    # findings report): the per-seed retained AUROC that cc.roc.curves is the median of.
+    rel_roc = forgetting.relative_change(per_class, METHOD,
+                                         pd.Series(chance_corrected.AUROC_CHANCE, index=classes), "auroc")
+    noise_cc = fcd.curve_noise(rel_roc, cc.included)
 
     # Analysis 4: PIEs of the seeds' ensemble at pie_sparsity.
     ids, p_dense = pies.ensemble(dense, classes)
@@ -169,6 +174,7 @@ def analyze(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, eva
             "n_classes_used": len(c_fcd.classes), "classes_excluded": list(c_fcd.excluded),
             **{f"auroc_{k}": v for k, v in fcd_keys(c_fcd_cc).items()},
             "auroc_n_classes_used": len(c_fcd_cc.classes),
+            "auroc_noise_rho": fcd.noise_rho(pairs_cc, noise_cc),
             "auroc_classes_excluded": [{"class": c, "reason": cc.excluded[c]} for c in classes if c in cc.excluded]
             + [{"class": c, "reason": "a pair value undefined (Mantel needs every pair)"} for c in c_fcd_cc.excluded],
         },
