@@ -24,11 +24,13 @@ draws with nothing planted (README, Calibration).
 
 Input: one directory per draw holding that draw's ``per_class.csv``, ``summary.json`` and
 ``labels_test.parquet`` (the prepare stage's, for |d ln f| over the finding's classes exactly as
-the pipeline takes it), e.g. for the experiments of the calibration loop::
+the pipeline takes it), e.g. for the experiments of the calibration loop, in their workspace (the
+experiment's lock and metrics from git, its prepared labels from the DVC cache)::
 
-    for k in 13 14 15 16 17; do dvc exp apply freq-$k && mkdir -p /tmp/freq-$k && cp \\
-        metrics/synthetic/per_class.csv metrics/synthetic/summary.json \\
-        data/prepared/synthetic/labels_test.parquet /tmp/freq-$k/; done
+    for k in 13 14 15 16 17; do ref=$(git for-each-ref --format='%(refname)' "refs/exps/*/*/freq-$k")
+        git checkout $ref -- dvc.lock metrics/synthetic && dvc checkout prepare && mkdir -p /tmp/freq-$k &&
+        cp metrics/synthetic/per_class.csv metrics/synthetic/summary.json \\
+            data/prepared/synthetic/labels_test.parquet /tmp/freq-$k/; done
     python benchmarks/fcd_noise.py /tmp/freq-{13,14,15,16,17}
 """
 
