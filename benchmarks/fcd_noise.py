@@ -5,11 +5,11 @@ Not a speed benchmark: the measurement behind the README's account of why the ca
 of retained-AUROC curves (``analysis/fcd.py``, ``analysis/chance_corrected.py``): for each class
 the median over seeds of ``(AUROC_k - 0.5) / (AUROC_0 - 0.5)``. Dividing by the dense model's
 lift above chance amplifies a weakly learned class's seed-to-seed noise, and the weakly learned
-classes are the rare ones, so a pair of rare classes (small |d ln f|) can sit far apart by noise
-alone. This script measures, per draw and over the classes the finding uses:
+classes are mostly the rare ones, so a pair of rare classes (small |d ln f|) can sit far apart by
+noise alone. This script measures, per draw and over the classes the finding uses:
 
-- each class's curve noise (``fcd.curve_noise``): the standard deviation over seeds of its retained AUROC, averaged
-  over the levels k > 0;
+- each class's curve noise (``fcd.curve_noise``): the standard deviation over seeds of its
+  retained AUROC, averaged over the levels k > 0;
 - Spearman's rho over the pairs of the pipeline's FCD with the pair's summed noise and with
   |d ln f| (the latter is the finding's statistic: checked against the draw's ``summary.json``,
   so this reads the same curves the pipeline read), and of the summed noise with |d ln f|;
@@ -101,6 +101,7 @@ def main() -> None:
         for name, row in table.iterrows():
             print(f"  {name}: {row['noisiest']}")
         fig["draws"] = table.reset_index(names="draw").to_dict(orient="records")
+
 
 if __name__ == "__main__":
     main()
