@@ -108,10 +108,11 @@ def analyze(cfg: AnalyzeConfig, classes: list[str], per_class: pd.DataFrame, eva
                              cfg.fcd_weighting)
     c_fcd_cc = fcd.fcd_correlations(pairs_cc)
     # How far those distances follow the curves' seed-to-seed scatter (a descriptive rho in the
-    # findings report): the per-seed retained AUROC that cc.roc.curves is the median of.
+    # findings report): the per-seed retained AUROC that cc.roc.curves is the median of, over the
+    # classes the Mantel tests kept (a class without noise leaves its pairs out of noise_rho).
     rel_roc = forgetting.relative_change(per_class, METHOD,
                                          pd.Series(chance_corrected.AUROC_CHANCE, index=classes), "auroc")
-    noise_cc = fcd.curve_noise(rel_roc, cc.included)
+    noise_cc = fcd.curve_noise(rel_roc, list(c_fcd_cc.classes))
 
     # Analysis 4: PIEs of the seeds' ensemble at pie_sparsity.
     ids, p_dense = pies.ensemble(dense, classes)
